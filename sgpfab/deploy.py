@@ -1,0 +1,160 @@
+"""Deploy one release to one Linux host, leaving it on a working release whatever happens."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import linux
+from .errors import DeployError, RemoteError
+from .session import HostSession, controller_user, elapsed
+from .state import HostState
+from .versions import Version, release_version
+
+
+@dataclass
+class Artifacts:
+    """What the controller prepared once for all hosts."""
+
+    source: Path
+    source_digest: str
+    wheelhouse: Path
+    uv: Path
+    module: str = "main:app"
+    requirements: str = "requirements.txt"
+
+
+@dataclass
+class Outcome:
+    host: str
+    action: str
+    ok: bool
+    before: str | None
+    after: str | None
+    message: str = ""
+    seconds: float = 0.0
+
+
+def deploy_host(s: HostSession, version: Version, art: Artifacts) -> Outcome:
+    """Upload, build, back up, switch, restart, health-check; auto-rollback on failure."""
+    start = time.monotonic()
+    s.prepare()
+    with s.lock(f"deploy {version}"):
+        st = s.state()
+        before = st.current
+        try:
+            _ensure_release(s, st, version, art)
+            backup = s.hostctl("backup", "--label", f"before-{version.release_name}", as_service_user=True)
+            if backup.get("backup"):
+                s.note(f"database saved to {backup['backup']}")
+            s.t.run(linux.install_unit(s.host, art.module), sudo=True)
+            _activate(s, version, before)
+        except BaseException as e:
+            s.audit(action="deploy", version=str(version), before=before, digest=art.source_digest,
+                    result="failed", error=str(e)[:300], seconds=elapsed(start))
+            raise
+        s.audit(action="deploy", version=str(version), before=before, digest=art.source_digest,
+                result="ok", seconds=elapsed(start))
+    return Outcome(s.host.name, "deploy", True, _v(before), str(version),
+                   "healthy", elapsed(start))
+
+
+def _ensure_release(s: HostSession, st: HostState, version: Version, art: Artifacts) -> None:
+    existing = st.get(version)
+    if existing and existing.complete:
+        digest = existing.meta.get("source_digest")
+        if digest and digest != art.source_digest:
+            raise DeployError(f"{s.host.name}: release {version} already exists with different content;"
+                              " versions are immutable: bump the version")
+        if existing.bad:
+            s.hostctl("mark", "--name", version.release_name)  # a deliberate retry clears the mark
+        s.note(f"release {version} is already on the host; reusing it")
+        return
+    if existing:  # a directory without its completion marker: never trusted, rebuilt
+        s.hostctl("remove", version.release_name)
+    lay = s.layout
+    uv = s.t.run(linux.which_uv(s.host)).stdout.strip()
+    if not uv:
+        s.note("no uv on the host: pushing a static uv binary")
+        s.t.put(art.uv, lay.uv, mode=0o755)
+        uv = lay.uv
+    s.note(f"uploading release {version}")
+    s.t.sync(str(art.wheelhouse), lay.wheelhouse, excludes=[".complete"], delete=False)
+    s.t.run(linux.stage_dir(s.host, version))
+    link_dest = lay.current if st.current else None
+    s.t.sync(str(art.source), lay.partial(version), excludes=linux.RSYNC_EXCLUDES, link_dest=link_dest)
+    s.note("building the release's venv with uv (offline, from the wheelhouse)")
+    s.t.run(linux.build_venv(s.host, version, uv, art.requirements))
+    s.t.run(linux.write_env(s.host, version))
+    s.hostctl("finalize", "--name", version.release_name,
+              "--meta", linux.release_meta(version, art.source_digest, controller_user()))
+    if s.host.service_user and s.host.service_user != s.t.login_user:
+        s.t.run(linux.chown_env(s.host, version), sudo=True)
+
+
+def _activate(s: HostSession, version: Version, before: str | None) -> None:
+    """Switch + restart + health gate. Any failure or interrupt puts `before` back."""
+    switched = False
+    try:
+        s.hostctl("switch", "--to", version.release_name)
+        switched = True
+        s.note(f"switched current -> {version.release_name}; restarting {s.host.service}")
+        s.restart()
+        result = s.wait_healthy(version)
+        if not result.get("healthy"):
+            raise _Unhealthy(result)
+        s.note(f"healthy: {s.host.service} answers version {version}")
+    except BaseException as e:
+        if not switched:
+            raise
+        reason = _describe(e)
+        logs = s.last_logs() if isinstance(e, _Unhealthy) else ""
+        if isinstance(e, _Unhealthy):
+            s.hostctl("mark", "--name", version.release_name, "--bad", "--reason", reason)
+        restored = _restore(s, before)
+        msg = f"{s.host.name}: release {version} failed ({reason}); {restored}"
+        if logs:
+            msg += "\n  last service log lines:\n    " + "\n    ".join(logs.splitlines())
+        raise DeployError(msg) from (None if isinstance(e, _Unhealthy) else e)
+
+
+def _restore(s: HostSession, before: str | None) -> str:
+    """Put the previous release back and prove it healthy; say what happened."""
+    if before is None:
+        s.t.run(f"rm -f {linux.q(s.layout.current)}")
+        s.t.run(f"systemctl stop {linux.q(s.host.service)}", sudo=True, check=False)
+        return "no earlier release to return to: the service was stopped"
+    s.hostctl("switch", "--to", before)
+    s.restart()
+    r = s.wait_healthy(release_version(before))
+    if r.get("healthy"):
+        s.note(f"rolled back to {before}, which is healthy")
+        return f"rolled back to {before} (healthy)"
+    return f"rolled back to {before}, but it is NOT healthy either: {r.get('error') or r.get('body', '')[:200]}"
+
+
+class _Unhealthy(Exception):
+    def __init__(self, result: dict):
+        super().__init__(result)
+        self.result = result
+
+
+def _describe(e: BaseException) -> str:
+    if isinstance(e, _Unhealthy):
+        r = e.result
+        if r.get("restarts", 0) >= 3:
+            return f"the service keeps crashing ({r['restarts']} restarts)"
+        if r.get("code"):
+            return f"health answered {r['code']} with version {r.get('version')!r}"
+        return f"no healthy answer: {r.get('error', 'timeout')}"
+    if isinstance(e, KeyboardInterrupt):
+        return "interrupted"
+    if isinstance(e, RemoteError):
+        return str(e)
+    return f"{type(e).__name__}: {e}"
+
+
+def _v(name: str | None) -> str | None:
+    v = release_version(name) if name else None
+    return str(v) if v else name

@@ -1,0 +1,69 @@
+"""Where things live under API_ROOT on a Linux host."""
+
+from __future__ import annotations
+
+import posixpath
+from dataclasses import dataclass
+
+from .versions import Version
+
+PARTIAL_PREFIX = ".partial-"  # a release being built; never switched to
+
+
+@dataclass(frozen=True)
+class Layout:
+    root: str
+
+    def _p(self, *parts: str) -> str:
+        return posixpath.join(self.root, *parts)
+
+    @property
+    def releases(self) -> str:
+        return self._p("releases")
+
+    @property
+    def current(self) -> str:
+        return self._p("releases", "current")
+
+    @property
+    def shared(self) -> str:
+        return self._p("shared")
+
+    @property
+    def shared_dirs(self) -> list[str]:
+        return [self._p("shared", d) for d in ("db", "media", "logs")]
+
+    @property
+    def database(self) -> str:
+        return self._p("shared", "db", "app.db")
+
+    @property
+    def logs(self) -> str:
+        return self._p("shared", "logs")
+
+    @property
+    def backups(self) -> str:
+        return self._p("backups")
+
+    @property
+    def tools(self) -> str:
+        return self._p(".sgpfab")
+
+    @property
+    def hostctl(self) -> str:
+        return self._p(".sgpfab", "hostctl.py")
+
+    @property
+    def uv(self) -> str:
+        return self._p(".sgpfab", "bin", "uv")
+
+    @property
+    def wheelhouse(self) -> str:
+        return self._p("wheelhouse")
+
+    def release(self, version: Version | str) -> str:
+        name = version.release_name if isinstance(version, Version) else version
+        return self._p("releases", name)
+
+    def partial(self, version: Version) -> str:
+        return self._p("releases", PARTIAL_PREFIX + version.release_name)

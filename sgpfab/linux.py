@@ -1,0 +1,136 @@
+"""What to run on a Linux host: pure functions that return shell command strings.
+
+Nothing here does I/O. Every value that reaches a shell goes through `shlex.quote`, in one
+place (`q`), so the commands can be unit-tested as strings.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+
+from .inventory import Host
+from .layout import Layout
+from .systemd import unit_path, unit_text
+from .versions import Version
+
+q = shlex.quote
+
+# Never copied into a release: per-host state lives in shared/, and build junk is rebuilt.
+RSYNC_EXCLUDES = [
+    ".git/", ".hg/", ".svn/", ".venv/", "venv/", "env/", "__pycache__/", "*.pyc", "*.pyo",
+    "db/", "media/", "logs/", "wheelhouse/", ".env", ".env.*", "*.db", "*.sqlite3", "*.sqlite",
+    "*.log", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", "node_modules/", ".DS_Store",
+    ".idea/", ".vscode/", "dist/", "build/", "*.egg-info/",
+]
+UV_ENV = "UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1"
+
+
+def prepare_dirs(host: Host, login_user: str) -> str:
+    """Create API_ROOT's tree (idempotent). Run with root rights; owners set explicitly."""
+    lay = Layout(host.api_root)
+    run_as = host.service_user or login_user
+    own = f"-o {q(login_user)} -g {q(login_user)}"
+    app = f"-o {q(run_as)} -g {q(run_as)}"
+    mine = [lay.root, lay.releases, lay.tools, lay.tools + "/bin", lay.wheelhouse]
+    theirs = [lay.shared, *lay.shared_dirs, lay.backups]
+    return (f"install -d -m 755 {own} {' '.join(map(q, mine))}"
+            f" && install -d -m 750 {app} {' '.join(map(q, theirs))}")
+
+
+def hostctl(host: Host, *args: str) -> str:
+    """Run the uploaded host helper with the host's python."""
+    lay = Layout(host.api_root)
+    return " ".join([q(host.python), q(lay.hostctl), "--root", q(lay.root), *map(q, args)])
+
+
+def which_uv(host: Host) -> str:
+    """Prints the uv to use: the one pushed by sgpfab, else one on PATH; nothing if none."""
+    lay = Layout(host.api_root)
+    return f"if [ -x {q(lay.uv)} ]; then echo {q(lay.uv)}; else command -v uv || true; fi"
+
+
+def stage_dir(host: Host, version: Version) -> str:
+    """A clean staging dir for the release (a leftover partial is rebuilt, never used)."""
+    p = Layout(host.api_root).partial(version)
+    return f"rm -rf {q(p)} && mkdir -p {q(p)}"
+
+
+def build_venv(host: Host, version: Version, uv: str, requirements: str = "requirements.txt") -> str:
+    """The release's own venv, installed offline from the host's wheelhouse."""
+    lay = Layout(host.api_root)
+    d = lay.partial(version)
+    return (
+        f"cd {q(d)} && {UV_ENV} {q(uv)} venv --quiet --relocatable --python {q(host.python)} .venv"
+        f" && {UV_ENV} {q(uv)} pip install --quiet --python .venv/bin/python --no-index"
+        f" --find-links {q(lay.wheelhouse)} -r {q(requirements)}"
+    )
+
+
+def env_lines(host: Host, version: Version) -> list[str]:
+    lay = Layout(host.api_root)
+    return [
+        f"API_ROOT={lay.root}",
+        f"APP_VERSION={version}",
+        f"PORT={host.port}",
+        f"DATABASE_URL=sqlite:///{lay.database}",
+        f"MEDIA_ROOT={lay.shared}/media",
+        f"LOG_DIR={lay.logs}",
+    ]
+
+
+def write_env(host: Host, version: Version) -> str:
+    """Write the staged release's .env with mode 0600 (umask before the file exists)."""
+    path = Layout(host.api_root).partial(version) + "/.env"
+    body = "".join(line + "\n" for line in env_lines(host, version))
+    return f"(umask 077 && printf %s {q(body)} > {q(path)}) && chmod 600 {q(path)}"
+
+
+def chown_env(host: Host, version: Version) -> str:
+    return f"chown {q(host.service_user)} {q(Layout(host.api_root).release(version) + '/.env')}"
+
+
+def release_meta(version: Version, source_digest: str, who: str) -> str:
+    return json.dumps({"version": str(version), "source_digest": source_digest, "deployed_by": who})
+
+
+def install_unit(host: Host, module: str) -> str:
+    """Write the unit only when it changed (then daemon-reload); enable it. Needs root."""
+    path = unit_path(host)
+    tmp = path + ".sgpfab-tmp"
+    return (
+        f"printf %s {q(unit_text(host, module))} > {q(tmp)}"
+        f" && if cmp -s {q(tmp)} {q(path)}; then rm -f {q(tmp)};"
+        f" else mv -f {q(tmp)} {q(path)} && systemctl daemon-reload; fi"
+        f" && systemctl enable --quiet {q(host.service)}"
+    )
+
+
+def restart(host: Host) -> str:
+    """reset-failed first: a crash-looping release may have hit the start limit."""
+    s = q(host.service)
+    return f"systemctl reset-failed {s} 2>/dev/null; systemctl restart {s}"
+
+
+def service_state(host: Host) -> str:
+    return f"systemctl is-active {q(host.service)} || true"
+
+
+def service_logs(host: Host, lines: int = 20) -> str:
+    log = f"{Layout(host.api_root).logs}/{host.service}.log"
+    return f"tail -n {int(lines)} {q(log)} 2>/dev/null || true"
+
+
+def health_url(host: Host) -> str:
+    addr = "127.0.0.1" if host.bind in ("0.0.0.0", "::", "") else host.bind
+    if ":" in addr:
+        addr = f"[{addr}]"
+    return f"http://{addr}:{host.port}{host.health_path}"
+
+
+def health_check(host: Host, expect_version: Version | None) -> str:
+    """One probe (JSON line) then the service's automatic restart count (crash-loop detection)."""
+    args = ["health", "--url", health_url(host)]
+    if expect_version is not None:
+        args += ["--expect-version", str(expect_version)]
+    return f"{hostctl(host, *args)}; systemctl show -p NRestarts --value {q(host.service)}"

@@ -1,0 +1,54 @@
+"""Tables and messages for people, with rich."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.table import Table
+
+from .deploy import Outcome
+
+console = Console(highlight=False)
+
+
+def say(msg: str) -> None:
+    console.print(msg, markup=False, soft_wrap=True)
+
+
+def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("host", "result", "before", "after", "seconds", "detail"):
+        t.add_column(col)
+    for o in outcomes:
+        t.add_row(o.host, "[green]ok[/]" if o.ok else "[red]FAILED[/]", o.before or "-", o.after or "-",
+                  f"{o.seconds:.1f}" if o.seconds else "-", o.message.splitlines()[0] if o.message else "")
+    return t
+
+
+def releases_table(rows: list[tuple[str, "HostState"]]) -> Table:
+    t = Table(title="releases")
+    for col in ("host", "release", "active", "state", "deployed"):
+        t.add_column(col)
+    for host, st in rows:
+        if not st.releases:
+            t.add_row(host, "-", "", "no releases", "")
+        for r in reversed(st.releases):
+            state = "incomplete" if not r.complete else ("bad" if r.bad else "ok")
+            t.add_row(host, str(r.version), "*" if r.name == st.current else "", state,
+                      str(r.meta.get("finalized_at", "")))
+    return t
+
+
+def status_table(rows: list[dict]) -> Table:
+    t = Table(title="fleet status")
+    for col in ("host", "active", "releases", "service", "health"):
+        t.add_column(col)
+    for r in rows:
+        st = r["state"]
+        active = st.active.version if st and st.active else None
+        health = r["health"]
+        if health == "healthy":
+            health = f"[green]healthy ({r.get('answering')})[/]"
+        t.add_row(r["host"], str(active) if active else "-",
+                  ", ".join(str(x.version) for x in st.complete) if st else "-",
+                  r["service"], health)
+    return t

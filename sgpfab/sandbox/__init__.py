@@ -1,0 +1,1 @@
+"""A local sandbox fleet: real Debian hosts (systemd + sshd) as systemd-nspawn containers."""

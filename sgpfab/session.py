@@ -1,0 +1,128 @@
+"""One host, connected: hostctl calls, the deploy lock, health waits and the audit log."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import socket
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
+
+from . import linux
+from .errors import LockedError, RemoteError
+from .inventory import Host
+from .layout import Layout
+from .state import HostState
+from .versions import Version
+
+log = logging.getLogger(__name__)
+HOSTCTL_SOURCE = Path(__file__).parent / "remote" / "hostctl.py"
+
+
+def controller_user() -> str:
+    return f"{getpass.getuser()}@{socket.gethostname()}"
+
+
+class HostSession:
+    """Wraps a transport with the host-level operations sgpfab needs."""
+
+    def __init__(self, transport, say=print):
+        self.t = transport
+        self.host: Host = transport.host
+        self.layout = Layout(self.host.api_root)
+        self.say = say
+
+    def note(self, msg: str) -> None:
+        self.say(f"[{self.host.name}] {msg}")
+
+    # -- setup ---------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        """API_ROOT tree and the current hostctl helper on the host (idempotent)."""
+        self.t.run(linux.prepare_dirs(self.host, self.t.login_user), sudo=True)
+        self.t.put(HOSTCTL_SOURCE, self.layout.hostctl)
+
+    def has_helper(self) -> bool:
+        return self.t.run(f"test -f {linux.q(self.layout.hostctl)}", check=False).ok
+
+    def hostctl(self, *args: str, as_service_user: bool = False) -> dict:
+        cmd = linux.hostctl(self.host, *args)
+        user = self.host.service_user
+        if as_service_user and user and user != self.t.login_user:
+            cmd = f"sudo -n -u {linux.q(user)} {cmd}"
+        r = self.t.run(cmd)
+        return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def state(self) -> HostState:
+        return HostState.from_json(self.hostctl("state"))
+
+    # -- lock ----------------------------------------------------------------------------------
+    @contextmanager
+    def lock(self, what: str):
+        token = uuid.uuid4().hex
+        r = self.hostctl("lock", "--token", token, "--who", controller_user(), "--what", what)
+        if not r.get("locked"):
+            h = r.get("holder", {})
+            raise LockedError(f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
+                              f" ({h.get('what', '?')}); if that deploy is gone, use --force-unlock")
+        try:
+            yield
+        finally:
+            try:
+                self.hostctl("lock", "--release", "--token", token)
+            except Exception as e:  # never hide the original error
+                log.warning("%s: could not release the lock: %s", self.host.name, e)
+
+    def force_unlock(self) -> None:
+        self.hostctl("lock", "--release")
+
+    # -- service -------------------------------------------------------------------------------
+    def restart(self) -> None:
+        self.t.run(linux.restart(self.host), sudo=True, check=False)
+
+    def service_state(self) -> str:
+        return self.t.run(linux.service_state(self.host), check=False).stdout.strip() or "unknown"
+
+    def wait_healthy(self, version: Version | None, timeout: float | None = None) -> dict:
+        """Probe until healthy with the expected version; give up at the deadline or when the
+        service is crash-looping (several automatic restarts). Returns the last probe."""
+        timeout = timeout or self.host.health_timeout
+        last: dict = {}
+
+        def attempt() -> dict:
+            nonlocal last
+            r = self.t.run(linux.health_check(self.host, version), check=False)
+            lines = r.stdout.strip().splitlines()
+            try:
+                last = json.loads(lines[0])
+                last["restarts"] = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
+            except (ValueError, IndexError):
+                last = {"healthy": False, "error": (r.stderr or r.stdout).strip()[-200:]}
+            return last
+
+        def unhealthy(r: dict) -> bool:
+            return not r.get("healthy") and r.get("restarts", 0) < 3
+
+        retrying = Retrying(retry=retry_if_result(unhealthy), stop=stop_after_delay(timeout),
+                            wait=wait_exponential(multiplier=0.2, max=2),
+                            retry_error_callback=lambda rs: rs.outcome.result())
+        return retrying(attempt)
+
+    def last_logs(self, lines: int = 15) -> str:
+        return self.t.run(linux.service_logs(self.host, lines), check=False).stdout.strip()
+
+    # -- records -------------------------------------------------------------------------------
+    def audit(self, **record) -> None:
+        record.setdefault("user", controller_user())
+        try:
+            self.hostctl("audit", "--record", json.dumps(record, sort_keys=True))
+        except RemoteError as e:
+            log.warning("%s: could not write the audit log: %s", self.host.name, e)
+
+
+def elapsed(start: float) -> float:
+    return round(time.monotonic() - start, 2)
