@@ -116,7 +116,8 @@ def _activate(s: HostSession, version: Version, before: str | None) -> None:
         msg = f"{s.host.name}: release {version} failed ({reason}); {restored}"
         if logs:
             msg += "\n  last service log lines:\n    " + "\n    ".join(logs.splitlines())
-        raise DeployError(msg) from (None if isinstance(e, _Unhealthy) else e)
+        now = s.state().current
+        raise DeployError(msg, before=_v(before), after=_v(now)) from (None if isinstance(e, _Unhealthy) else e)
 
 
 def _restore(s: HostSession, before: str | None) -> str:

@@ -1,5 +1,7 @@
 """Errors that sgpfab reports to the user as one clear line."""
 
+from __future__ import annotations
+
 
 class SgpfabError(Exception):
     """Base class: the message is meant for the user, on one line."""
@@ -19,6 +21,10 @@ class RemoteError(SgpfabError):
 
 class DeployError(SgpfabError):
     """A deploy or rollback failed; the host was left on a working release where possible."""
+
+    def __init__(self, message: str, before: str | None = None, after: str | None = None):
+        super().__init__(message)
+        self.before, self.after = before, after
 
 
 class LockedError(SgpfabError):

@@ -40,28 +40,28 @@ class HostSettings(BaseModel):
     @field_validator("service")
     @classmethod
     def _service(cls, v: str) -> str:
-        if not SERVICE_RE.match(v):
+        if not SERVICE_RE.fullmatch(v):
             raise ValueError(f"invalid service name {v!r}")
         return v
 
     @field_validator("user", "run_as")
     @classmethod
     def _user(cls, v: str | None) -> str | None:
-        if v is not None and not USER_RE.match(v):
+        if v is not None and not USER_RE.fullmatch(v):
             raise ValueError(f"invalid user name {v!r}")
         return v
 
     @field_validator("health_path")
     @classmethod
     def _health_path(cls, v: str) -> str:
-        if not re.match(r"^/[A-Za-z0-9._/-]*$", v):
+        if not re.fullmatch(r"^/[A-Za-z0-9._/-]*$", v):
             raise ValueError(f"invalid health path {v!r}")
         return v
 
     @field_validator("bind", "hostname")
     @classmethod
     def _addr(cls, v: str | None) -> str | None:
-        if v is not None and not re.match(r"^[A-Za-z0-9.:_-]+$", v):
+        if v is not None and not re.fullmatch(r"^[A-Za-z0-9.:_-]+$", v):
             raise ValueError(f"invalid address {v!r}")
         return v
 
@@ -76,9 +76,9 @@ class Host(HostSettings):
     def _check(self) -> "Host":
         if self.os == "linux":
             p = self.api_root
-            if not POSIX_PATH_RE.match(p) or p == "/" or ".." in p.split("/"):
+            if not POSIX_PATH_RE.fullmatch(p) or p == "/" or ".." in p.split("/"):
                 raise ValueError(f"api_root must be an absolute path without '..': {p!r}")
-        elif not WINDOWS_PATH_RE.match(self.api_root) or ".." in self.api_root.split("\\"):
+        elif not WINDOWS_PATH_RE.fullmatch(self.api_root) or ".." in self.api_root.split("\\"):
             raise ValueError(f"api_root must be an absolute Windows path like C:\\api: {self.api_root!r}")
         if self.service_user == "root":
             raise ValueError("the service must not run as root: set run_as to an unprivileged user")
@@ -143,7 +143,7 @@ class Inventory:
             data = InventoryFile.model_validate(raw or {})
             hosts = {}
             for name, settings in data.hosts.items():
-                if not NAME_RE.match(name):
+                if not NAME_RE.fullmatch(name):
                     raise InventoryError(f"{path}: invalid host name {name!r}")
                 groups = tuple(g for g, members in data.groups.items() if name in members)
                 hosts[name] = Host.model_validate({**data.defaults, **(settings or {}), "name": name, "groups": groups})
@@ -152,7 +152,7 @@ class Inventory:
             where = ".".join(str(x) for x in first["loc"])
             raise InventoryError(f"{path}: {where}: {first['msg']}") from None
         for group, members in data.groups.items():
-            if not NAME_RE.match(group) or group in hosts:
+            if not NAME_RE.fullmatch(group) or group in hosts:
                 raise InventoryError(f"{path}: invalid group name {group!r} (must not clash with a host)")
             unknown = [m for m in members if m not in hosts]
             if unknown:

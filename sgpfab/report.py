@@ -16,8 +16,9 @@ def say(msg: str) -> None:
 
 def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
     t = Table(title=title)
-    for col in ("host", "result", "before", "after", "seconds", "detail"):
+    for col in ("host", "result", "before", "after", "seconds"):
         t.add_column(col)
+    t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     for o in outcomes:
         t.add_row(o.host, "[green]ok[/]" if o.ok else "[red]FAILED[/]", o.before or "-", o.after or "-",
                   f"{o.seconds:.1f}" if o.seconds else "-", o.message.splitlines()[0] if o.message else "")

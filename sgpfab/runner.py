@@ -55,5 +55,6 @@ def each_host(sessions: list[HostSession], action: str, fn: Callable[[HostSessio
             outcomes.append(fn(s))
         except SgpfabError as e:
             failed = True
-            outcomes.append(Outcome(s.host.name, action, False, None, None, str(e)))
+            outcomes.append(Outcome(s.host.name, action, False, getattr(e, "before", None),
+                                    getattr(e, "after", None), str(e)))
     return outcomes

@@ -34,7 +34,7 @@ class Version:
         if not isinstance(text, str) or not text:
             raise InputError("missing version: give one like 1.0.5")
         raw = text[1:] if text.startswith(RELEASE_PREFIX) else text
-        m = _SEMVER.match(raw)
+        m = _SEMVER.fullmatch(raw)
         if not m or len(raw) > 64:
             raise InputError(f"invalid version {text!r}: expected semantic version like 1.0.5")
         pre = tuple(m["pre"].split(".")) if m["pre"] else ()

@@ -38,7 +38,7 @@ def _releases_dir(root):
 
 
 def _check_name(name):
-    if not NAME_RE.match(name) or ".." in name:
+    if not NAME_RE.fullmatch(name) or ".." in name:
         raise Fail("invalid release name %r" % name)
     return name
 
@@ -133,12 +133,12 @@ def remove(a):
     """Delete releases (or staged partials); refuse the active one."""
     rel = _releases_dir(a.root)
     active = _current(a.root)
-    removed = []
-    for name in a.names:
-        bare = name[len(PARTIAL_PREFIX):] if name.startswith(PARTIAL_PREFIX) else name
-        _check_name(bare)
+    for name in a.names:  # check every name before deleting anything
+        _check_name(name[len(PARTIAL_PREFIX):] if name.startswith(PARTIAL_PREFIX) else name)
         if name == active:
             raise Fail("refusing to remove the active release %s" % name)
+    removed = []
+    for name in a.names:
         path = os.path.join(rel, name)
         if os.path.isdir(path) and not os.path.islink(path):
             shutil.rmtree(path)
