@@ -71,11 +71,11 @@ class HostState:
         return target
 
     def cleanup_plan(self, keep: int) -> list[str]:
-        """Names to delete: all but the newest `keep` complete releases, never the active one or
-        its rollback target; every leftover partial build goes too."""
+        """Names to delete: all but the newest `keep` good releases, never the active one or its
+        rollback target; releases marked bad and leftover partial builds go first."""
         if keep < 1:
             raise InputError("--keep must be at least 1")
-        protected = {r.name for r in self.complete[-keep:]}
+        protected = {r.name for r in [r for r in self.complete if not r.bad][-keep:]}
         if self.current:
             protected.add(self.current)
         prev = self.previous_good()

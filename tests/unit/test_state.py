@@ -46,3 +46,9 @@ def test_cleanup_keeps_newest_plus_active_and_its_rollback_target():
     assert st.cleanup_plan(5) == [".partial-v1.0.6"]
     with pytest.raises(InputError):
         st.cleanup_plan(0)
+
+
+def test_cleanup_counts_only_good_releases_towards_keep():
+    st = state("v1.0.4", "v1.0.4", "v1.0.5", "v1.0.6:bad")
+    assert st.cleanup_plan(1) == ["v1.0.6"]
+    assert st.cleanup_plan(2) == ["v1.0.6"]

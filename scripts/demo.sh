@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# The demo: boot a local sandbox fleet (3 real Debian hosts with systemd and sshd), deploy the
+# example SGP API to it, upgrade, break a release on purpose, roll back, clean up. Needs root.
+# SGPFAB_DEMO_KEEP=1 leaves the fleet running afterwards (stop it with: .venv/bin/fab sandbox.down).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/bootstrap.sh
+fab=.venv/bin/fab
+step() { printf '\n\033[1;36m==> %s\033[0m\n' "$*"; }
+
+if [ "${SGPFAB_DEMO_KEEP:-0}" != 1 ]; then trap '$fab sandbox.down --name demo' EXIT; fi
+step "boot the sandbox fleet: staging1, prod1, prod2"
+$fab sandbox.up --name demo --hosts 3
+export SGPFAB_INVENTORY=/var/lib/sgpfab/sandbox/demo/inventory.yaml
+ip() { awk -v h="$1" '$1=="Host"{c=$2} $1=="HostName"&&c==h{print $2}' /var/lib/sgpfab/sandbox/demo/ssh_config; }
+
+step "deploy 1.0.4 to the whole fleet"
+$fab -H all deploy --version 1.0.4
+step "write data through the API on prod1"
+curl -fsS -X POST -H 'content-type: application/json' -d '{"name": "written under 1.0.4"}' "http://$(ip prod1):8000/items"; echo
+
+step "deploy 1.0.5 to prod (fab -H prod1,prod2 deploy --version 1.0.5)"
+$fab -H prod1,prod2 deploy --version 1.0.5
+step "the data is still there under 1.0.5"
+curl -fsS "http://$(ip prod1):8000/health"; echo
+curl -fsS "http://$(ip prod1):8000/items"; echo
+
+step "deploy a broken 1.0.6 to prod1: it fails its health check and rolls itself back"
+broken=$(mktemp -d)
+cp -r examples/sgp_api/. "$broken"
+echo 'raise RuntimeError("demo: this release cannot start")' >> "$broken/main.py"
+$fab -H prod1 deploy --version 1.0.6 --source "$broken" || echo "(deploy failed as expected; exit $?)"
+rm -rf "$broken"
+curl -fsS "http://$(ip prod1):8000/health"; echo
+
+step "fleet status"
+$fab -H all status
+step "roll prod back to the previous release"
+$fab -H prod rollback
+step "releases on every host"
+$fab -H all list
+step "clean up, keeping 1 release (the active and previous ones are always kept)"
+$fab -H all cleanup --keep 1
+$fab -H all list
+step "demo finished"
