@@ -28,7 +28,15 @@ curl -fsS "http://$(ip prod1):8000/items"; echo
 step "deploy a broken 1.0.6 to prod1: it fails its health check and rolls itself back"
 broken=$(mktemp -d)
 cp -r examples/sgp_api/. "$broken"
-echo 'raise RuntimeError("demo: this release cannot start")' >> "$broken/main.py"
+cat >> "$broken/main.py" <<'PY'
+
+@asynccontextmanager
+async def _broken_lifespan(_app):
+    raise RuntimeError("demo: this release cannot start")
+    yield
+
+app.router.lifespan_context = _broken_lifespan
+PY
 $fab -H prod1 deploy --version 1.0.6 --source "$broken" || echo "(deploy failed as expected; exit $?)"
 rm -rf "$broken"
 curl -fsS "http://$(ip prod1):8000/health"; echo

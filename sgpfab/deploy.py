@@ -1,4 +1,4 @@
-"""Deploy one release to one Linux host, leaving it on a working release whatever happens."""
+"""Deploy one verified bundle to one Linux host, leaving it on a working release whatever happens."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import linux
+from .bundle import Bundle
 from .errors import DeployError, RemoteError
 from .session import HostSession, controller_user, elapsed
 from .state import HostState
@@ -14,15 +15,16 @@ from .versions import Version, release_version
 
 
 @dataclass
-class Artifacts:
+class Plan:
     """What the controller prepared once for all hosts."""
 
-    source: Path
-    source_digest: str
-    wheelhouse: Path
-    uv: Path
-    module: str = "main:app"
-    requirements: str = "requirements.txt"
+    bundle: Bundle
+    uv: Path  # a static uv for hosts without one
+    migrate: str | None = None
+
+    @property
+    def version(self) -> Version:
+        return self.bundle.version
 
 
 @dataclass
@@ -36,35 +38,47 @@ class Outcome:
     seconds: float = 0.0
 
 
-def deploy_host(s: HostSession, version: Version, art: Artifacts) -> Outcome:
-    """Upload, build, back up, switch, restart, health-check; auto-rollback on failure."""
+def deploy_host(s: HostSession, plan: Plan) -> Outcome:
+    """Upload, verify, build, back up, migrate, switch, restart, health-check; auto-rollback."""
     start = time.monotonic()
+    version, digest = plan.version, plan.bundle.digest
     s.prepare()
     with s.lock(f"deploy {version}"):
         st = s.state()
         before = st.current
         try:
-            _ensure_release(s, st, version, art)
-            backup = s.hostctl("backup", "--label", f"before-{version.release_name}", as_service_user=True)
-            if backup.get("backup"):
-                s.note(f"database saved to {backup['backup']}")
-            s.t.run(linux.install_unit(s.host, art.module), sudo=True)
-            _activate(s, version, before)
+            if _already_active(s, st, plan):
+                outcome = Outcome(s.host.name, "deploy", True, _v(before), str(version),
+                                  "already active and healthy: nothing to do", elapsed(start))
+                s.audit(action="deploy", version=str(version), before=_v(before), digest=digest, result="noop")
+                return outcome
+            _ensure_release(s, st, plan)
+            s.backup(f"before-{version.release_name}")
+            if plan.migrate:
+                _migrate(s, plan)
+            s.t.run(linux.install_unit(s.host, plan.bundle.metadata.get("module", "main:app")), sudo=True)
+            activate(s, version, before)
         except BaseException as e:
-            s.audit(action="deploy", version=str(version), before=before, digest=art.source_digest,
+            s.audit(action="deploy", version=str(version), before=_v(before), digest=digest,
                     result="failed", error=str(e)[:300], seconds=elapsed(start))
             raise
-        s.audit(action="deploy", version=str(version), before=before, digest=art.source_digest,
-                result="ok", seconds=elapsed(start))
-    return Outcome(s.host.name, "deploy", True, _v(before), str(version),
-                   "healthy", elapsed(start))
+        s.audit(action="deploy", version=str(version), before=_v(before), digest=digest, result="ok",
+                seconds=elapsed(start))
+    return Outcome(s.host.name, "deploy", True, _v(before), str(version), "healthy", elapsed(start))
 
 
-def _ensure_release(s: HostSession, st: HostState, version: Version, art: Artifacts) -> None:
+def _already_active(s: HostSession, st: HostState, plan: Plan) -> bool:
+    active = st.active
+    if active is None or active.version != plan.version or active.meta.get("bundle_digest") != plan.bundle.digest:
+        return False
+    return bool(s.wait_healthy(plan.version, timeout=3).get("healthy"))
+
+
+def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
+    version, bundle = plan.version, plan.bundle
     existing = st.get(version)
     if existing and existing.complete:
-        digest = existing.meta.get("source_digest")
-        if digest and digest != art.source_digest:
+        if existing.meta.get("bundle_digest") != bundle.digest:
             raise DeployError(f"{s.host.name}: release {version} already exists with different content;"
                               " versions are immutable: bump the version")
         if existing.bad:
@@ -77,23 +91,35 @@ def _ensure_release(s: HostSession, st: HostState, version: Version, art: Artifa
     uv = s.t.run(linux.which_uv(s.host)).stdout.strip()
     if not uv:
         s.note("no uv on the host: pushing a static uv binary")
-        s.t.put(art.uv, lay.uv, mode=0o755)
+        s.t.put(plan.uv, lay.uv, mode=0o755)
         uv = lay.uv
-    s.note(f"uploading release {version}")
-    s.t.sync(str(art.wheelhouse), lay.wheelhouse, excludes=[".complete"], delete=False)
-    s.t.run(linux.stage_dir(s.host, version))
-    link_dest = lay.current if st.current else None
-    s.t.sync(str(art.source), lay.partial(version), excludes=linux.RSYNC_EXCLUDES, link_dest=link_dest)
+    s.note(f"uploading bundle {version} ({bundle.digest[:12]})")
+    s.t.sync(str(bundle.wheels_dir), lay.wheelhouse, delete=False)
+    s.t.sync(str(bundle.path), lay.incoming(version), excludes=["wheels/"])
+    s.note("verifying checksums on the host and unpacking")
+    s.hostctl("unpack", "--name", version.release_name)
     s.note("building the release's venv with uv (offline, from the wheelhouse)")
-    s.t.run(linux.build_venv(s.host, version, uv, art.requirements))
+    s.t.run(linux.build_venv(s.host, version, uv, bundle.metadata.get("requirements", "requirements.txt")))
     s.t.run(linux.write_env(s.host, version))
-    s.hostctl("finalize", "--name", version.release_name,
-              "--meta", linux.release_meta(version, art.source_digest, controller_user()))
+    s.hostctl("finalize", "--name", version.release_name, "--meta",
+              linux.release_meta(version, bundle.digest, bundle.schema_fingerprint, controller_user()))
     if s.host.service_user and s.host.service_user != s.t.login_user:
         s.t.run(linux.chown_env(s.host, version), sudo=True)
+    s.t.run(f"rm -rf {linux.q(lay.incoming(version))}")
 
 
-def _activate(s: HostSession, version: Version, before: str | None) -> None:
+def _migrate(s: HostSession, plan: Plan) -> None:
+    s.note(f"running migrations: {plan.migrate}")
+    r = s.as_service_user(linux.migrate(s.host, plan.version, plan.migrate), check=False)
+    if not r.ok:
+        out = (r.stderr.strip() or r.stdout.strip()).splitlines()[-5:]
+        s.hostctl("mark", "--name", plan.version.release_name, "--bad", "--reason", "migration failed")
+        raise DeployError(f"{s.host.name}: migrations of {plan.version} failed (exit {r.exited}); the active "
+                          "release was not switched; the DB backup taken just before is in backups/:\n    "
+                          + "\n    ".join(out))
+
+
+def activate(s: HostSession, version: Version, before: str | None) -> None:
     """Switch + restart + health gate. Any failure or interrupt puts `before` back."""
     switched = False
     try:
@@ -124,7 +150,7 @@ def _restore(s: HostSession, before: str | None) -> str:
     """Put the previous release back and prove it healthy; say what happened."""
     if before is None:
         s.t.run(f"rm -f {linux.q(s.layout.current)}")
-        s.t.run(f"systemctl stop {linux.q(s.host.service)}", sudo=True, check=False)
+        s.t.run(linux.stop(s.host), sudo=True, check=False)
         return "no earlier release to return to: the service was stopped"
     s.hostctl("switch", "--to", before)
     s.restart()

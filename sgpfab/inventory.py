@@ -36,6 +36,8 @@ class HostSettings(BaseModel):
     python: str = "python3"
     health_path: str = "/health"
     health_timeout: float = Field(default=40.0, gt=0)
+    backups_keep: int = Field(default=10, ge=1)  # online DB backups kept in backups/
+    bwlimit_kbps: int | None = Field(default=None, ge=1)  # cap uploads (rsync --bwlimit)
 
     @field_validator("service")
     @classmethod
@@ -101,6 +103,9 @@ class AppSettings(BaseModel):
     source: str = "examples/sgp_api"
     requirements: str = "requirements.txt"
     module: str = "main:app"
+    # Run in the new release (its venv on PATH, its .env exported) after the DB backup and
+    # before the switch, e.g. "python scripts/migrate.py" or "alembic upgrade head".
+    migrate: str | None = None
     python_version: str = "3.11"
     platforms: list[str] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64"]
 
@@ -186,7 +191,7 @@ def _rel(base: Path, p: str | None) -> Path | None:
     if p is None:
         return None
     q = Path(os.path.expanduser(p))
-    return q if q.is_absolute() else (base / q)
+    return (q if q.is_absolute() else (base / q)).resolve()
 
 
 def default_inventory_path(project_root: Path) -> Path:

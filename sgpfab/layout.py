@@ -67,3 +67,7 @@ class Layout:
 
     def partial(self, version: Version) -> str:
         return self._p("releases", PARTIAL_PREFIX + version.release_name)
+
+    def incoming(self, version: Version) -> str:
+        """Where an uploaded bundle waits to be verified and unpacked."""
+        return self._p("incoming", version.release_name)

@@ -32,7 +32,7 @@ def prepare_dirs(host: Host, login_user: str) -> str:
     run_as = host.service_user or login_user
     own = f"-o {q(login_user)} -g {q(login_user)}"
     app = f"-o {q(run_as)} -g {q(run_as)}"
-    mine = [lay.root, lay.releases, lay.tools, lay.tools + "/bin", lay.wheelhouse]
+    mine = [lay.root, lay.releases, lay.tools, lay.tools + "/bin", lay.wheelhouse, lay.root + "/incoming"]
     theirs = [lay.shared, *lay.shared_dirs, lay.backups]
     return (f"install -d -m 755 {own} {' '.join(map(q, mine))}"
             f" && install -d -m 750 {app} {' '.join(map(q, theirs))}")
@@ -90,8 +90,20 @@ def chown_env(host: Host, version: Version) -> str:
     return f"chown {q(host.service_user)} {q(Layout(host.api_root).release(version) + '/.env')}"
 
 
-def release_meta(version: Version, source_digest: str, who: str) -> str:
-    return json.dumps({"version": str(version), "source_digest": source_digest, "deployed_by": who})
+def release_meta(version: Version, bundle_digest: str, schema_fingerprint: str, who: str) -> str:
+    return json.dumps({"version": str(version), "bundle_digest": bundle_digest,
+                       "schema_fingerprint": schema_fingerprint, "deployed_by": who})
+
+
+def migrate(host: Host, version: Version, command: str) -> str:
+    """The app's migration command, in the new release, with its venv and .env."""
+    d = Layout(host.api_root).release(version)
+    return (f"cd {q(d)} && set -a && . ./.env && set +a && PATH={q(d + '/.venv/bin')}:\"$PATH\""
+            f" && sh -c {q(command)}")
+
+
+def stop(host: Host) -> str:
+    return f"systemctl stop {q(host.service)}"
 
 
 def install_unit(host: Host, module: str) -> str:

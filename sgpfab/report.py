@@ -55,3 +55,26 @@ def status_table(rows: list[dict]) -> Table:
                   ", ".join(str(x.version) for x in st.complete) if st else "-",
                   r["service"], health)
     return t
+
+
+def backups_table(rows: list[tuple[str, list[dict]]]) -> Table:
+    t = Table(title="database backups")
+    for col in ("host", "backup", "bytes"):
+        t.add_column(col)
+    for host, backups in rows:
+        if not backups:
+            t.add_row(host, "-", "")
+        for b in backups:
+            t.add_row(host, b["name"], str(b["bytes"]))
+    return t
+
+
+def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
+    t = Table(title="history")
+    for col in ("host", "time", "user", "action", "from", "to", "result", "seconds"):
+        t.add_column(col)
+    for host, records in rows:
+        for r in records:
+            t.add_row(host, r.get("time", ""), r.get("user", ""), r.get("action", ""), r.get("before") or "-",
+                      r.get("version") or "-", r.get("result", ""), str(r.get("seconds", "")))
+    return t

@@ -5,6 +5,7 @@ from __future__ import annotations
 import getpass
 import json
 import logging
+import os
 import socket
 import time
 import uuid
@@ -49,13 +50,24 @@ class HostSession:
     def has_helper(self) -> bool:
         return self.t.run(f"test -f {linux.q(self.layout.hostctl)}", check=False).ok
 
+    def as_service_user(self, command: str, check: bool = True):
+        """Run as the service's user (it owns shared/ and backups/)."""
+        user = self.host.service_user
+        if user and user != self.t.login_user:
+            command = f"sudo -n -u {linux.q(user)} sh -c {linux.q(command)}"
+        return self.t.run(command, check=check)
+
     def hostctl(self, *args: str, as_service_user: bool = False) -> dict:
         cmd = linux.hostctl(self.host, *args)
-        user = self.host.service_user
-        if as_service_user and user and user != self.t.login_user:
-            cmd = f"sudo -n -u {linux.q(user)} {cmd}"
-        r = self.t.run(cmd)
+        r = self.as_service_user(cmd) if as_service_user else self.t.run(cmd)
         return json.loads(r.stdout.strip().splitlines()[-1])
+
+    def backup(self, label: str) -> dict:
+        """Online DB backup with retention; a no-op when there is no database yet."""
+        r = self.hostctl("backup", "--label", label, "--keep", str(self.host.backups_keep), as_service_user=True)
+        if r.get("backup"):
+            self.note(f"database saved to {r['backup']}")
+        return r
 
     def state(self) -> HostState:
         return HostState.from_json(self.hostctl("state"))
@@ -63,8 +75,16 @@ class HostSession:
     # -- lock ----------------------------------------------------------------------------------
     @contextmanager
     def lock(self, what: str):
+        """One deploy at a time per host. A lock left by a dead process of this same controller
+        is stale and taken over; any other holder makes us fail with who/when/what."""
         token = uuid.uuid4().hex
-        r = self.hostctl("lock", "--token", token, "--who", controller_user(), "--what", what)
+        args = ("lock", "--token", token, "--who", controller_user(), "--what", what,
+                "--controller", socket.gethostname(), "--pid", str(os.getpid()))
+        r = self.hostctl(*args)
+        if not r.get("locked") and _stale(r.get("holder", {})):
+            self.note(f"taking over a stale lock left by dead process {r['holder'].get('pid')}")
+            self.force_unlock()
+            r = self.hostctl(*args)
         if not r.get("locked"):
             h = r.get("holder", {})
             raise LockedError(f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
@@ -122,6 +142,19 @@ class HostSession:
             self.hostctl("audit", "--record", json.dumps(record, sort_keys=True))
         except RemoteError as e:
             log.warning("%s: could not write the audit log: %s", self.host.name, e)
+
+
+def _stale(holder: dict) -> bool:
+    pid = holder.get("pid") or 0
+    if holder.get("controller") != socket.gethostname() or pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
 
 
 def elapsed(start: float) -> float:

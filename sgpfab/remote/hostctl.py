@@ -8,6 +8,7 @@ backups, health probes, the deploy lock and the audit log. Every sub-command pri
 import argparse
 import datetime as _dt
 import getpass
+import hashlib
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import shutil
 import socket
 import sqlite3
 import sys
-import time
+import tarfile
 import urllib.error
 import urllib.request
 
@@ -23,6 +24,7 @@ MARKER = ".sgpfab-release.json"
 BAD = ".sgpfab-bad"
 PARTIAL_PREFIX = ".partial-"
 NAME_RE = re.compile(r"^v[0-9A-Za-z.+-]{1,64}$")
+BACKUP_RE = re.compile(r"app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.db")
 
 
 class Fail(Exception):
@@ -175,7 +177,8 @@ def backup(a):
         raise Fail("backup failed its integrity check: %s" % ok)
     os.chmod(tmp, 0o600)  # the data is as private as the database itself
     os.replace(tmp, dest)
-    _out({"backup": dest, "bytes": os.path.getsize(dest)})
+    pruned = _prune_backups(dest_dir, a.keep)
+    _out({"backup": dest, "name": os.path.basename(dest), "bytes": os.path.getsize(dest), "pruned": pruned})
 
 
 def health(a):
@@ -220,7 +223,8 @@ def lock(a):
             holder = {}
         _out({"locked": False, "holder": holder})
         return
-    info = {"token": a.token, "who": a.who, "what": a.what, "since": _now(), "host": socket.gethostname()}
+    info = {"token": a.token, "who": a.who, "what": a.what, "since": _now(), "host": socket.gethostname(),
+            "controller": a.controller, "pid": a.pid}
     with open(os.path.join(path, "info.json"), "w") as f:
         json.dump(info, f)
     _out({"locked": True})
@@ -248,6 +252,117 @@ def history(a):
         with open(path) as f:
             lines = [json.loads(x) for x in f if x.strip()]
     _out({"records": lines[-a.last:]})
+
+
+def _sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def unpack(a):
+    """Verify an uploaded bundle (archive, wheels, every file) and unpack it into a partial
+    release. Anything that does not match the manifest is refused and nothing is left behind."""
+    name = _check_name(a.name)
+    incoming = os.path.join(a.root, "incoming", name)
+    try:
+        _unpack(a.root, name, incoming)
+    except Fail:
+        shutil.rmtree(incoming, ignore_errors=True)  # never trust these bytes again: re-upload
+        raise
+
+
+def _unpack(root, name, incoming):
+    partial = os.path.join(_releases_dir(root), PARTIAL_PREFIX + name)
+    try:
+        with open(os.path.join(incoming, "manifest.json")) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as e:
+        raise Fail("bundle for %s has no readable manifest: %s" % (name, e))
+    if "v" + str(manifest.get("version")) != name:
+        raise Fail("bundle is version %s, not %s" % (manifest.get("version"), name))
+    archive = os.path.join(incoming, os.path.basename(manifest["archive"]["name"]))
+    if not os.path.isfile(archive) or _sha256(archive) != manifest["archive"]["sha256"]:
+        raise Fail("bundle archive for %s does not match its SHA-256 (corrupt or tampered)" % name)
+    wheelhouse = os.path.join(root, "wheelhouse")
+    for wheel, digest in sorted(manifest["wheels"].items()):
+        path = os.path.join(wheelhouse, os.path.basename(wheel))
+        if not os.path.isfile(path) or _sha256(path) != digest:
+            raise Fail("wheel %s does not match its SHA-256 (corrupt or tampered)" % wheel)
+    expected = manifest["files"]
+    shutil.rmtree(partial, ignore_errors=True)
+    os.makedirs(partial)
+    try:
+        seen = {}
+        with tarfile.open(archive, "r:gz") as tar:
+            for member in tar:
+                rel = member.name
+                parts = rel.split("/")
+                if not member.isfile() or rel.startswith("/") or ".." in parts or "" in parts:
+                    raise Fail("bundle archive has a forbidden member %r" % rel)
+                if rel not in expected:
+                    raise Fail("bundle archive member %r is not in the manifest" % rel)
+                dest = os.path.join(partial, *parts)
+                os.makedirs(os.path.dirname(dest), exist_ok=True)
+                h = hashlib.sha256()
+                src = tar.extractfile(member)
+                with open(dest, "wb") as out:
+                    for chunk in iter(lambda: src.read(1 << 20), b""):
+                        h.update(chunk)
+                        out.write(chunk)
+                os.chmod(dest, 0o755 if member.mode & 0o111 else 0o644)
+                seen[rel] = h.hexdigest()
+        if seen != expected:
+            bad = sorted(set(seen.items()) ^ set(expected.items()))[0][0]
+            raise Fail("bundle file %s does not match the manifest (corrupt or tampered)" % bad)
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _out({"unpacked": name, "files": len(seen)})
+
+
+def backups(a):
+    d = os.path.join(a.root, "backups")
+    out = []
+    if os.path.isdir(d):
+        for n in sorted(os.listdir(d)):
+            if BACKUP_RE.fullmatch(n):
+                st = os.stat(os.path.join(d, n))
+                out.append({"name": n, "bytes": st.st_size})
+    _out({"backups": out})
+
+
+def restore(a):
+    """Replace shared/db/app.db with a backup (sqlite backup API). The caller stops the service
+    and saves the current database first."""
+    if not BACKUP_RE.fullmatch(a.name):
+        raise Fail("invalid backup name %r" % a.name)
+    src_path = os.path.join(a.root, "backups", a.name)
+    if not os.path.isfile(src_path):
+        raise Fail("no backup named %s" % a.name)
+    db = os.path.join(a.root, "shared", "db", "app.db")
+    os.makedirs(os.path.dirname(db), exist_ok=True)
+    src = sqlite3.connect("file:%s?mode=ro" % src_path, uri=True)
+    dst = sqlite3.connect(db)
+    try:
+        src.backup(dst)
+        ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+    finally:
+        dst.close()
+        src.close()
+    if ok != "ok":
+        raise Fail("restored database failed its integrity check: %s" % ok)
+    _out({"restored": a.name})
+
+
+def _prune_backups(dest_dir, keep):
+    names = sorted(n for n in os.listdir(dest_dir) if BACKUP_RE.fullmatch(n))
+    doomed = names[:-keep] if keep > 0 else []
+    for n in doomed:
+        os.unlink(os.path.join(dest_dir, n))
+    return doomed
 
 
 def _now():
@@ -284,7 +399,15 @@ def parser():
     s.set_defaults(fn=remove)
     s = sub.add_parser("backup")
     s.add_argument("--label", default="manual")
+    s.add_argument("--keep", type=int, default=0, help="keep only the newest N backups (0: all)")
     s.set_defaults(fn=backup)
+    s = sub.add_parser("unpack")
+    s.add_argument("--name", required=True)
+    s.set_defaults(fn=unpack)
+    sub.add_parser("backups").set_defaults(fn=backups)
+    s = sub.add_parser("restore")
+    s.add_argument("--name", required=True)
+    s.set_defaults(fn=restore)
     s = sub.add_parser("health")
     s.add_argument("--url", required=True)
     s.add_argument("--expect-version", default="")
@@ -295,6 +418,8 @@ def parser():
     s.add_argument("--token", default="")
     s.add_argument("--who", default="")
     s.add_argument("--what", default="")
+    s.add_argument("--controller", default="", help="the machine running the deploy")
+    s.add_argument("--pid", type=int, default=0, help="the deploying process on that machine")
     s.set_defaults(fn=lock)
     s = sub.add_parser("audit")
     s.add_argument("--record", required=True)

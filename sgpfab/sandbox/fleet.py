@@ -195,7 +195,7 @@ def _write_client_files(fleet: Fleet) -> None:
                      "port": 8000},
         "hosts": {n: None for n in names},
         "groups": {"staging": names[:1], "prod": names[1:]} if len(names) > 1 else {"staging": names},
-        "app": {"source": str(PROJECT_ROOT / "examples" / "sgp_api")},
+        "app": {"source": str(PROJECT_ROOT / "examples" / "sgp_api"), "migrate": "python scripts/migrate.py"},
     }
     fleet.inventory.write_text("# written by sgpfab sandbox\n" + yaml.safe_dump(inventory, sort_keys=False))
 

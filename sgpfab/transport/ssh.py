@@ -99,6 +99,8 @@ class SSHTransport:
             cmd.append("--delete")
         if link_dest:
             cmd.append(f"--link-dest={link_dest}")
+        if self.host.bwlimit_kbps:
+            cmd.append(f"--bwlimit={self.host.bwlimit_kbps}")
         cmd += [f"--exclude={e}" for e in excludes]
         cmd += [src.rstrip("/") + "/", f"{self.host.address}:{dest.rstrip('/')}/"]
         return cmd

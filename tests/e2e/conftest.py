@@ -56,9 +56,25 @@ class Slot:
         self.inventory = tmp / "fleet.yaml"
         self.inventory.write_text(yaml.safe_dump(inv))
         self.hosts = [h.name for h in fleet.hosts]
+        self.dist = tmp / "dist"  # bundles built by this test only
+
+    def configure(self, app: dict | None = None, **defaults) -> None:
+        """Change this slot's inventory: host defaults and/or app settings."""
+        inv = yaml.safe_load(self.inventory.read_text())
+        inv["defaults"].update(defaults)
+        inv["app"].update(app or {})
+        self.inventory.write_text(yaml.safe_dump(inv))
+
+    def popen(self, *args: str) -> subprocess.Popen:
+        """Start `fab` in its own process group (so a test can kill it like a dying laptop)."""
+        env = {**os.environ, "SGPFAB_INVENTORY": str(self.inventory), "COLUMNS": "200",
+               "SGPFAB_DIST": str(self.dist)}
+        return subprocess.Popen([FAB, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True, start_new_session=True)
 
     def fab(self, *args: str, ok: bool | None = True, inventory: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "SGPFAB_INVENTORY": str(inventory or self.inventory), "COLUMNS": "200"}
+        env = {**os.environ, "SGPFAB_INVENTORY": str(inventory or self.inventory), "COLUMNS": "200",
+               "SGPFAB_DIST": str(self.dist)}
         r = subprocess.run([FAB, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
         if ok is True:
             assert r.returncode == 0, f"fab {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
@@ -119,10 +135,32 @@ def slot(fleet, tmp_path):
 
 
 @pytest.fixture
-def broken_app(tmp_path) -> Path:
+def app_variant(tmp_path):
+    """make(name, append=..., files={...}): a copy of the example app, changed."""
+    def make(name: str, append: str = "", files: dict | None = None) -> Path:
+        d = tmp_path / name
+        subprocess.run(["cp", "-r", str(ROOT / "examples" / "sgp_api"), str(d)], check=True)
+        if append:
+            with open(d / "main.py", "a") as f:
+                f.write("\n" + append + "\n")
+        for rel, content in (files or {}).items():
+            (d / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return d
+    return make
+
+
+@pytest.fixture
+def broken_app(app_variant) -> Path:
     """The example app with a fatal error at import: the service can never start."""
-    d = tmp_path / "broken_app"
-    subprocess.run(["cp", "-r", str(ROOT / "examples" / "sgp_api"), str(d)], check=True)
-    with open(d / "main.py", "a") as f:
-        f.write('\nraise RuntimeError("this release is broken on purpose")\n')
-    return d
+    return app_variant("broken_app", append=BROKEN_AT_STARTUP)
+
+
+# Imports fine (so the bundle builds and schema.sql is generated) but cannot start serving.
+BROKEN_AT_STARTUP = """
+@asynccontextmanager
+async def _broken_lifespan(_app):
+    raise RuntimeError("this release is broken on purpose")
+    yield
+
+app.router.lifespan_context = _broken_lifespan
+"""

@@ -79,16 +79,21 @@ def test_cleanup_keeps_the_newest_the_active_and_its_rollback_target(slot):
     assert slot.version(h) == "1.0.2"
 
 
-def test_redeploy_of_the_same_version_reuses_it_and_changed_content_is_refused(slot, tmp_path):
+def test_redeploy_of_the_same_version_is_a_no_op_and_changed_content_is_refused(slot, tmp_path):
     h = slot.hosts[0]
     slot.fab("-H", h, "deploy", "--version", "1.1.0")
     r = slot.fab("-H", h, "deploy", "--version", "1.1.0")
-    assert "already on the host; reusing it" in r.stdout
+    assert "already active and healthy: nothing to do" in r.stdout
     changed = tmp_path / "changed_app"
     shutil.copytree(EXAMPLE, changed)
     (changed / "extra.txt").write_text("new file")
+    # Refused on the controller (the bundle of 1.1.0 exists with other content) ...
     r = slot.fab("-H", h, "deploy", "--version", "1.1.0", "--source", str(changed), ok=False)
-    assert "already exists with different content" in r.stdout
+    assert re.search(r"bundle 1.1.0 already exists .* with different content", r.stderr)
+    # ... and by the host, when built elsewhere (another dist directory).
+    slot.dist = tmp_path / "other-dist"
+    r = slot.fab("-H", h, "deploy", "--version", "1.1.0", "--source", str(changed), ok=False)
+    assert "release 1.1.0 already exists with different content" in r.stdout
     assert slot.version(h) == "1.1.0"
 
 

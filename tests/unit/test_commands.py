@@ -89,3 +89,20 @@ def test_restart_clears_a_start_limit_first():
 def test_rsync_excludes_keep_state_and_junk_out_of_releases():
     for pattern in (".git/", ".venv/", "venv/", "db/", "media/", "logs/", ".env", "__pycache__/"):
         assert pattern in linux.RSYNC_EXCLUDES
+
+
+def test_rsync_uses_the_same_ssh_setup_and_honours_bwlimit(tmp_path):
+    from sgpfab.inventory import Inventory
+    from sgpfab.transport.ssh import SSHTransport
+
+    (tmp_path / "fleet.yaml").write_text(
+        "ssh_config: cfg\nknown_hosts: kh\nhosts: {prod1: {user: deploy, ssh_port: 2222, bwlimit_kbps: 500}}\n")
+    (tmp_path / "cfg").write_text("Host prod1\n  HostName 192.0.2.7\n")
+    inv = Inventory.load(tmp_path / "fleet.yaml")
+    cmd = SSHTransport(inv.hosts["prod1"], inv).rsync_command("/src/", "/srv/x", excludes=[".git/"])
+    ssh = shlex.split(cmd[cmd.index("-e") + 1])
+    assert ssh[:5] == ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+    assert ["-F", str(tmp_path / "cfg")] == ssh[5:7] and f"UserKnownHostsFile={tmp_path / 'kh'}" in ssh
+    assert ssh[-4:] == ["-p", "2222", "-l", "deploy"]
+    assert "--bwlimit=500" in cmd and "--exclude=.git/" in cmd
+    assert cmd[-2:] == ["/src/", "prod1:/srv/x/"]

@@ -1,0 +1,192 @@
+"""Safe releases on real hosts: verified bundles, DB backups/restore, migrations, schema-aware
+rollback, the deploy lock, and interrupted uploads."""
+
+import os
+import re
+import signal
+import subprocess
+import time
+
+NEW_TABLE = '''
+class Tag(SQLModel, table=True):
+    id: int | None = Field(default=None, primary_key=True)
+    label: str = ""
+'''
+
+
+def _release_state(slot, h):
+    """What must not change when a deploy is refused: releases, current, unit, and the data."""
+    return (slot.ssh(h, f"find {slot.api_root}/releases /etc/systemd/system/{slot.service}.service "
+                        "-printf '%p %s %l\\n' | sort"), slot.version(h), slot.item_names(h))
+
+
+def test_tampered_bundle_is_refused_on_the_controller(slot):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "1.0.4")
+    slot.post_item(h, "keep me")
+    slot.fab("bundle", "--version", "1.0.5")
+    archive = slot.dist / "releases/v1.0.5/app-v1.0.5.tar.gz"
+    data = bytearray(archive.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    archive.write_bytes(bytes(data))
+    before = _release_state(slot, h)
+    r = slot.fab("-H", h, "deploy", "--bundle", "1.0.5", ok=False)
+    assert r.returncode == 1 and "corrupt bundle" in r.stderr and "does not match its SHA-256" in r.stderr
+    assert _release_state(slot, h) == before
+
+
+def test_bundle_corrupted_on_the_host_is_refused_there_and_a_retry_reuploads(slot):
+    """rsync's quick check (size + mtime) would keep a corrupted copy already on the host: the
+    host's own SHA-256 check must catch it, change nothing, and drop the bad bytes."""
+    h = slot.hosts[1]
+    slot.fab("-H", h, "deploy", "--version", "1.0.4")
+    slot.fab("bundle", "--version", "1.0.5")
+    bundle = slot.dist / "releases/v1.0.5"
+    incoming = f"{slot.api_root}/incoming/v1.0.5"
+    slot.ssh(h, f"mkdir -p {incoming}")
+    subprocess.run(["rsync", "-a", "-e", f"ssh -F {slot.fleet.ssh_config}", f"{bundle}/", f"{h}:{incoming}/",
+                    "--exclude=wheels/"], check=True)
+    slot.ssh(h, f"cd {incoming} && m=$(stat -c %Y app-v1.0.5.tar.gz) && "
+                "printf 'X' | dd of=app-v1.0.5.tar.gz bs=1 seek=100 conv=notrunc status=none && "
+                "touch -d @$m app-v1.0.5.tar.gz")
+    before = _release_state(slot, h)
+    r = slot.fab("-H", h, "deploy", "--bundle", "1.0.5", ok=False)
+    assert "does not match its SHA-256 (corrupt or tampered)" in r.stdout
+    assert _release_state(slot, h) == before
+    slot.fab("-H", h, "deploy", "--bundle", "1.0.5")
+    assert slot.version(h) == "1.0.5"
+
+
+def test_backup_and_restore_lose_nothing(slot):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "1.0.4")
+    slot.post_item(h, "A")
+    out = slot.fab("-H", h, "backup", "--label", "checkpoint").stdout
+    name = re.search(r"app-\d{8}T\d{12}Z-checkpoint\.db", out).group(0)
+    slot.post_item(h, "B")
+    slot.fab("-H", h, "restore", "--backup", name)
+    assert slot.item_names(h) == ["A"] and slot.version(h) == "1.0.4"
+    listing = slot.fab("-H", h, "list-backups").stdout
+    saved = re.findall(r"app-\d{8}T\d{12}Z-before-restore\.db", listing)
+    assert len(saved) == 1
+    slot.fab("-H", h, "restore", "--backup", saved[0])  # the pre-restore state is still there
+    assert slot.item_names(h) == ["A", "B"]
+    r = slot.fab("-H", h, "restore", "--backup", "../../etc/passwd", ok=False)
+    assert "no backup named" in r.stderr and slot.item_names(h) == ["A", "B"]
+
+
+def test_backups_are_pruned_to_the_configured_number(slot):
+    h = slot.hosts[1]
+    slot.configure(backups_keep=2)
+    slot.fab("-H", h, "deploy", "--version", "1.0.0")
+    for _ in range(3):
+        slot.fab("-H", h, "backup")
+    assert len(slot.ssh(h, f"ls {slot.api_root}/backups").split()) == 2
+
+
+def test_migrations_run_before_the_switch_and_a_failing_one_switches_nothing(slot, app_variant):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "1.0.4")
+    version = slot.ssh(h, f"python3 -c \"import sqlite3; print(sqlite3.connect('{slot.api_root}/shared/db/app.db')"
+                          ".execute('PRAGMA user_version').fetchone()[0])\"").strip()
+    assert version == "1", "the example's scripts/migrate.py ran on the host"
+    slot.post_item(h, "before the bad migration")
+    bad = app_variant("bad_migration", files={"scripts/migrate.py": "import sys\nprint('migration exploded')\nsys.exit(3)\n"})
+    r = slot.fab("-H", h, "deploy", "--version", "1.0.5", "--source", str(bad), ok=False)
+    assert "migrations of 1.0.5 failed (exit 3)" in r.stdout and "migration exploded" in r.stdout
+    assert slot.version(h) == "1.0.4" and slot.current(h) == "v1.0.4"
+    assert slot.item_names(h) == ["before the bad migration"]
+
+
+def test_rollback_across_a_schema_change_needs_an_explicit_choice(slot, app_variant):
+    h = slot.hosts[1]
+    slot.fab("-H", h, "deploy", "--version", "1.0.5")
+    slot.post_item(h, "one")
+    tags = app_variant("with_tags", append=NEW_TABLE)
+    slot.fab("-H", h, "deploy", "--version", "1.0.6", "--source", str(tags))
+    slot.post_item(h, "two")
+
+    before = _release_state(slot, h)
+    r = slot.fab("-H", h, "rollback", ok=False)
+    assert "crosses a schema change" in r.stderr and "--db keep" in r.stderr
+    assert _release_state(slot, h) == before
+
+    slot.fab("-H", h, "rollback", "--db", "restore")
+    assert slot.version(h) == "1.0.5"
+    assert slot.item_names(h) == ["one"], "the DB is back to the pre-1.0.6 backup"
+    backups = slot.ssh(h, f"ls {slot.api_root}/backups")
+    assert "-before-rollback-to-v1.0.5.db" in backups, "the newer data was saved first"
+
+    slot.fab("-H", h, "deploy", "--version", "1.0.6", "--source", str(tags))
+    slot.post_item(h, "three")
+    slot.fab("-H", h, "rollback", "--db", "keep")
+    assert slot.version(h) == "1.0.5" and slot.item_names(h) == ["one", "three"]
+
+
+def test_two_deploys_to_one_host_one_fails_cleanly_on_the_lock(slot):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "2.0.0")
+    slot.configure(app={"migrate": "sleep 6 && python scripts/migrate.py"})
+    slot.fab("bundle", "--version", "2.0.1")
+    slot.fab("bundle", "--version", "2.0.2")
+    first = slot.popen("-H", h, "deploy", "--bundle", "2.0.1")
+    _wait_for(lambda: slot.ssh(h, f"test -d {slot.api_root}/.sgpfab/lock && echo held || true").strip() == "held")
+    second = slot.fab("-H", h, "deploy", "--bundle", "2.0.2", ok=False)
+    assert re.search(r"locked by \S+ since \S+ \(deploy 2\.0\.1\)", second.stdout), second.stdout
+    out, err = first.communicate(timeout=300)
+    assert first.returncode == 0, out + err
+    assert slot.version(h) == "2.0.1"
+    slot.configure(app={"migrate": "python scripts/migrate.py"})
+    slot.fab("-H", h, "deploy", "--bundle", "2.0.2")  # the lock was released
+    assert slot.version(h) == "2.0.2"
+    history = slot.fab("-H", h, "history").stdout
+    assert re.search(r"deploy\W+2\.0\.0\W+2\.0\.1\W+ok", history), history
+
+
+def test_upload_cut_mid_transfer_is_retried(slot, app_variant):
+    h = slot.hosts[1]
+    slot.fab("-H", h, "deploy", "--version", "4.0.0")
+    slot.configure(bwlimit_kbps=1500)
+    big = app_variant("big_app", files={"blob.bin": os.urandom(6 * 1024 * 1024)})
+    proc = slot.popen("-H", h, "deploy", "--version", "4.0.1", "--source", str(big))
+    pids = _wait_for(lambda: _pgrep("rsync .*incoming/v4.0.1"))
+    time.sleep(1)
+    for pid in pids.split():  # the transfer dies (rsync and its ssh); fab must retry it
+        try:
+            os.kill(int(pid), signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out + err
+    assert "Retrying" in err and "rsync failed" in err
+    assert slot.version(h) == "4.0.1"
+
+
+def test_controller_killed_mid_upload_leaves_the_old_release_serving_and_a_rerun_completes(slot, app_variant):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "5.0.0")
+    slot.configure(bwlimit_kbps=1500)
+    big = app_variant("big_app", files={"blob.bin": os.urandom(6 * 1024 * 1024)})
+    proc = slot.popen("-H", h, "deploy", "--version", "5.0.1", "--source", str(big))
+    _wait_for(lambda: _pgrep("rsync .*incoming/v5.0.1"))
+    time.sleep(1)
+    os.killpg(proc.pid, signal.SIGKILL)  # the laptop dies: fab, rsync and ssh all at once
+    proc.communicate()
+    assert slot.version(h) == "5.0.0" and slot.current(h) == "v5.0.0"
+    r = slot.fab("-H", h, "deploy", "--version", "5.0.1", "--source", str(big))
+    assert "taking over a stale lock" in r.stdout
+    assert slot.version(h) == "5.0.1"
+
+
+def _pgrep(pattern: str) -> str:
+    return subprocess.run(["pgrep", "-f", pattern], capture_output=True, text=True).stdout.strip()
+
+
+def _wait_for(fn, timeout: float = 120):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError("timed out waiting")
