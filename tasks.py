@@ -1,7 +1,11 @@
 """sgpfab tasks. Run from the repo root: `fab --list`, `fab -h deploy`, `fab -H prod1,prod2 deploy --version 1.0.5`.
 
 The inventory is hosts/fleet.yaml unless SGPFAB_INVENTORY names another file (the sandbox
-prints the export line for its own). `-H` takes host and group names, comma separated.
+prints the export line for its own). `-H` takes host and group names (and `all`), comma separated.
+Bundles live in dist/releases/ unless SGPFAB_DIST names another directory.
+
+Exit codes: 0 done everywhere; 1 bad input or nothing succeeded; 2 partial (some hosts failed,
+were skipped or were undone).
 """
 
 from __future__ import annotations
@@ -13,35 +17,40 @@ from pathlib import Path
 
 from invoke import Collection, Exit, task
 
-from sgpfab import artifacts
+from sgpfab import artifacts, fleetops
 from sgpfab.bundle import Bundle, build, bundle_dir
-from sgpfab.deploy import Plan, deploy_host
+from sgpfab.deploy import Plan
 from sgpfab.errors import InputError, SgpfabError
 from sgpfab.inventory import Inventory, default_inventory_path
-from sgpfab.ops import (backup_host, check_backup, cleanup_host, host_status, plan_rollback, restore_host,
-                        rollback_host)
-from sgpfab.report import (backups_table, console, history_table, outcomes_table, releases_table, say,
-                           status_table)
-from sgpfab.runner import Fleet, each_host, open_sessions
+from sgpfab.ops import backup_host, check_backup, cleanup_host, restore_host
+from sgpfab.report import (backups_table, console, history_table, outcomes_table, plan_table, releases_table,
+                           say, status_table)
+from sgpfab.rollout import Policy, Rollout, make_policy, run
+from sgpfab.runner import Fleet, open_sessions
 from sgpfab.versions import Version
 
 ROOT = Path(__file__).resolve().parent
 logging.basicConfig(level=logging.WARNING, format="warning: %(message)s")  # retries are reported
 
+ROLLOUT_HELP = {
+    "parallel": "how many hosts to work on at once (default 1)",
+    "waves": "roll out in waves of cumulative host counts or percentages, e.g. 1,25%,100% (default: one wave)",
+    "max_fail": "failed hosts tolerated before the rollout stops: a count or a percentage (default 0)",
+    "soak": "seconds to wait after each wave before checking its hosts' health again (default 0)",
+    "undo": "when the rollout stops, put hosts already changed back on their previous release "
+            "(default; --no-undo leaves them)",
+    "force_unlock": "first remove a deploy lock left behind by a crashed run",
+}
 
-def _fleet(c) -> Fleet:
-    inv = Inventory.load(default_inventory_path(ROOT))
-    hosts = (c.config.get("sgpfab") or {}).get("hosts") or []
-    return Fleet(inv, inv.resolve(hosts))
+
+def _inventory() -> Inventory:
+    return Inventory.load(default_inventory_path(ROOT))
 
 
-def _fail_on(outcomes, title: str) -> None:
-    console.print(outcomes_table(outcomes, title))
-    failed = [o for o in outcomes if not o.ok]
-    for o in failed:
-        console.print(f"[red]{o.host}: {o.message}[/]", markup=True, highlight=False)
-    if failed:
-        raise Exit(code=1 if len(failed) == len(outcomes) else 2)
+def _fleet(c, names=None) -> Fleet:
+    inv = _inventory()
+    names = names if names is not None else ((c.config.get("sgpfab") or {}).get("hosts") or [])
+    return Fleet(inv, inv.resolve(names))
 
 
 def _guard(fn):
@@ -54,6 +63,18 @@ def _guard(fn):
     wrapper.__name__, wrapper.__doc__ = fn.__name__, fn.__doc__
     wrapper.__wrapped__ = fn
     return wrapper
+
+
+def _finish(result: Rollout, title: str) -> None:
+    """Summary table, failures in full, and an exit code scripts can act on."""
+    console.print(outcomes_table(result.outcomes, title))
+    for o in result.outcomes:
+        if not o.ok and not o.message.startswith("skipped"):
+            console.print(f"{o.host}: {o.message}", markup=False, highlight=False, style="red")
+    if result.stopped:
+        console.print(f"rollout {result.stopped}", style="red", markup=False)
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
 
 
 def _version_from(version: str | None, source: Path) -> Version:
@@ -69,22 +90,28 @@ def _dist() -> Path:
     return Path(os.environ.get("SGPFAB_DIST", ROOT / "dist"))
 
 
-def _bundle_for(fleet: Fleet, version: str | None, source: str | None, bundle: str | None) -> Bundle:
-    """The verified bundle to deploy: given (path or version in dist/), or built from source."""
+def _bundle_for(inv: Inventory, version: str | None, source: str | None, bundle: str | None) -> Bundle:
+    """The verified bundle to deploy: given (a directory, or a version in dist/), or built from source."""
     if bundle:
         if source:
             raise InputError("give either --bundle or --source, not both")
         p = Path(bundle)
-        if not p.exists() and not os.sep in bundle:
+        if not p.exists() and os.sep not in bundle:
             p = bundle_dir(_dist(), Version.parse(bundle))
-        b = Bundle.load(p) if p.exists() else None
-        if b is None:
+        if not p.exists():
             raise InputError(f"no bundle at {p}")
+        b = Bundle.load(p)
         if version and Version.parse(version) != b.version:
             raise InputError(f"--version {version} does not match the bundle's version {b.version}")
         return b
-    src = Path(source).resolve() if source else fleet.inventory.app_source
-    return build(src, _version_from(version, src), fleet.inventory.app, _dist(), say)
+    src = Path(source).resolve() if source else inv.app_source
+    return build(src, _version_from(version, src), inv.app, _dist(), say)
+
+
+def _unlock(sessions) -> None:
+    for s in sessions:
+        s.force_unlock()
+        s.note("deploy lock removed")
 
 
 @task(help={
@@ -98,7 +125,7 @@ def bundle(c, version=None, source=None):
     It holds the app as a tar.gz, its wheels, a SHA-256 manifest, CHANGELOG.md, schema.sql and
     metadata. Rebuilding a version with different content is refused.
     """
-    inv = Inventory.load(default_inventory_path(ROOT))
+    inv = _inventory()
     src = Path(source).resolve() if source else inv.app_source
     b = build(src, _version_from(version, src), inv.app, _dist(), say)
     say(f"bundle {b.version}: {b.path} (content digest {b.digest})")
@@ -108,59 +135,102 @@ def bundle(c, version=None, source=None):
     "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
     "source": "app folder to build the release from (default: the inventory's app.source)",
     "bundle": "deploy a prebuilt bundle instead: its directory, or a version found in dist/releases/",
-    "force_unlock": "first remove a deploy lock left behind by a crashed run",
+    "dry_run": "only show what each host would do (same as the plan task)",
+    **ROLLOUT_HELP,
 })
 @_guard
-def deploy(c, version=None, source=None, bundle=None, force_unlock=False):
+def deploy(c, version=None, source=None, bundle=None, parallel=1, waves=None, max_fail=None, soak=0.0,
+           undo=True, dry_run=False, force_unlock=False):
     """Deploy a release to the -H hosts: upload, verify, build venv, back up DB, migrate, switch, restart, health-check.
 
     Without --bundle the release is first built as a bundle in dist/releases/ (or reused when an
-    identical one exists). A release that does not become healthy is rolled back on its own and
-    marked bad; the remaining hosts are then left untouched.
+    identical one exists). A host whose release does not become healthy rolls itself back and
+    marks the release bad. Hosts go in waves, --parallel at a time; past --max-fail failures the
+    rollout stops and (unless --no-undo) hosts already changed go back to their previous release.
     """
     fleet = _fleet(c)
     if bundle is None and version is not None:
         Version.parse(version)
-    b = _bundle_for(fleet, version, source, bundle)
+    policy = make_policy(len(fleet.hosts), waves, parallel, max_fail, soak, undo)
+    b = _bundle_for(fleet.inventory, version, source, bundle)
+    _deploy(fleet, b, policy, dry_run, force_unlock, f"deploy {b.version}")
+
+
+def _deploy(fleet: Fleet, b: Bundle, policy: Policy, dry_run: bool, force_unlock: bool, title: str) -> None:
     with ExitStack() as stack:
         sessions = open_sessions(stack, fleet, say)
+        plan = Plan(b, artifacts.uv_binary(say), migrate=fleet.inventory.app.migrate)
+        if dry_run:
+            console.print(plan_table(fleetops.plan_rows(sessions, plan), f"plan: {title} (nothing changed)"))
+            return
         if force_unlock:
             _unlock(sessions)
-        plan = Plan(b, artifacts.uv_binary(say), migrate=fleet.inventory.app.migrate)
-        outcomes = each_host(sessions, "deploy", lambda s: deploy_host(s, plan))
-    _fail_on(outcomes, f"deploy {b.version}")
+        result = fleetops.deploy_fleet(sessions, plan, policy, say)
+    _finish(result, title)
+
+
+@task(help={
+    "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
+    "source": "app folder to build the release from (default: the inventory's app.source)",
+    "bundle": "a prebuilt bundle: its directory, or a version found in dist/releases/",
+})
+@_guard
+def plan(c, version=None, source=None, bundle=None):
+    """Show what deploying a release would do on each -H host (before/after, transfer, migrations); changes nothing."""
+    fleet = _fleet(c)
+    b = _bundle_for(fleet.inventory, version, source, bundle)
+    _deploy(fleet, b, make_policy(len(fleet.hosts), None, 1, None, 0, True), True, False, f"deploy {b.version}")
+
+
+@task(name="promote", help={
+    "from_": "hosts or groups that run the release now (e.g. staging)",
+    "to": "hosts or groups to deploy it to (e.g. prod)",
+    "version": "the version to promote",
+    "dry_run": "only show what each target host would do",
+    **ROLLOUT_HELP,
+})
+@_guard
+def promote(c, from_=None, to=None, version=None, parallel=1, waves=None, max_fail=None, soak=0.0, undo=True,
+            dry_run=False, force_unlock=False):
+    """Deploy to --to exactly the bundle (same digest) that runs healthy on every --from host.
+
+    Refused when a --from host runs another version, another build of it, is unhealthy, or when
+    the local bundle in dist/releases/ is not that exact build.
+    """
+    if not (from_ and to and version):
+        raise InputError("promote needs --from, --to and --version")
+    v = Version.parse(version)
+    inv = _inventory()
+    source, target = Fleet(inv, inv.resolve(from_)), Fleet(inv, inv.resolve(to))
+    policy = make_policy(len(target.hosts), waves, parallel, max_fail, soak, undo)
+    with ExitStack() as stack:
+        b = fleetops.promotion_bundle(open_sessions(stack, source, say), v, _dist())
+    say(f"promoting {v} ({b.digest[:12]}) from {from_} to {to}")
+    _deploy(target, b, policy, dry_run, force_unlock, f"promote {v} to {to}")
 
 
 @task(help={
     "version": "release to return to (default: the newest good release older than the active one)",
     "db": "when the rollback crosses a schema change: 'keep' the current database, or 'restore' the "
           "backup taken before the active release was deployed",
-    "force_unlock": "first remove a deploy lock left behind by a crashed run",
+    **ROLLOUT_HELP,
 })
 @_guard
-def rollback(c, version=None, db=None, force_unlock=False):
-    """Switch the -H hosts back to an earlier release, restart and health-check it.
+def rollback(c, version=None, db=None, parallel=1, waves=None, max_fail=None, soak=0.0, undo=True,
+             force_unlock=False):
+    """Switch the -H hosts back to an earlier release, restart and health-check it, in waves like deploy.
 
     Every host is checked first: if the target release is missing anywhere, nothing changes.
     """
     v = Version.parse(version) if version else None
+    fleet = _fleet(c)
+    policy = make_policy(len(fleet.hosts), waves, parallel, max_fail, soak, undo)
     with ExitStack() as stack:
-        sessions = open_sessions(stack, _fleet(c), say)
+        sessions = open_sessions(stack, fleet, say)
         if force_unlock:
             _unlock(sessions)
-        for s in sessions:
-            try:
-                plan_rollback(s, v, db)
-            except InputError as e:
-                raise InputError(f"{s.host.name}: {e} (nothing was changed)") from None
-        outcomes = each_host(sessions, "rollback", lambda s: rollback_host(s, v, db))
-    _fail_on(outcomes, "rollback")
-
-
-def _unlock(sessions) -> None:
-    for s in sessions:
-        s.force_unlock()
-        s.note("deploy lock removed (--force-unlock)")
+        result = fleetops.rollback_fleet(sessions, v, db, policy, say)
+    _finish(result, "rollback")
 
 
 @task
@@ -171,14 +241,20 @@ def unlock(c):
         _unlock(open_sessions(stack, _fleet(c), say))
 
 
+def _each(fleet: Fleet, action: str, fn, title: str, stop_on_failure: bool = True) -> None:
+    """Host by host; by default stop at the first failure."""
+    n = len(fleet.hosts)
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, fleet, say)
+        result = run(sessions, action, fn, Policy([n], 1, 0 if stop_on_failure else n, 0, False), say=say)
+    _finish(result, title)
+
+
 @task(help={"label": "a word to add to the backup's name (default: manual)"})
 @_guard
 def backup(c, label="manual"):
     """Back up each -H host's SQLite database now (online, WAL-safe) into backups/."""
-    with ExitStack() as stack:
-        sessions = open_sessions(stack, _fleet(c), say)
-        outcomes = each_host(sessions, "backup", lambda s: backup_host(s, label), stop_on_failure=False)
-    _fail_on(outcomes, "backup")
+    _each(_fleet(c), "backup", lambda s: backup_host(s, label), "backup", stop_on_failure=False)
 
 
 @task(name="list-backups")
@@ -197,15 +273,14 @@ def restore(c, backup=None):
     """Restore a database backup on the -H hosts: stop, save the current DB as a backup, restore, start, check."""
     if not backup:
         raise InputError("give --backup NAME (see: fab -H HOST list-backups)")
+    fleet = _fleet(c)
     with ExitStack() as stack:
-        sessions = open_sessions(stack, _fleet(c), say)
-        for s in sessions:
+        for s in open_sessions(stack, fleet, say):
             try:
                 check_backup(s, backup)
             except InputError as e:
                 raise InputError(f"{s.host.name}: {e} (nothing was changed)") from None
-        outcomes = each_host(sessions, "restore", lambda s: restore_host(s, backup))
-    _fail_on(outcomes, "restore")
+    _each(fleet, "restore", lambda s: restore_host(s, backup), "restore")
 
 
 @task(help={"last": "how many records per host"})
@@ -232,26 +307,28 @@ def list_(c):
 @task
 @_guard
 def status(c):
-    """Show each -H host's active version, releases, service state and health."""
+    """One table for the -H hosts: group, OS, active version and digest, service state, health, last deploy.
+
+    Exits 2 when a host is unhealthy or versions drift apart.
+    """
     with ExitStack() as stack:
-        sessions = open_sessions(stack, _fleet(c), say)
-        rows = [host_status(s) for s in sessions]
+        rows = fleetops.status_rows(open_sessions(stack, _fleet(c), say))
     console.print(status_table(rows))
-    if any(r["health"] != "healthy" for r in rows):
+    drift = fleetops.drift(rows)
+    if drift:
+        console.print(drift, style="yellow", markup=False)
+    if drift or any(r["health"] != "healthy" for r in rows):
         raise Exit(code=2)
 
 
-@task(help={"keep": "how many of the newest releases to keep (the active and previous ones are always kept)"})
+@task(help={"keep": "how many of the newest good releases to keep (the active one and its rollback target are always kept)"})
 @_guard
 def cleanup(c, keep=5):
-    """Delete old releases (and leftover partial builds) on the -H hosts."""
+    """Delete old releases, bad releases and leftover partial builds on the -H hosts."""
     keep = int(keep)
     if keep < 1:
         raise InputError("--keep must be at least 1")
-    with ExitStack() as stack:
-        sessions = open_sessions(stack, _fleet(c), say)
-        outcomes = each_host(sessions, "cleanup", lambda s: cleanup_host(s, keep))
-    _fail_on(outcomes, f"cleanup (keep {keep})")
+    _each(_fleet(c), "cleanup", lambda s: cleanup_host(s, keep), f"cleanup (keep {keep})")
 
 
 @task(help={"name": "fleet name (letters/digits)", "hosts": "number of hosts: staging1, prod1, prod2, ...",
@@ -273,5 +350,5 @@ def sandbox_down(c, name="demo"):
 sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
-ns = Collection(bundle, deploy, rollback, list_, status, cleanup, backup, list_backups, restore, history,
-                unlock, sandbox)
+ns = Collection(bundle, deploy, plan, promote, rollback, list_, status, cleanup, backup, list_backups, restore,
+                history, unlock, sandbox)

@@ -36,6 +36,7 @@ class Outcome:
     after: str | None
     message: str = ""
     seconds: float = 0.0
+    undone: bool = False  # changed, then put back when the rollout stopped
 
 
 def deploy_host(s: HostSession, plan: Plan) -> Outcome:
@@ -146,11 +147,16 @@ def activate(s: HostSession, version: Version, before: str | None) -> None:
         raise DeployError(msg, before=_v(before), after=_v(now)) from (None if isinstance(e, _Unhealthy) else e)
 
 
+def deactivate(s: HostSession) -> None:
+    """No release to serve: remove `current` and stop the service."""
+    s.t.run(f"rm -f {linux.q(s.layout.current)}")
+    s.t.run(linux.stop(s.host), sudo=True, check=False)
+
+
 def _restore(s: HostSession, before: str | None) -> str:
     """Put the previous release back and prove it healthy; say what happened."""
     if before is None:
-        s.t.run(f"rm -f {linux.q(s.layout.current)}")
-        s.t.run(linux.stop(s.host), sudo=True, check=False)
+        deactivate(s)
         return "no earlier release to return to: the service was stopped"
     s.hostctl("switch", "--to", before)
     s.restart()

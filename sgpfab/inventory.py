@@ -38,6 +38,7 @@ class HostSettings(BaseModel):
     health_timeout: float = Field(default=40.0, gt=0)
     backups_keep: int = Field(default=10, ge=1)  # online DB backups kept in backups/
     bwlimit_kbps: int | None = Field(default=None, ge=1)  # cap uploads (rsync --bwlimit)
+    socket_activation: bool = True  # systemd holds the port: restarts refuse no connection
 
     @field_validator("service")
     @classmethod

@@ -11,7 +11,7 @@ import shlex
 
 from .inventory import Host
 from .layout import Layout
-from .systemd import unit_path, unit_text
+from .systemd import socket_path, units
 from .versions import Version
 
 q = shlex.quote
@@ -103,19 +103,39 @@ def migrate(host: Host, version: Version, command: str) -> str:
 
 
 def stop(host: Host) -> str:
+    """Stop the service (a stopped socket too, or the next request would start it again)."""
+    if host.socket_activation:
+        return f"systemctl stop {q(host.service + '.socket')} {q(host.service)}"
     return f"systemctl stop {q(host.service)}"
 
 
+def start(host: Host) -> str:
+    if host.socket_activation:
+        return f"systemctl start {q(host.service + '.socket')} {q(host.service)}"
+    return f"systemctl start {q(host.service)}"
+
+
 def install_unit(host: Host, module: str) -> str:
-    """Write the unit only when it changed (then daemon-reload); enable it. Needs root."""
-    path = unit_path(host)
-    tmp = path + ".sgpfab-tmp"
-    return (
-        f"printf %s {q(unit_text(host, module))} > {q(tmp)}"
-        f" && if cmp -s {q(tmp)} {q(path)}; then rm -f {q(tmp)};"
-        f" else mv -f {q(tmp)} {q(path)} && systemctl daemon-reload; fi"
-        f" && systemctl enable --quiet {q(host.service)}"
-    )
+    """Write the unit files that changed (then daemon-reload) and enable them. Needs root.
+
+    When the socket unit is new or changed, the service is stopped before the socket starts
+    (a service that bound the port itself would otherwise keep it): a one-time short gap."""
+    svc, sock = q(host.service), q(host.service + ".socket")
+    parts, socket_changed = [], ""
+    for path, text in units(host, module).items():
+        tmp = path + ".sgpfab-tmp"
+        changed = "socket_changed=1; " if path == socket_path(host) else ""
+        parts.append(f"printf %s {q(text)} > {q(tmp)} && if cmp -s {q(tmp)} {q(path)}; then rm -f {q(tmp)};"
+                     f" else mv -f {q(tmp)} {q(path)} && {changed}reload=1; fi")
+    cmd = "reload=; socket_changed=; " + " && ".join(parts)
+    cmd += " && if [ -n \"$reload\" ]; then systemctl daemon-reload; fi"
+    if host.socket_activation:
+        cmd += (f" && if [ -n \"$socket_changed\" ]; then systemctl stop {svc}; systemctl restart {sock}; fi"
+                f" && systemctl enable --quiet {sock} {svc} && systemctl start {sock}")
+    else:
+        cmd += (f" && if [ -f {q(socket_path(host))} ]; then systemctl disable --now --quiet {sock};"
+                f" rm -f {q(socket_path(host))}; systemctl daemon-reload; fi && systemctl enable --quiet {svc}")
+    return cmd
 
 
 def restart(host: Host) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
 
 from rich.console import Console
 from rich.table import Table
@@ -22,7 +23,9 @@ def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
         t.add_column(col)
     t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     for o in outcomes:
-        t.add_row(o.host, "[green]ok[/]" if o.ok else "[red]FAILED[/]", o.before or "-", o.after or "-",
+        result = "[green]ok[/]" if o.ok else ("[yellow]undone[/]" if o.undone else
+                                             "[yellow]skipped[/]" if o.message.startswith("skipped") else "[red]FAILED[/]")
+        t.add_row(o.host, result, o.before or "-", o.after or "-",
                   f"{o.seconds:.1f}" if o.seconds else "-", o.message.splitlines()[0] if o.message else "")
     return t
 
@@ -43,17 +46,26 @@ def releases_table(rows: list[tuple[str, "HostState"]]) -> Table:
 
 def status_table(rows: list[dict]) -> Table:
     t = Table(title="fleet status")
-    for col in ("host", "active", "releases", "service", "health"):
+    for col in ("host", "group", "os", "active", "digest", "service", "health", "last deploy"):
+        t.add_column(col)
+    common = Counter(r.get("version") for r in rows).most_common(1)[0][0] if rows else None
+    for r in rows:
+        version = r.get("version") or "-"
+        if r.get("version") != common:
+            version = f"[yellow]{version}[/]"
+        health = r["health"]
+        health = f"[green]healthy ({r.get('answering')})[/]" if health == "healthy" else f"[red]{health}[/]"
+        t.add_row(r["host"], r.get("group", "-"), r.get("os", "linux"), version, r.get("digest") or "-",
+                  r["service"], health, r.get("last_deploy") or "-")
+    return t
+
+
+def plan_table(rows: list[dict], title: str) -> Table:
+    t = Table(title=title)
+    for col in ("host", "group", "before", "after", "action", "transfer", "migrations"):
         t.add_column(col)
     for r in rows:
-        st = r["state"]
-        active = st.active.version if st and st.active else None
-        health = r["health"]
-        if health == "healthy":
-            health = f"[green]healthy ({r.get('answering')})[/]"
-        t.add_row(r["host"], str(active) if active else "-",
-                  ", ".join(str(x.version) for x in st.complete) if st else "-",
-                  r["service"], health)
+        t.add_row(*(r[c] for c in ("host", "group", "before", "after", "action", "transfer", "migrations")))
     return t
 
 

@@ -1,16 +1,18 @@
-"""Run an operation over the hosts named with -H: preflight every host, then act host by host."""
+"""Connect to the hosts named with -H (all of them, before anything changes)."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
-from typing import Callable
 
-from .deploy import Outcome
 from .errors import RemoteError, SgpfabError
 from .inventory import Host, Inventory
 from .session import HostSession
 from .transport.ssh import SSHTransport
+from .versions import release_version
+
+CONNECT_PARALLEL = 16
 
 
 @dataclass
@@ -20,41 +22,35 @@ class Fleet:
 
 
 def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession]:
-    """Connect to every host first (verifying host keys), so a bad host stops us before any change."""
-    sessions, errors = [], []
-    for host in fleet.hosts:
-        if host.os != "linux":
-            errors.append(f"{host.name}: {host.os} hosts are not supported yet")
-            continue
+    """Connect to every host (in parallel, host keys verified) and read its active release, so a
+    bad or unreachable host stops us before any change anywhere."""
+    errors = [f"{h.name}: {h.os} hosts are not supported yet" for h in fleet.hosts if h.os != "linux"]
+    if errors:
+        raise RemoteError("; ".join(errors) + " (nothing was changed)")
+
+    def connect(host: Host):
         t = SSHTransport(host, fleet.inventory)
         try:
             t.open()
+            s = HostSession(t, say)
+            if s.has_helper():
+                current = s.state().current
+                v = release_version(current) if current else None
+                s.current_version = str(v) if v else current
+            return s, None
         except SgpfabError as e:
-            errors.append(str(e))
-            continue
+            t.close()
+            return None, str(e)
         except Exception as e:  # socket and paramiko errors: one line, with the host
-            errors.append(f"{host.name}: cannot connect: {e}")
-            continue
-        stack.callback(t.close)
-        sessions.append(HostSession(t, say))
+            t.close()
+            return None, f"{host.name}: cannot connect: {e}"
+
+    with ThreadPoolExecutor(max_workers=min(CONNECT_PARALLEL, len(fleet.hosts))) as pool:
+        results = list(pool.map(connect, fleet.hosts))
+    sessions = [s for s, _ in results if s]
+    for s in sessions:
+        stack.callback(s.t.close)
+    errors = [e for _, e in results if e]
     if errors:
         raise RemoteError("; ".join(errors) + " (nothing was changed)")
     return sessions
-
-
-def each_host(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Outcome],
-              stop_on_failure: bool = True) -> list[Outcome]:
-    """Apply `fn` host by host; on a failure the remaining hosts are left untouched."""
-    outcomes: list[Outcome] = []
-    failed = False
-    for s in sessions:
-        if failed and stop_on_failure:
-            outcomes.append(Outcome(s.host.name, action, False, None, None, "skipped: an earlier host failed"))
-            continue
-        try:
-            outcomes.append(fn(s))
-        except SgpfabError as e:
-            failed = True
-            outcomes.append(Outcome(s.host.name, action, False, getattr(e, "before", None),
-                                    getattr(e, "after", None), str(e)))
-    return outcomes

@@ -37,9 +37,12 @@ class HostSession:
         self.host: Host = transport.host
         self.layout = Layout(self.host.api_root)
         self.say = say
+        self.started = time.monotonic()
+        self.current_version: str | None = None  # as found by the preflight
 
     def note(self, msg: str) -> None:
-        self.say(f"[{self.host.name}] {msg}")
+        """A progress line: host, seconds since we connected, the step."""
+        self.say(f"[{self.host.name} +{time.monotonic() - self.started:5.1f}s] {msg}")
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> None:

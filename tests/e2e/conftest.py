@@ -22,7 +22,7 @@ from sgpfab.sandbox import fleet as sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 FAB = str(Path(sys.executable).with_name("fab"))
-FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET = "pytest", 2, 251
+FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET = "pytest", 4, 251  # staging1, prod1, prod2, prod3
 _slots = itertools.count(1)
 
 
@@ -55,7 +55,8 @@ class Slot:
         inv["defaults"].update(api_root=self.api_root, service=self.service, port=self.port, health_timeout=25)
         self.inventory = tmp / "fleet.yaml"
         self.inventory.write_text(yaml.safe_dump(inv))
-        self.hosts = [h.name for h in fleet.hosts]
+        self.hosts = [h.name for h in fleet.hosts][:2]  # most tests need two; rollout tests use all_hosts
+        self.all_hosts = [h.name for h in fleet.hosts]
         self.dist = tmp / "dist"  # bundles built by this test only
 
     def configure(self, app: dict | None = None, **defaults) -> None:

@@ -16,7 +16,7 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_version(slot):
     for h in (a, b):
         slot.post_item(h, f"written-under-1.0.4-on-{h}")
 
-    slot.fab("-H", "all", "deploy", "--version", "1.0.5")
+    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5")
     for h in (a, b):
         assert slot.version(h) == "1.0.5"
         assert slot.item_names(h) == [f"written-under-1.0.4-on-{h}"]
@@ -37,9 +37,9 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_version(slot):
     slot.fab("-H", a, "rollback", "--version", "1.0.5")
     assert slot.version(a) == "1.0.5"
 
-    listing = slot.fab("-H", "all", "list").stdout
+    listing = slot.fab("-H", f"{a},{b}", "list").stdout
     assert re.search(rf"{a}\s.*1\.0\.5\s.*\*", listing) and re.search(rf"{b}\s.*1\.0\.4\s", listing)
-    status = slot.fab("-H", "all", "status").stdout
+    status = slot.fab("-H", f"{a},{b}", "status").stdout
     assert status.count("healthy (1.0.5)") == 2 and "active" in status
 
 
@@ -110,13 +110,13 @@ def test_incomplete_release_directory_is_rebuilt_not_trusted(slot):
 
 def test_bad_input_changes_nothing_on_any_host(slot):
     a, b = slot.hosts
-    slot.fab("-H", "all", "deploy", "--version", "1.0.0")
+    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.0")
     slot.fab("-H", a, "deploy", "--version", "1.0.1")
     before = [slot.snapshot(h) for h in (a, b)]
     for args, message in [
-        (("-H", "all", "deploy", "--version", "1.0.1/../../x"), "invalid version"),
+        (("-H", f"{a},{b}", "deploy", "--version", "1.0.1/../../x"), "invalid version"),
         (("-H", f"{a},ghost", "deploy", "--version", "1.0.2"), "unknown host or group 'ghost'"),
-        (("-H", "all", "rollback", "--version", "1.0.1"), f"{b}: release 1.0.1 does not exist here"),
+        (("-H", f"{a},{b}", "rollback", "--version", "1.0.1"), f"{b}: release 1.0.1 does not exist here"),
         (("-H", b, "rollback"), "no earlier good release"),
     ]:
         r = slot.fab(*args, ok=False)

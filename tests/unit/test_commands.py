@@ -6,7 +6,7 @@ import pytest
 
 from sgpfab import linux
 from sgpfab.inventory import Host
-from sgpfab.systemd import unit_text
+from sgpfab.systemd import socket_text, unit_text, units
 from sgpfab.versions import Version
 
 V = Version.parse("1.0.5")
@@ -57,16 +57,40 @@ def test_unit_runs_current_release_as_unprivileged_user_and_logs_to_shared():
     assert "User=sgpapi" in text and "Group=sgpapi" in text
     assert "WorkingDirectory=/srv/sgp-api/releases/current" in text
     assert "Environment=API_ROOT=/srv/sgp-api" in text and "Environment=PORT=8123" in text
-    assert ("ExecStart=/srv/sgp-api/releases/current/.venv/bin/python -m uvicorn main:app "
-            "--host 0.0.0.0 --port 8123") in text
     assert "Restart=always" in text
     assert "StandardOutput=append:/srv/sgp-api/shared/logs/sgp-api.log" in text
 
 
-def test_unit_install_reloads_systemd_only_when_the_unit_changed():
+def test_socket_activation_hands_the_port_to_uvicorn_as_fd_3():
+    h = host(port=8123)
+    files = units(h)
+    assert set(files) == {"/etc/systemd/system/sgp-api.service", "/etc/systemd/system/sgp-api.socket"}
+    assert "ListenStream=0.0.0.0:8123" in files["/etc/systemd/system/sgp-api.socket"]
+    svc = files["/etc/systemd/system/sgp-api.service"]
+    assert "ExecStart=/srv/sgp-api/releases/current/.venv/bin/python -m uvicorn main:app --fd 3" in svc
+    assert "Requires=sgp-api.socket" in svc
+    assert "ListenStream=[::1]:8123" in socket_text(host(port=8123, bind="::1"))
+
+
+def test_without_socket_activation_uvicorn_binds_the_port_itself():
+    h = host(port=8123, socket_activation=False)
+    assert list(units(h)) == ["/etc/systemd/system/sgp-api.service"]
+    assert "--host 0.0.0.0 --port 8123" in unit_text(h) and "Requires=" not in unit_text(h)
+    cmd = linux.install_unit(h, "main:app")
+    assert "systemctl disable --now --quiet sgp-api.socket" in cmd, "switching the mode off removes the socket"
+
+
+def test_unit_install_reloads_systemd_only_when_a_unit_changed():
     cmd = linux.install_unit(host(), "main:app")
     assert "cmp -s /etc/systemd/system/sgp-api.service.sgpfab-tmp /etc/systemd/system/sgp-api.service" in cmd
-    assert cmd.index("daemon-reload") > cmd.index("else mv -f")
+    assert "cmp -s /etc/systemd/system/sgp-api.socket.sgpfab-tmp /etc/systemd/system/sgp-api.socket" in cmd
+    assert 'if [ -n "$reload" ]; then systemctl daemon-reload; fi' in cmd
+    assert 'if [ -n "$socket_changed" ]; then systemctl stop sgp-api; systemctl restart sgp-api.socket; fi' in cmd
+
+
+def test_stop_includes_the_socket_so_nothing_restarts_the_service():
+    assert linux.stop(host()) == "systemctl stop sgp-api.socket sgp-api"
+    assert linux.stop(host(socket_activation=False)) == "systemctl stop sgp-api"
 
 
 @pytest.mark.parametrize("bind, url", [("0.0.0.0", "http://127.0.0.1:8000/health"),
