@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import getpass
+import hashlib
 import json
 import logging
 import os
@@ -46,9 +47,13 @@ class HostSession:
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """API_ROOT tree and the current hostctl helper on the host (idempotent)."""
+        """API_ROOT tree and the current hostctl helper on the host (idempotent; the helper is
+        uploaded only when it differs)."""
         self.t.run(linux.prepare_dirs(self.host, self.t.login_user), sudo=True)
-        self.t.put(HOSTCTL_SOURCE, self.layout.hostctl)
+        digest = hashlib.sha256(HOSTCTL_SOURCE.read_bytes()).hexdigest()
+        remote = self.t.run(f"sha256sum {linux.q(self.layout.hostctl)} 2>/dev/null || true").stdout.split()
+        if remote[:1] != [digest]:
+            self.t.put(HOSTCTL_SOURCE, self.layout.hostctl)
 
     def has_helper(self) -> bool:
         return self.t.run(f"test -f {linux.q(self.layout.hostctl)}", check=False).ok

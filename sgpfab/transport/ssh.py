@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import shlex
 import socket
 import subprocess
@@ -38,6 +39,7 @@ class SSHTransport:
         self.conn = Connection(host.address, user=host.user, port=host.ssh_port, config=cfg,
                                connect_timeout=connect_timeout)
         _verify_host_keys(self.conn, self.known_hosts_files())
+        self.bytes_sent = 0  # by rsync and SFTP uploads, for reports and benchmarks
 
     @property
     def login_user(self) -> str:
@@ -79,6 +81,7 @@ class SSHTransport:
 
     def put(self, local: str | os.PathLike, remote: str, mode: int | None = None) -> None:
         self.conn.put(str(local), remote)
+        self.bytes_sent += os.path.getsize(local)
         if mode is not None:
             self.conn.sftp().chmod(remote, mode)
 
@@ -114,6 +117,8 @@ class SSHTransport:
             with attempt:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
                 if r.returncode in (0, 24):  # 24: files vanished on the source side
+                    m = re.search(r"^Total bytes sent: ([\d,.]+)", r.stdout, re.M)
+                    self.bytes_sent += int(re.sub(r"[,.]", "", m.group(1))) if m else 0
                     return r.stdout
                 if r.returncode in (1, 2, 3, 4, 11):  # usage/protocol/IO errors: not transient
                     raise RemoteError(f"{self.host.name}: rsync failed ({r.returncode}): {r.stderr.strip()[-300:]}")
