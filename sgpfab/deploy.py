@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import linux
 from .bundle import Bundle
 from .errors import DeployError, RemoteError
 from .session import HostSession, controller_user, elapsed
@@ -57,7 +57,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             s.backup(f"before-{version.release_name}")
             if plan.migrate:
                 _migrate(s, plan)
-            s.t.run(linux.install_unit(s.host, plan.bundle.metadata.get("module", "main:app")), sudo=True)
+            s.t.run(s.steps.install_service(s.host, plan.bundle.metadata.get("module", "main:app")), sudo=True)
             activate(s, version, before)
         except BaseException as e:
             s.audit(action="deploy", version=str(version), before=_v(before), digest=digest,
@@ -89,7 +89,8 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
     if existing:  # a directory without its completion marker: never trusted, rebuilt
         s.hostctl("remove", version.release_name)
     lay = s.layout
-    uv = s.t.run(linux.which_uv(s.host)).stdout.strip()
+    steps = s.steps
+    uv = s.t.run(steps.which_uv(s.host)).stdout.strip()
     if not uv:
         s.note("no uv on the host: pushing a static uv binary")
         s.t.put(plan.uv, lay.uv, mode=0o755)
@@ -100,18 +101,24 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
     s.note("verifying checksums on the host and unpacking")
     s.hostctl("unpack", "--name", version.release_name)
     s.note("building the release's venv with uv (offline, from the wheelhouse)")
-    s.t.run(linux.build_venv(s.host, version, uv, bundle.metadata.get("requirements", "requirements.txt")))
-    s.t.run(linux.write_env(s.host, version))
+    s.t.run(steps.build_venv(s.host, version, uv, bundle.metadata.get("requirements", "requirements.txt")))
+    s.t.run(steps.write_env(s.host, version))
     s.hostctl("finalize", "--name", version.release_name, "--meta",
-              linux.release_meta(version, bundle.digest, bundle.schema_fingerprint, controller_user()))
+              release_meta(version, bundle.digest, bundle.schema_fingerprint, controller_user()))
     if s.host.service_user and s.host.service_user != s.t.login_user:
-        s.t.run(linux.chown_env(s.host, version), sudo=True)
-    s.t.run(f"rm -rf {linux.q(lay.incoming(version))}")
+        s.t.run(steps.chown_env(s.host, version), sudo=True)
+    s.t.run(steps.remove_tree(lay.incoming(version)))
+
+
+def release_meta(version: Version, bundle_digest: str, schema_fingerprint: str, who: str) -> str:
+    """What a release records about itself (in its completion marker)."""
+    return json.dumps({"version": str(version), "bundle_digest": bundle_digest,
+                       "schema_fingerprint": schema_fingerprint, "deployed_by": who})
 
 
 def _migrate(s: HostSession, plan: Plan) -> None:
     s.note(f"running migrations: {plan.migrate}")
-    r = s.as_service_user(linux.migrate(s.host, plan.version, plan.migrate), check=False)
+    r = s.as_service_user(s.steps.migrate(s.host, plan.version, plan.migrate), check=False)
     if not r.ok:
         out = (r.stderr.strip() or r.stdout.strip()).splitlines()[-5:]
         s.hostctl("mark", "--name", plan.version.release_name, "--bad", "--reason", "migration failed")
@@ -149,8 +156,8 @@ def activate(s: HostSession, version: Version, before: str | None) -> None:
 
 def deactivate(s: HostSession) -> None:
     """No release to serve: remove `current` and stop the service."""
-    s.t.run(f"rm -f {linux.q(s.layout.current)}")
-    s.t.run(linux.stop(s.host), sudo=True, check=False)
+    s.t.run(s.steps.remove_link(s.layout.current))
+    s.t.run(s.steps.stop(s.host), sudo=True, check=False)
 
 
 def _restore(s: HostSession, before: str | None) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from . import linux
 from .bundle import Bundle, bundle_dir
 from .deploy import Outcome, Plan, deactivate, deploy_host
 from .errors import InputError
@@ -85,7 +84,7 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[dict]:
         elif existing and existing.complete:
             action, transfer = "switch to the release already there", "-"
         else:
-            have = set(s.t.run(f"ls {linux.q(s.layout.wheelhouse)} 2>/dev/null || true").stdout.split())
+            have = set(s.t.run(s.steps.list_dir(s.layout.wheelhouse)).stdout.split())
             missing = [w for w in b.manifest["wheels"] if w not in have]
             size = b.manifest["archive"]["size"] + sum((b.wheels_dir / w).stat().st_size for w in missing)
             action = "upload, build, switch"

@@ -16,7 +16,7 @@ NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 POSIX_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
 WINDOWS_PATH_RE = re.compile(r"^[A-Za-z]:\\[A-Za-z0-9._\\ -]*$")
-USER_RE = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$|^[A-Za-z0-9.-]{1,15}\\[A-Za-z0-9_.-]{1,20}$")
 
 
 class HostSettings(BaseModel):
@@ -39,6 +39,16 @@ class HostSettings(BaseModel):
     backups_keep: int = Field(default=10, ge=1)  # online DB backups kept in backups/
     bwlimit_kbps: int | None = Field(default=None, ge=1)  # cap uploads (rsync --bwlimit)
     socket_activation: bool = True  # systemd holds the port: restarts refuse no connection
+    # Windows hosts (WinRM). Credentials come from SGPFAB_WINRM_USER/SGPFAB_WINRM_PASSWORD or the
+    # keyring (service "sgpfab", key = host name), never from this file.
+    winrm_transport: Literal["ntlm", "kerberos", "basic", "certificate", "credssp"] = "ntlm"
+    winrm_port: int = Field(default=5986, ge=1, le=65535)
+    winrm_https: bool = True
+    winrm_cert_validation: bool = True
+    winrm_ca_trust_path: str | None = None
+    winrm_cert_pem: str | None = None  # client certificate (transport: certificate)
+    winrm_cert_key_pem: str | None = None
+    winrm_max_envelope_kb: int = Field(default=150, ge=32)  # the server's MaxEnvelopeSizekb
 
     @field_validator("service")
     @classmethod
@@ -85,6 +95,8 @@ class Host(HostSettings):
             raise ValueError(f"api_root must be an absolute Windows path like C:\\api: {self.api_root!r}")
         if self.service_user == "root":
             raise ValueError("the service must not run as root: set run_as to an unprivileged user")
+        if self.os == "windows" and self.winrm_transport == "basic" and not self.winrm_https:
+            raise ValueError("WinRM basic authentication is only allowed over HTTPS")
         return self
 
     @property

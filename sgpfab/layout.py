@@ -1,7 +1,8 @@
-"""Where things live under API_ROOT on a Linux host."""
+"""Where things live under API_ROOT on a host (POSIX paths on Linux, Windows paths on Windows)."""
 
 from __future__ import annotations
 
+import ntpath
 import posixpath
 from dataclasses import dataclass
 
@@ -13,9 +14,14 @@ PARTIAL_PREFIX = ".partial-"  # a release being built; never switched to
 @dataclass(frozen=True)
 class Layout:
     root: str
+    windows: bool = False
+
+    @classmethod
+    def for_host(cls, host) -> "Layout":
+        return cls(host.api_root, host.os == "windows")
 
     def _p(self, *parts: str) -> str:
-        return posixpath.join(self.root, *parts)
+        return (ntpath if self.windows else posixpath).join(self.root, *parts)
 
     @property
     def releases(self) -> str:
@@ -55,7 +61,7 @@ class Layout:
 
     @property
     def uv(self) -> str:
-        return self._p(".sgpfab", "bin", "uv")
+        return self._p(".sgpfab", "bin", "uv.exe" if self.windows else "uv")
 
     @property
     def wheelhouse(self) -> str:

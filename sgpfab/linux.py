@@ -6,7 +6,6 @@ place (`q`), so the commands can be unit-tested as strings.
 
 from __future__ import annotations
 
-import json
 import shlex
 
 from .inventory import Host
@@ -90,11 +89,6 @@ def chown_env(host: Host, version: Version) -> str:
     return f"chown {q(host.service_user)} {q(Layout(host.api_root).release(version) + '/.env')}"
 
 
-def release_meta(version: Version, bundle_digest: str, schema_fingerprint: str, who: str) -> str:
-    return json.dumps({"version": str(version), "bundle_digest": bundle_digest,
-                       "schema_fingerprint": schema_fingerprint, "deployed_by": who})
-
-
 def migrate(host: Host, version: Version, command: str) -> str:
     """The app's migration command, in the new release, with its venv and .env."""
     d = Layout(host.api_root).release(version)
@@ -115,7 +109,7 @@ def start(host: Host) -> str:
     return f"systemctl start {q(host.service)}"
 
 
-def install_unit(host: Host, module: str) -> str:
+def install_service(host: Host, module: str) -> str:
     """Write the unit files that changed (then daemon-reload) and enable them. Needs root.
 
     When the socket unit is new or changed, the service is stopped before the socket starts
@@ -166,3 +160,30 @@ def health_check(host: Host, expect_version: Version | None) -> str:
     if expect_version is not None:
         args += ["--expect-version", str(expect_version)]
     return f"{hostctl(host, *args)}; systemctl show -p NRestarts --value {q(host.service)}"
+
+
+def remove_tree(path: str) -> str:
+    return f"rm -rf {q(path)}"
+
+
+def remove_link(path: str) -> str:
+    return f"rm -f {q(path)}"
+
+
+def file_sha256(path: str) -> str:
+    """Prints the file's SHA-256, or nothing when it does not exist."""
+    return f"sha256sum {q(path)} 2>/dev/null | cut -d' ' -f1 || true"
+
+
+def file_exists(path: str) -> str:
+    """Prints 'yes' when the file exists."""
+    return f"test -f {q(path)} && echo yes || true"
+
+
+def list_dir(path: str) -> str:
+    """File names in a directory, one a line (nothing if it does not exist)."""
+    return f"ls -1 {q(path)} 2>/dev/null || true"
+
+
+def as_user(user: str, command: str) -> str:
+    return f"sudo -n -u {q(user)} sh -c {q(command)}"

@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from . import linux
 from .deploy import Outcome, _v, activate
 from .errors import DeployError, InputError
 from .session import HostSession, elapsed
@@ -60,7 +59,7 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
         try:
             if plan.restore_backup:
                 s.note(f"restoring the database from {plan.restore_backup} (schema of {target.version})")
-                s.t.run(linux.stop(s.host), sudo=True)
+                s.t.run(s.steps.stop(s.host), sudo=True)
                 s.hostctl("restore", "--name", plan.restore_backup, as_service_user=True)
             activate(s, target.version, before)
         except DeployError as e:
@@ -103,7 +102,7 @@ def restore_host(s: HostSession, name: str) -> Outcome:
         check_backup(s, name)
         st = s.state()
         saved = s.backup("before-restore")
-        s.t.run(linux.stop(s.host), sudo=True, check=False)
+        s.t.run(s.steps.stop(s.host), sudo=True, check=False)
         s.hostctl("restore", "--name", name, as_service_user=True)
         s.note(f"database restored from {name}")
         health = {"healthy": True}

@@ -24,12 +24,8 @@ class Fleet:
 def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession]:
     """Connect to every host (in parallel, host keys verified) and read its active release, so a
     bad or unreachable host stops us before any change anywhere."""
-    errors = [f"{h.name}: {h.os} hosts are not supported yet" for h in fleet.hosts if h.os != "linux"]
-    if errors:
-        raise RemoteError("; ".join(errors) + " (nothing was changed)")
-
     def connect(host: Host):
-        t = SSHTransport(host, fleet.inventory)
+        t = transport_for(host, fleet.inventory)
         try:
             t.open()
             s = HostSession(t, say)
@@ -45,6 +41,8 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession
             t.close()
             return None, f"{host.name}: cannot connect: {e}"
 
+    if not fleet.hosts:
+        return []
     with ThreadPoolExecutor(max_workers=min(CONNECT_PARALLEL, len(fleet.hosts))) as pool:
         results = list(pool.map(connect, fleet.hosts))
     sessions = [s for s, _ in results if s]
@@ -54,3 +52,11 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession
     if errors:
         raise RemoteError("; ".join(errors) + " (nothing was changed)")
     return sessions
+
+
+def transport_for(host: Host, inventory: Inventory):
+    """SSH for Linux hosts, WinRM for Windows hosts: the same interface."""
+    if host.os == "windows":
+        from .transport.winrm import WinRMTransport
+        return WinRMTransport(host, inventory)
+    return SSHTransport(host, inventory)

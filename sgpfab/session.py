@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
 
-from . import linux
+from .hostos import steps_for
 from .errors import LockedError, RemoteError
 from .inventory import Host
 from .layout import Layout
@@ -36,7 +36,8 @@ class HostSession:
     def __init__(self, transport, say=print):
         self.t = transport
         self.host: Host = transport.host
-        self.layout = Layout(self.host.api_root)
+        self.layout = Layout.for_host(self.host)
+        self.steps = steps_for(self.host)  # what to run there: the linux or the windows module
         self.say = say
         self.started = time.monotonic()
         self.current_version: str | None = None  # as found by the preflight
@@ -49,24 +50,24 @@ class HostSession:
     def prepare(self) -> None:
         """API_ROOT tree and the current hostctl helper on the host (idempotent; the helper is
         uploaded only when it differs)."""
-        self.t.run(linux.prepare_dirs(self.host, self.t.login_user), sudo=True)
+        self.t.run(self.steps.prepare_dirs(self.host, self.t.login_user), sudo=True)
         digest = hashlib.sha256(HOSTCTL_SOURCE.read_bytes()).hexdigest()
-        remote = self.t.run(f"sha256sum {linux.q(self.layout.hostctl)} 2>/dev/null || true").stdout.split()
+        remote = self.t.run(self.steps.file_sha256(self.layout.hostctl)).stdout.split()
         if remote[:1] != [digest]:
             self.t.put(HOSTCTL_SOURCE, self.layout.hostctl)
 
     def has_helper(self) -> bool:
-        return self.t.run(f"test -f {linux.q(self.layout.hostctl)}", check=False).ok
+        return self.t.run(self.steps.file_exists(self.layout.hostctl)).stdout.strip() == "yes"
 
     def as_service_user(self, command: str, check: bool = True):
         """Run as the service's user (it owns shared/ and backups/)."""
         user = self.host.service_user
         if user and user != self.t.login_user:
-            command = f"sudo -n -u {linux.q(user)} sh -c {linux.q(command)}"
+            command = self.steps.as_user(user, command)
         return self.t.run(command, check=check)
 
     def hostctl(self, *args: str, as_service_user: bool = False) -> dict:
-        cmd = linux.hostctl(self.host, *args)
+        cmd = self.steps.hostctl(self.host, *args)
         r = self.as_service_user(cmd) if as_service_user else self.t.run(cmd)
         return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -110,10 +111,10 @@ class HostSession:
 
     # -- service -------------------------------------------------------------------------------
     def restart(self) -> None:
-        self.t.run(linux.restart(self.host), sudo=True, check=False)
+        self.t.run(self.steps.restart(self.host), sudo=True, check=False)
 
     def service_state(self) -> str:
-        return self.t.run(linux.service_state(self.host), check=False).stdout.strip() or "unknown"
+        return self.t.run(self.steps.service_state(self.host), check=False).stdout.strip() or "unknown"
 
     def wait_healthy(self, version: Version | None, timeout: float | None = None) -> dict:
         """Probe until healthy with the expected version; give up at the deadline or when the
@@ -123,7 +124,7 @@ class HostSession:
 
         def attempt() -> dict:
             nonlocal last
-            r = self.t.run(linux.health_check(self.host, version), check=False)
+            r = self.t.run(self.steps.health_check(self.host, version), check=False)
             lines = r.stdout.strip().splitlines()
             try:
                 last = json.loads(lines[0])
@@ -141,7 +142,7 @@ class HostSession:
         return retrying(attempt)
 
     def last_logs(self, lines: int = 15) -> str:
-        return self.t.run(linux.service_logs(self.host, lines), check=False).stdout.strip()
+        return self.t.run(self.steps.service_logs(self.host, lines), check=False).stdout.strip()
 
     # -- records -------------------------------------------------------------------------------
     def audit(self, **record) -> None:

@@ -46,10 +46,13 @@ def _check_name(name):
 
 
 def _current(root):
+    """The release `current` points at (a symlink on Linux, a directory junction on Windows)."""
     link = os.path.join(_releases_dir(root), "current")
-    if not os.path.islink(link):
+    try:
+        target = os.readlink(link)
+    except (OSError, ValueError):
         return None
-    return os.path.basename(os.readlink(link).rstrip("/"))
+    return os.path.basename(target.rstrip("/\\"))
 
 
 def state(a):
@@ -109,11 +112,21 @@ def switch(a):
     if not os.path.isfile(os.path.join(rel, name, MARKER)):
         raise Fail("release %s is missing or incomplete" % name)
     previous = _current(a.root)
+    link = os.path.join(rel, "current")
+    if os.name == "nt":
+        # Junctions need no privilege but cannot be replaced atomically: remove, then create.
+        # (The service is restarted right after, so nothing runs through the gap.)
+        import _winapi
+        if previous is not None or os.path.lexists(link):
+            os.rmdir(link)  # removes the junction only, never its target
+        _winapi.CreateJunction(os.path.join(rel, name), link)
+        _out({"previous": previous, "current": name})
+        return
     tmp = os.path.join(rel, ".current.%d" % os.getpid())
     if os.path.lexists(tmp):
         os.unlink(tmp)
     os.symlink(name, tmp)
-    os.replace(tmp, os.path.join(rel, "current"))
+    os.replace(tmp, link)
     _fsync_dir(rel)
     _out({"previous": previous, "current": name})
 

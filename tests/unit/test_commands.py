@@ -76,12 +76,12 @@ def test_without_socket_activation_uvicorn_binds_the_port_itself():
     h = host(port=8123, socket_activation=False)
     assert list(units(h)) == ["/etc/systemd/system/sgp-api.service"]
     assert "--host 0.0.0.0 --port 8123" in unit_text(h) and "Requires=" not in unit_text(h)
-    cmd = linux.install_unit(h, "main:app")
+    cmd = linux.install_service(h, "main:app")
     assert "systemctl disable --now --quiet sgp-api.socket" in cmd, "switching the mode off removes the socket"
 
 
 def test_unit_install_reloads_systemd_only_when_a_unit_changed():
-    cmd = linux.install_unit(host(), "main:app")
+    cmd = linux.install_service(host(), "main:app")
     assert "cmp -s /etc/systemd/system/sgp-api.service.sgpfab-tmp /etc/systemd/system/sgp-api.service" in cmd
     assert "cmp -s /etc/systemd/system/sgp-api.socket.sgpfab-tmp /etc/systemd/system/sgp-api.socket" in cmd
     assert 'if [ -n "$reload" ]; then systemctl daemon-reload; fi' in cmd

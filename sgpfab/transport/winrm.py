@@ -1,0 +1,230 @@
+"""WinRM transport (pywinrm): run PowerShell, upload files in checked chunks, read files.
+
+- Scripts never go on the command line (cmd.exe's 8191-character limit): a short bootstrap,
+  passed as -EncodedCommand, reads the script from stdin and runs it.
+- Uploads: the file is gzip-compressed, sent as base64 lines through stdin in chunks sized so
+  that each WS-Man envelope stays under the server's MaxEnvelopeSizekb, written to a temp file,
+  decompressed, checked against the SHA-256 computed here, and only then moved into place.
+  A mismatch is retried (tenacity) and finally reported; the target file is never half-written.
+- Certificate validation is on unless the inventory turns it off; credentials come from the
+  environment or the keyring and are never logged or put in error messages.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import logging
+import os
+from pathlib import Path
+
+from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
+
+from ..errors import InputError, RemoteError
+from ..inventory import Host, Inventory
+from ..windows import PRELUDE, q
+from . import Result
+
+log = logging.getLogger(__name__)
+ENVELOPE_OVERHEAD = 4096  # bytes of SOAP around the stdin payload, with room to spare
+
+BOOTSTRAP = (
+    "$ms = New-Object IO.MemoryStream; [Console]::OpenStandardInput().CopyTo($ms); "
+    "$s = [Text.Encoding]::UTF8.GetString($ms.ToArray()); "
+    "& ([ScriptBlock]::Create($s)); exit $LASTEXITCODE"
+)
+
+RECEIVER = """$ErrorActionPreference = 'Stop'
+$dest = {dest}; $want = {sha}
+[IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName($dest)) | Out-Null
+$gzPath = $dest + '.sgpfab-upload.gz'; $tmp = $dest + '.sgpfab-upload'
+$out = [IO.File]::Create($gzPath)
+while ($null -ne ($line = [Console]::In.ReadLine())) {{
+  if ($line.Length) {{ $b = [Convert]::FromBase64String($line); $out.Write($b, 0, $b.Length) }}
+}}
+$out.Close()
+$src = [IO.File]::OpenRead($gzPath)
+$gz = New-Object IO.Compression.GZipStream($src, [IO.Compression.CompressionMode]::Decompress)
+$o = [IO.File]::Create($tmp); $gz.CopyTo($o); $o.Close(); $gz.Close(); $src.Close()
+Remove-Item -LiteralPath $gzPath
+$got = (Get-FileHash -Algorithm SHA256 -LiteralPath $tmp).Hash.ToLower()
+if ($got -ne $want) {{ Remove-Item -LiteralPath $tmp; [Console]::Error.WriteLine('checksum mismatch: ' + $got); exit 3 }}
+Move-Item -Force -LiteralPath $tmp -Destination $dest
+"""
+
+
+class ChecksumMismatch(RemoteError):
+    pass
+
+
+def encode_command(script: str) -> str:
+    """PowerShell's -EncodedCommand form: base64 of UTF-16LE."""
+    return base64.b64encode(script.encode("utf-16-le")).decode("ascii")
+
+
+def chunk_size(max_envelope_kb: int) -> int:
+    """Raw bytes per stdin message: base64 twice (our line, then WS-Man's) is 16/9 of the raw size."""
+    room = max_envelope_kb * 1024 - ENVELOPE_OVERHEAD
+    return max(3, (room * 9 // 16) // 3 * 3)
+
+
+def credentials(host: Host) -> tuple[str, str]:
+    user = os.environ.get("SGPFAB_WINRM_USER") or host.user
+    password = os.environ.get("SGPFAB_WINRM_PASSWORD")
+    if password is None:
+        try:
+            import keyring  # optional
+            password = keyring.get_password("sgpfab", host.name)
+        except Exception:  # no keyring installed or no backend: fall through
+            password = None
+    if host.winrm_transport not in ("certificate", "kerberos") and (not user or password is None):
+        raise InputError(f"{host.name}: no WinRM credentials: set SGPFAB_WINRM_USER and SGPFAB_WINRM_PASSWORD"
+                         " (or store the password in the keyring under service 'sgpfab')")
+    return user or "", password or ""
+
+
+def make_protocol(host: Host):
+    from winrm.protocol import Protocol
+
+    user, password = credentials(host)
+    scheme = "https" if host.winrm_https else "http"
+    kwargs = dict(
+        endpoint=f"{scheme}://{host.address}:{host.winrm_port}/wsman",
+        transport=host.winrm_transport, username=user, password=password,
+        server_cert_validation="validate" if host.winrm_cert_validation else "ignore",
+        cert_pem=host.winrm_cert_pem, cert_key_pem=host.winrm_cert_key_pem,
+    )
+    if host.winrm_ca_trust_path:
+        kwargs["ca_trust_path"] = host.winrm_ca_trust_path
+    return Protocol(**kwargs)
+
+
+class WinRMTransport:
+    """Runs PowerShell on one Windows host; the same interface as SSHTransport."""
+
+    def __init__(self, host: Host, inventory: Inventory | None = None, protocol=None):
+        self.host = host
+        self.protocol = protocol
+        self.shell_id: str | None = None
+        self.bytes_sent = 0
+        self.chunk = chunk_size(host.winrm_max_envelope_kb)
+
+    @property
+    def login_user(self) -> str:
+        return os.environ.get("SGPFAB_WINRM_USER") or self.host.user or ""
+
+    def _retrying(self, exc=(Exception,)):
+        from requests.exceptions import ConnectionError as ReqConnectionError
+        from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError
+        transient = (ReqConnectionError, WinRMTransportError, WinRMOperationTimeoutError, *exc)
+        return Retrying(retry=retry_if_exception_type(transient), stop=stop_after_attempt(3),
+                        wait=wait_exponential(multiplier=0.5, max=4), reraise=True,
+                        before_sleep=before_sleep_log(log, logging.WARNING))
+
+    def open(self) -> None:
+        if self.protocol is None:
+            self.protocol = make_protocol(self.host)
+        for attempt in self._retrying(()):
+            with attempt:
+                self.shell_id = self.protocol.open_shell(noprofile=True)
+
+    def close(self) -> None:
+        if self.shell_id is not None:
+            try:
+                self.protocol.close_shell(self.shell_id)
+            finally:
+                self.shell_id = None
+
+    def _powershell(self, script: str, stdin_lines) -> tuple[bytes, bytes, int]:
+        """Start powershell with `script` as -EncodedCommand and feed it stdin, chunk by chunk."""
+        p = self.protocol
+        command_id = p.run_command(self.shell_id, "powershell.exe",
+                                   ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
+                                    "-EncodedCommand", encode_command(script)])
+        try:
+            pending = None
+            for piece in stdin_lines:
+                if pending is not None:
+                    p.send_command_input(self.shell_id, command_id, pending, end=False)
+                    self.bytes_sent += len(pending)
+                pending = piece
+            p.send_command_input(self.shell_id, command_id, pending or b"", end=True)
+            self.bytes_sent += len(pending or b"")
+            return p.get_command_output(self.shell_id, command_id)
+        finally:
+            p.cleanup_command(self.shell_id, command_id)
+
+    def run(self, command: str, *, sudo: bool = False, check: bool = True, timeout: int | None = None) -> Result:
+        """Run a PowerShell script (sent on stdin, any length). `sudo` has no meaning here: WinRM
+        sessions run as the (administrator) deploy account."""
+        data = (PRELUDE + command).encode("utf-8")
+        pieces = [data[i:i + self.chunk] for i in range(0, len(data), self.chunk)] or [b""]
+        stdout, stderr, code = self._powershell(BOOTSTRAP, pieces)
+        res = Result(command, stdout.decode("utf-8", "replace"), _clean_stderr(stderr), code)
+        if check and not res.ok:
+            detail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or ["(no output)"]
+            raise RemoteError(f"{self.host.name}: exit {res.exited}: {detail[0]}")
+        return res
+
+    def put(self, local: str | os.PathLike, remote: str, mode: int | None = None) -> None:
+        """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch."""
+        raw = Path(local).read_bytes()
+        sha = hashlib.sha256(raw).hexdigest()
+        packed = gzip.compress(raw, mtime=0)
+        receiver = RECEIVER.format(dest=q(remote), sha=q(sha))
+        for attempt in self._retrying((ChecksumMismatch,)):
+            with attempt:
+                lines = (base64.b64encode(packed[i:i + self.chunk]) + b"\n"
+                         for i in range(0, len(packed), self.chunk))
+                stdout, stderr, code = self._powershell(receiver, lines)
+                if code == 3:
+                    raise ChecksumMismatch(f"{self.host.name}: upload of {Path(local).name} arrived corrupted"
+                                           f" ({_clean_stderr(stderr).strip()[:120]})")
+                if code != 0:
+                    raise RemoteError(f"{self.host.name}: upload of {Path(local).name} failed (exit {code}):"
+                                      f" {_clean_stderr(stderr).strip()[-200:]}")
+
+    def read_file(self, remote: str) -> bytes:
+        r = self.run(f"[Convert]::ToBase64String([IO.File]::ReadAllBytes({q(remote)}))")
+        return base64.b64decode(r.stdout.strip())
+
+    def sync(self, src: str, dest: str, excludes=(), link_dest: str | None = None, delete: bool = True) -> str:
+        """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent.
+        (`delete` removes files that `src` does not have; `link_dest` has no meaning here.)"""
+        from ..artifacts import source_files
+
+        base = Path(src)
+        wanted = {rel: hashlib.sha256((base / rel).read_bytes()).hexdigest()
+                  for rel in source_files(base, list(excludes))}
+        listing = self.run(
+            f"$root = {q(dest)}; New-Item -ItemType Directory -Force -Path $root | Out-Null\n"
+            "Get-ChildItem -LiteralPath $root -Recurse -File | ForEach-Object {"
+            " $rel = $_.FullName.Substring($root.TrimEnd('\\').Length + 1).Replace('\\', '/');"
+            " $rel + ' ' + (Get-FileHash -Algorithm SHA256 -LiteralPath $_.FullName).Hash.ToLower() }").stdout
+        have = dict(line.rsplit(" ", 1) for line in listing.splitlines() if " " in line)
+        sent = [rel for rel, digest in wanted.items() if have.get(rel) != digest]
+        for rel in sent:
+            self.put(base / rel, dest.rstrip("\\") + "\\" + rel.replace("/", "\\"))
+        extra = [rel for rel in have if rel not in wanted]
+        if delete and extra:
+            paths = ", ".join(q(dest.rstrip("\\") + "\\" + rel.replace("/", "\\")) for rel in extra)
+            self.run(f"foreach ($p in @({paths})) {{ Remove-Item -LiteralPath $p -Force }}")
+        return f"sent {len(sent)} of {len(wanted)} files"
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def _clean_stderr(stderr: bytes) -> str:
+    """PowerShell over WinRM wraps errors and progress in CLIXML; keep the readable text."""
+    text = stderr.decode("utf-8", "replace")
+    if text.startswith("#< CLIXML"):
+        import re
+        parts = re.findall(r'<S S="Error">(.*?)</S>', text, re.S)
+        text = "".join(parts).replace("_x000D__x000A_", "\n")
+    return text
