@@ -159,7 +159,7 @@ def deploy(c, version=None, source=None, bundle=None, parallel=1, waves=None, ma
 def _deploy(fleet: Fleet, b: Bundle, policy: Policy, dry_run: bool, force_unlock: bool, title: str) -> None:
     with ExitStack() as stack:
         sessions = open_sessions(stack, fleet, say)
-        plan = Plan(b, artifacts.uv_binary(say), migrate=fleet.inventory.app.migrate)
+        plan = Plan(b, lambda host_os: artifacts.uv_binary(host_os, say), migrate=fleet.inventory.app.migrate)
         if dry_run:
             console.print(plan_table(fleetops.plan_rows(sessions, plan), f"plan: {title} (nothing changed)"))
             return

@@ -83,7 +83,7 @@ def main() -> int:
         dist = tmp / "dist"
         b1 = build(src1, Version.parse("1.0.0"), base.app, dist, quiet)
         b2 = build(src2, Version.parse("1.0.1"), base.app, dist, quiet)
-        uv = artifacts.uv_binary(quiet)
+        uv = lambda host_os: artifacts.uv_binary(host_os, quiet)  # noqa: E731
         p1, p2 = Plan(b1, uv, base.app.migrate), Plan(b2, uv, base.app.migrate)
         names = [h.name for h in f.hosts]
 

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path
 
@@ -16,7 +17,6 @@ from .inventory import AppSettings
 
 CACHE = Path(os.environ.get("SGPFAB_CACHE", Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "sgpfab"))
 UV_FOR_HOSTS = "0.13.9"
-UV_PLATFORM = "musllinux_1_1_x86_64"  # a static binary that runs on any x86_64 Linux
 
 
 def _excluded(rel: str, is_dir: bool, excludes: list[str]) -> bool:
@@ -39,18 +39,6 @@ def source_files(src: Path, excludes: list[str]) -> list[str]:
         dirnames[:] = sorted(d for d in dirnames if not _excluded(rel_dir + d, True, excludes))
         out += [rel_dir + f for f in filenames if not _excluded(rel_dir + f, False, excludes)]
     return sorted(out)
-
-
-def source_digest(src: Path, excludes: list[str]) -> str:
-    """SHA-256 over the release's file names and contents: identifies what was deployed."""
-    h = hashlib.sha256()
-    for rel in source_files(src, excludes):
-        h.update(rel.encode() + b"\0")
-        with open(src / rel, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-        h.update(b"\0")
-    return h.hexdigest()
 
 
 def check_source(src: Path, app: AppSettings) -> None:
@@ -84,26 +72,33 @@ def wheelhouse(src: Path, app: AppSettings, log=print) -> Path:
     return out
 
 
-def uv_binary(log=print) -> Path:
-    """A static uv to push to hosts that have none (from the musllinux wheel on PyPI; cached)."""
-    out = CACHE / "uv" / UV_FOR_HOSTS / "uv"
-    if out.exists():
+_uv_lock = threading.Lock()
+UV_PLATFORMS = {"linux": ("musllinux_1_1_x86_64", "uv"), "windows": ("win_amd64", "uv.exe")}
+
+
+def uv_binary(host_os: str = "linux", log=print) -> Path:
+    """A uv to push to hosts that have none, from PyPI's wheel for that OS (cached). On Linux it
+    is the musllinux build: a static binary that runs on any x86_64 Linux."""
+    platform, exe = UV_PLATFORMS[host_os]
+    out = CACHE / "uv" / UV_FOR_HOSTS / platform / exe
+    with _uv_lock:  # parallel deploys share one download
+        if out.exists():
+            return out
+        tmp = out.parent / "download"
+        shutil.rmtree(tmp, ignore_errors=True)
+        log(f"downloading uv {UV_FOR_HOSTS} for {host_os} hosts...")
+        r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                            "--platform", platform, "--python-version", "3.11", "-d", str(tmp),
+                            f"uv=={UV_FOR_HOSTS}"], capture_output=True, text=True)
+        if r.returncode:
+            raise SgpfabError(f"could not download uv for hosts: {r.stderr.strip().splitlines()[-1:]}")
+        wheel = next(tmp.glob("uv-*.whl"))
+        with zipfile.ZipFile(wheel) as z:
+            member = next(n for n in z.namelist() if n.endswith(f".data/scripts/{exe}"))
+            out.parent.mkdir(parents=True, exist_ok=True)
+            with z.open(member) as src, open(str(out) + ".tmp", "wb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.chmod(str(out) + ".tmp", 0o755)
+        os.replace(str(out) + ".tmp", out)
+        shutil.rmtree(tmp, ignore_errors=True)
         return out
-    tmp = out.parent / "download"
-    shutil.rmtree(tmp, ignore_errors=True)
-    log(f"downloading a static uv {UV_FOR_HOSTS} for hosts...")
-    r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
-                        "--platform", UV_PLATFORM, "--python-version", "3.11", "-d", str(tmp),
-                        f"uv=={UV_FOR_HOSTS}"], capture_output=True, text=True)
-    if r.returncode:
-        raise SgpfabError(f"could not download uv for hosts: {r.stderr.strip().splitlines()[-1:]}")
-    wheel = next(tmp.glob("uv-*.whl"))
-    with zipfile.ZipFile(wheel) as z:
-        member = next(n for n in z.namelist() if n.endswith(".data/scripts/uv"))
-        out.parent.mkdir(parents=True, exist_ok=True)
-        with z.open(member) as src, open(str(out) + ".tmp", "wb") as dst:
-            shutil.copyfileobj(src, dst)
-    os.chmod(str(out) + ".tmp", 0o755)
-    os.replace(str(out) + ".tmp", out)
-    shutil.rmtree(tmp, ignore_errors=True)
-    return out

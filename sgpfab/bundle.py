@@ -81,6 +81,21 @@ class Bundle:
     def schema_fingerprint(self) -> str:
         return self.metadata.get("schema_fingerprint", "")
 
+    def unpacked(self) -> Path:
+        """The archive's files as a directory tree (cached by content digest), for transfers that
+        only send what changed."""
+        out = artifacts.CACHE / "unpacked" / self.digest
+        if (out / ".sgpfab-complete").exists():
+            return out / "tree"
+        tmp = out.with_name(out.name + ".tmp")
+        shutil.rmtree(tmp, ignore_errors=True)
+        with tarfile.open(self.archive, "r:gz") as tar:
+            tar.extractall(tmp / "tree", filter="data")
+        (tmp / ".sgpfab-complete").write_text("")
+        shutil.rmtree(out, ignore_errors=True)
+        tmp.rename(out)
+        return out / "tree"
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Bundle":
         """Open and fully verify a bundle; InputError names the first problem."""

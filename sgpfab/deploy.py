@@ -6,6 +6,7 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 from .bundle import Bundle
 from .errors import DeployError, RemoteError
@@ -19,7 +20,7 @@ class Plan:
     """What the controller prepared once for all hosts."""
 
     bundle: Bundle
-    uv: Path  # a static uv for hosts without one
+    uv: Callable[[str], Path]  # host OS -> a uv binary to push to hosts without one
     migrate: str | None = None
 
     @property
@@ -37,11 +38,12 @@ class Outcome:
     message: str = ""
     seconds: float = 0.0
     undone: bool = False  # changed, then put back when the rollout stopped
+    bytes_sent: int = 0
 
 
 def deploy_host(s: HostSession, plan: Plan) -> Outcome:
     """Upload, verify, build, back up, migrate, switch, restart, health-check; auto-rollback."""
-    start = time.monotonic()
+    start, sent = time.monotonic(), s.t.bytes_sent
     version, digest = plan.version, plan.bundle.digest
     s.prepare()
     with s.lock(f"deploy {version}"):
@@ -65,7 +67,8 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             raise
         s.audit(action="deploy", version=str(version), before=_v(before), digest=digest, result="ok",
                 seconds=elapsed(start))
-    return Outcome(s.host.name, "deploy", True, _v(before), str(version), "healthy", elapsed(start))
+    return Outcome(s.host.name, "deploy", True, _v(before), str(version), "healthy", elapsed(start),
+                   bytes_sent=s.t.bytes_sent - sent)
 
 
 def _already_active(s: HostSession, st: HostState, plan: Plan) -> bool:
@@ -93,13 +96,17 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
     uv = s.t.run(steps.which_uv(s.host)).stdout.strip()
     if not uv:
         s.note("no uv on the host: pushing a static uv binary")
-        s.t.put(plan.uv, lay.uv, mode=0o755)
+        s.t.put(plan.uv(s.host.os), lay.uv, mode=0o755)
         uv = lay.uv
     s.note(f"uploading bundle {version} ({bundle.digest[:12]})")
     s.t.sync(str(bundle.wheels_dir), lay.wheelhouse, delete=False)
-    s.t.sync(str(bundle.path), lay.incoming(version), excludes=["wheels/"])
-    s.note("verifying checksums on the host and unpacking")
-    s.hostctl("unpack", "--name", version.release_name)
+    s.t.sync(str(bundle.path), lay.incoming(version), excludes=["wheels/", bundle.archive.name])
+    s.t.run(steps.stage_dir(s.host, version))
+    # Only changed files travel: the rest is hard-linked from the active release (rsync).
+    s.t.sync(str(bundle.unpacked()), lay.partial(version), checksum=True,
+             link_dest=lay.current if st.current else None)
+    s.note("verifying every file's SHA-256 on the host")
+    s.hostctl("verify", "--name", version.release_name)
     s.note("building the release's venv with uv (offline, from the wheelhouse)")
     s.t.run(steps.build_venv(s.host, version, uv, bundle.metadata.get("requirements", "requirements.txt")))
     s.t.run(steps.write_env(s.host, version))

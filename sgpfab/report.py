@@ -19,14 +19,15 @@ def say(msg: str) -> None:
 
 def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
     t = Table(title=title)
-    for col in ("host", "result", "before", "after", "seconds"):
+    for col in ("host", "result", "before", "after", "seconds", "sent"):
         t.add_column(col)
     t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
     for o in outcomes:
         result = "[green]ok[/]" if o.ok else ("[yellow]undone[/]" if o.undone else
                                              "[yellow]skipped[/]" if o.message.startswith("skipped") else "[red]FAILED[/]")
         t.add_row(o.host, result, o.before or "-", o.after or "-",
-                  f"{o.seconds:.1f}" if o.seconds else "-", o.message.splitlines()[0] if o.message else "")
+                  f"{o.seconds:.1f}" if o.seconds else "-", _size(o.bytes_sent) if o.bytes_sent else "-",
+                  o.message.splitlines()[0] if o.message else "")
     return t
 
 
@@ -90,3 +91,7 @@ def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
             t.add_row(host, r.get("time", ""), r.get("user", ""), r.get("action", ""), r.get("before") or "-",
                       r.get("version") or "-", r.get("result", ""), str(r.get("seconds", "")))
     return t
+
+
+def _size(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"

@@ -16,7 +16,6 @@ import shutil
 import socket
 import sqlite3
 import sys
-import tarfile
 import urllib.error
 import urllib.request
 
@@ -275,20 +274,28 @@ def _sha256(path):
     return h.hexdigest()
 
 
-def unpack(a):
-    """Verify an uploaded bundle (archive, wheels, every file) and unpack it into a partial
-    release. Anything that does not match the manifest is refused and nothing is left behind."""
+def verify(a):
+    """Check a release copied into releases/.partial-NAME against its bundle's manifest (uploaded
+    to incoming/NAME/): exactly the listed files, each with its SHA-256, and every wheel in the
+    wheelhouse. On any mismatch the partial release and the upload are deleted (a corrupted
+    wheel too), so nothing untrusted is kept and a retry uploads again."""
     name = _check_name(a.name)
     incoming = os.path.join(a.root, "incoming", name)
+    partial = os.path.join(_releases_dir(a.root), PARTIAL_PREFIX + name)
     try:
-        _unpack(a.root, name, incoming)
+        manifest = _load_manifest(a.root, name, incoming)
+        seen = _tree_digests(partial)
+        if seen != manifest["files"]:
+            bad = sorted(set(seen.items()) ^ set(manifest["files"].items()))[0][0]
+            raise Fail("bundle file %s does not match the manifest (corrupt or tampered)" % bad)
     except Fail:
-        shutil.rmtree(incoming, ignore_errors=True)  # never trust these bytes again: re-upload
+        shutil.rmtree(incoming, ignore_errors=True)
+        shutil.rmtree(partial, ignore_errors=True)
         raise
+    _out({"verified": name, "files": len(seen)})
 
 
-def _unpack(root, name, incoming):
-    partial = os.path.join(_releases_dir(root), PARTIAL_PREFIX + name)
+def _load_manifest(root, name, incoming):
     try:
         with open(os.path.join(incoming, "manifest.json")) as f:
             manifest = json.load(f)
@@ -296,44 +303,32 @@ def _unpack(root, name, incoming):
         raise Fail("bundle for %s has no readable manifest: %s" % (name, e))
     if "v" + str(manifest.get("version")) != name:
         raise Fail("bundle is version %s, not %s" % (manifest.get("version"), name))
-    archive = os.path.join(incoming, os.path.basename(manifest["archive"]["name"]))
-    if not os.path.isfile(archive) or _sha256(archive) != manifest["archive"]["sha256"]:
-        raise Fail("bundle archive for %s does not match its SHA-256 (corrupt or tampered)" % name)
     wheelhouse = os.path.join(root, "wheelhouse")
     for wheel, digest in sorted(manifest["wheels"].items()):
         path = os.path.join(wheelhouse, os.path.basename(wheel))
         if not os.path.isfile(path) or _sha256(path) != digest:
+            if os.path.isfile(path):
+                os.unlink(path)
             raise Fail("wheel %s does not match its SHA-256 (corrupt or tampered)" % wheel)
-    expected = manifest["files"]
-    shutil.rmtree(partial, ignore_errors=True)
-    os.makedirs(partial)
-    try:
-        seen = {}
-        with tarfile.open(archive, "r:gz") as tar:
-            for member in tar:
-                rel = member.name
-                parts = rel.split("/")
-                if not member.isfile() or rel.startswith("/") or ".." in parts or "" in parts:
-                    raise Fail("bundle archive has a forbidden member %r" % rel)
-                if rel not in expected:
-                    raise Fail("bundle archive member %r is not in the manifest" % rel)
-                dest = os.path.join(partial, *parts)
-                os.makedirs(os.path.dirname(dest), exist_ok=True)
-                h = hashlib.sha256()
-                src = tar.extractfile(member)
-                with open(dest, "wb") as out:
-                    for chunk in iter(lambda: src.read(1 << 20), b""):
-                        h.update(chunk)
-                        out.write(chunk)
-                os.chmod(dest, 0o755 if member.mode & 0o111 else 0o644)
-                seen[rel] = h.hexdigest()
-        if seen != expected:
-            bad = sorted(set(seen.items()) ^ set(expected.items()))[0][0]
-            raise Fail("bundle file %s does not match the manifest (corrupt or tampered)" % bad)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _out({"unpacked": name, "files": len(seen)})
+    return manifest
+
+
+def _tree_digests(partial):
+    """SHA-256 of every file in a release tree; links and special files are refused."""
+    if not os.path.isdir(partial):
+        raise Fail("no staged release at %s" % partial)
+    seen = {}
+    for dirpath, dirnames, filenames in os.walk(partial):
+        for d in dirnames:
+            if os.path.islink(os.path.join(dirpath, d)):
+                raise Fail("release tree has a forbidden link %r" % d)
+        for f in filenames:
+            path = os.path.join(dirpath, f)
+            rel = os.path.relpath(path, partial).replace(os.sep, "/")
+            if os.path.islink(path) or not os.path.isfile(path):
+                raise Fail("release tree has a forbidden entry %r" % rel)
+            seen[rel] = _sha256(path)
+    return seen
 
 
 def backups(a):
@@ -414,9 +409,9 @@ def parser():
     s.add_argument("--label", default="manual")
     s.add_argument("--keep", type=int, default=0, help="keep only the newest N backups (0: all)")
     s.set_defaults(fn=backup)
-    s = sub.add_parser("unpack")
+    s = sub.add_parser("verify")
     s.add_argument("--name", required=True)
-    s.set_defaults(fn=unpack)
+    s.set_defaults(fn=verify)
     sub.add_parser("backups").set_defaults(fn=backups)
     s = sub.add_parser("restore")
     s.add_argument("--name", required=True)

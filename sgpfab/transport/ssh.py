@@ -86,7 +86,7 @@ class SSHTransport:
             self.conn.sftp().chmod(remote, mode)
 
     def rsync_command(self, src: str, dest: str, excludes: list[str] = (), link_dest: str | None = None,
-                      delete: bool = True) -> list[str]:
+                      delete: bool = True, checksum: bool = False) -> list[str]:
         """rsync with the same ssh_config, identity, port and known_hosts as the Connection."""
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
         if self.inventory.ssh_config:
@@ -100,6 +100,8 @@ class SSHTransport:
         cmd = ["rsync", "-a", "--stats", "-e", " ".join(shlex.quote(x) for x in ssh)]
         if delete:
             cmd.append("--delete")
+        if checksum:
+            cmd.append("--checksum")
         if link_dest:
             cmd.append(f"--link-dest={link_dest}")
         if self.host.bwlimit_kbps:

@@ -189,9 +189,11 @@ class WinRMTransport:
         r = self.run(f"[Convert]::ToBase64String([IO.File]::ReadAllBytes({q(remote)}))")
         return base64.b64decode(r.stdout.strip())
 
-    def sync(self, src: str, dest: str, excludes=(), link_dest: str | None = None, delete: bool = True) -> str:
-        """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent.
-        (`delete` removes files that `src` does not have; `link_dest` has no meaning here.)"""
+    def sync(self, src: str, dest: str, excludes=(), link_dest: str | None = None, delete: bool = True,
+             checksum: bool = True) -> str:
+        """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent
+        (always by checksum). `delete` removes files that `src` does not have; `link_dest` has no
+        meaning here."""
         from ..artifacts import source_files
 
         base = Path(src)

@@ -130,8 +130,8 @@ class Slot:
 def slot(fleet, tmp_path):
     s = Slot(fleet, tmp_path)
     yield s
-    for h in s.hosts:  # stop this slot's service so later tests run on a quiet host
-        subprocess.run(["ssh", "-F", str(fleet.ssh_config), h, f"sudo systemctl stop {s.service} || true"],
+    for h in s.all_hosts:  # stop this slot's service (and socket) so later tests run on quiet hosts
+        subprocess.run(["ssh", "-F", str(fleet.ssh_config), h, f"sudo systemctl stop {s.service}.socket {s.service} || true"],
                        capture_output=True, timeout=60)
 
 

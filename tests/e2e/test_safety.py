@@ -35,25 +35,18 @@ def test_tampered_bundle_is_refused_on_the_controller(slot):
     assert _release_state(slot, h) == before
 
 
-def test_bundle_corrupted_on_the_host_is_refused_there_and_a_retry_reuploads(slot):
-    """rsync's quick check (size + mtime) would keep a corrupted copy already on the host: the
-    host's own SHA-256 check must catch it, change nothing, and drop the bad bytes."""
+def test_wheel_corrupted_on_the_host_is_refused_there_and_a_retry_reuploads(slot):
+    """rsync's quick check (size + mtime) keeps a wheel already on the host even if its bytes
+    changed: the host's own SHA-256 check must catch it, change nothing, and drop the bad wheel."""
     h = slot.hosts[1]
     slot.fab("-H", h, "deploy", "--version", "1.0.4")
-    slot.fab("bundle", "--version", "1.0.5")
-    bundle = slot.dist / "releases/v1.0.5"
-    incoming = f"{slot.api_root}/incoming/v1.0.5"
-    slot.ssh(h, f"mkdir -p {incoming}")
-    subprocess.run(["rsync", "-a", "-e", f"ssh -F {slot.fleet.ssh_config}", f"{bundle}/", f"{h}:{incoming}/",
-                    "--exclude=wheels/"], check=True)
-    slot.ssh(h, f"cd {incoming} && m=$(stat -c %Y app-v1.0.5.tar.gz) && "
-                "printf 'X' | dd of=app-v1.0.5.tar.gz bs=1 seek=100 conv=notrunc status=none && "
-                "touch -d @$m app-v1.0.5.tar.gz")
+    slot.ssh(h, f"cd {slot.api_root}/wheelhouse && f=$(ls fastapi-*.whl) && m=$(stat -c %Y $f) && "
+                "printf 'X' | dd of=$f bs=1 seek=100 conv=notrunc status=none && touch -d @$m $f")
     before = _release_state(slot, h)
-    r = slot.fab("-H", h, "deploy", "--bundle", "1.0.5", ok=False)
-    assert "does not match its SHA-256 (corrupt or tampered)" in r.stdout
+    r = slot.fab("-H", h, "deploy", "--version", "1.0.5", ok=False)
+    assert re.search(r"wheel fastapi-\S+ does not match its SHA-256 \(corrupt or tampered\)", r.stdout), r.stdout
     assert _release_state(slot, h) == before
-    slot.fab("-H", h, "deploy", "--bundle", "1.0.5")
+    slot.fab("-H", h, "deploy", "--version", "1.0.5")
     assert slot.version(h) == "1.0.5"
 
 

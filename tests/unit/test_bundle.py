@@ -89,49 +89,63 @@ def test_consistently_forged_archive_is_still_caught_by_per_file_hashes(bundle_c
         Bundle.load(bundle_copy)
 
 
-# -- host side: hostctl unpack, run for real on a temporary API_ROOT -----------------------------
+# -- host side: hostctl verify, run for real on a temporary API_ROOT ------------------------------
 
-def host_with(bundle_dir: Path, root: Path) -> Path:
+def host_with(b: Bundle, root: Path) -> Path:
+    """A host after the uploads: manifest in incoming/, wheels in wheelhouse/, files in the partial release."""
     (root / "incoming").mkdir(parents=True)
-    shutil.copytree(bundle_dir, root / "incoming" / "v1.2.3", ignore=shutil.ignore_patterns("wheels"))
-    shutil.copytree(bundle_dir / "wheels", root / "wheelhouse")
-    (root / "releases").mkdir()
+    shutil.copytree(b.path, root / "incoming" / "v1.2.3", ignore=shutil.ignore_patterns("wheels", "*.tar.gz"))
+    shutil.copytree(b.wheels_dir, root / "wheelhouse")
+    shutil.copytree(b.unpacked(), root / "releases" / ".partial-v1.2.3")
     return root
 
 
-def unpack(root, capsys):
-    code = hostctl.main(["--root", str(root), "unpack", "--name", "v1.2.3"])
+def verify(root, capsys):
+    code = hostctl.main(["--root", str(root), "verify", "--name", "v1.2.3"])
     out, err = capsys.readouterr()
     return code, out, err
 
 
-def test_host_unpacks_a_good_bundle(built, bundle_copy, tmp_path, capsys):
+def test_unpacked_tree_is_exactly_the_archive(built):
     src, _, b = built
-    root = host_with(bundle_copy, tmp_path / "api")
-    code, out, err = unpack(root, capsys)
+    tree = b.unpacked()
+    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
+    assert files == sorted(b.manifest["files"])
+    assert all((tree / rel).read_bytes() == (src / rel).read_bytes() for rel in files)
+
+
+def test_host_accepts_a_good_release(built, tmp_path, capsys):
+    _, _, b = built
+    root = host_with(b, tmp_path / "api")
+    code, out, err = verify(root, capsys)
     assert code == 0, err
-    partial = root / "releases" / ".partial-v1.2.3"
-    for rel in b.manifest["files"]:
-        assert (partial / rel).read_bytes() == (src / rel).read_bytes()
-    assert json.loads(out)["files"] == len(b.manifest["files"])
+    assert json.loads(out) == {"verified": "v1.2.3", "files": len(b.manifest["files"])}
+
+
+PARTIAL = "releases/.partial-v1.2.3"
 
 
 @pytest.mark.parametrize("tamper, message", [
-    (lambda r: _flip(r / "incoming/v1.2.3/app-v1.2.3.tar.gz"), "archive for v1.2.3 does not match"),
+    (lambda r: (r / PARTIAL / "main.py").write_text("evil"), "main.py does not match"),
+    (lambda r: (r / PARTIAL / "extra.py").write_text("x"), "extra.py does not match"),
+    (lambda r: (r / PARTIAL / "main.py").unlink(), "main.py does not match"),
+    (lambda r: (r / PARTIAL / "link.py").symlink_to("/etc/passwd"), "forbidden entry 'link.py'"),
     (lambda r: _flip(next((r / "wheelhouse").glob("pydantic_core-*.whl"))), "wheel pydantic_core"),
-    (lambda r: _rewrite_archive(r / "incoming/v1.2.3", {"main.py": b"evil\n"}), "main.py does not match"),
-    (lambda r: _rewrite_archive(r / "incoming/v1.2.3", {"../escape.py": b"x"}), "forbidden member"),
-    (lambda r: _rewrite_archive(r / "incoming/v1.2.3", {"extra.py": b"x"}), "not in the manifest"),
+    (lambda r: next((r / "wheelhouse").glob("fastapi-*.whl")).unlink(), "wheel fastapi"),
     (lambda r: _set_manifest(r, version="9.9.9"), "not v1.2.3"),
+    (lambda r: (r / "incoming/v1.2.3/manifest.json").write_text("{"), "no readable manifest"),
 ])
-def test_host_refuses_a_corrupt_or_tampered_bundle_and_leaves_nothing(bundle_copy, tmp_path, capsys, tamper, message):
-    root = host_with(bundle_copy, tmp_path / "api")
+def test_host_refuses_a_corrupt_or_tampered_release_and_keeps_nothing(built, tmp_path, capsys, tamper, message):
+    _, _, b = built
+    root = host_with(b, tmp_path / "api")
     tamper(root)
-    code, out, err = unpack(root, capsys)
+    code, out, err = verify(root, capsys)
     assert code == 2 and message in err and out == ""
-    assert list((root / "releases").iterdir()) == []
-    assert not (root / "incoming" / "v1.2.3").exists(), "bad bytes are dropped so a retry re-uploads"
-    assert not (tmp_path / "escape.py").exists() and not (root / "releases" / "escape.py").exists()
+    assert list((root / "releases").iterdir()) == [], "the partial release is gone"
+    assert not (root / "incoming" / "v1.2.3").exists(), "the upload is gone: a retry uploads again"
+    if "wheel" in message:
+        bad = message.split()[-1]
+        assert not list((root / "wheelhouse").glob(f"{bad}-*.whl")), "a corrupted wheel is dropped too"
 
 
 def _flip(path: Path) -> None:

@@ -149,3 +149,18 @@ def test_an_unexpected_exception_on_one_host_does_not_abandon_the_others():
         return deployer()(s)
     r = run(hosts, "deploy", fn, Policy([2], parallel=2, max_fail=1), say=lambda *_: None)
     assert r.outcomes[0].message == "KeyError: 'boom'" and r.outcomes[1].ok
+
+
+@pytest.mark.parametrize("url", ["http://10.0.0.1/health", "http://192.168.1.5:8000/", "http://8.8.8.8/",
+                                 "http://example.com/"])
+def test_load_generator_refuses_anything_but_loopback_and_sandbox_addresses(url):
+    from sgpfab.loadgen import Load
+    with pytest.raises(ValueError):
+        Load(url)
+
+
+def test_load_generator_counts_failures_on_loopback():
+    from sgpfab.loadgen import Load
+    with Load("http://127.0.0.1:9/health", interval=0.01, max_requests=5, max_seconds=5) as load:
+        pass
+    assert load.result.requests == 5 and load.result.failed == 5
