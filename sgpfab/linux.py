@@ -154,12 +154,17 @@ def health_url(host: Host) -> str:
     return f"http://{addr}:{host.port}{host.health_path}"
 
 
-def health_check(host: Host, expect_version: Version | None) -> str:
-    """One probe (JSON line) then the service's automatic restart count (crash-loop detection)."""
+def probe_args(host: Host, expect_version: Version | None) -> list[str]:
+    """hostctl's arguments for one health probe of the host's service."""
     args = ["health", "--url", health_url(host)]
     if expect_version is not None:
         args += ["--expect-version", str(expect_version)]
-    return f"{hostctl(host, *args)}; systemctl show -p NRestarts --value {q(host.service)}"
+    return args
+
+
+def health_check(host: Host, expect_version: Version | None) -> str:
+    """One probe (JSON line) then the service's automatic restart count (crash-loop detection)."""
+    return f"{hostctl(host, *probe_args(host, expect_version))}; systemctl show -p NRestarts --value {q(host.service)}"
 
 
 def remove_tree(path: str) -> str:

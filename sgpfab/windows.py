@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from .inventory import Host
 from .layout import Layout
-from .linux import health_url
+from .linux import probe_args
 from .versions import Version
 
 # PowerShell treats these as single quotes too: all must be doubled inside a '...' literal.
@@ -215,10 +215,7 @@ def service_logs(host: Host, lines: int = 20) -> str:
 
 def health_check(host: Host, expect_version: Version | None) -> str:
     """One probe (JSON line), then the service's restart count stand-in: 0 (NSSM throttles itself)."""
-    args = ["health", "--url", health_url(host)]
-    if expect_version is not None:
-        args += ["--expect-version", str(expect_version)]
-    return hostctl(host, *args) + "\n'0'"
+    return hostctl(host, *probe_args(host, expect_version)) + "\n'0'"
 
 
 def remove_tree(path: str) -> str:

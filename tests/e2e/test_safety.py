@@ -136,14 +136,21 @@ def test_two_deploys_to_one_host_one_fails_cleanly_on_the_lock(slot):
     assert re.search(r"deploy\W+2\.0\.0\W+2\.0\.1\W+ok", history), history
 
 
-def test_upload_cut_mid_transfer_is_retried(slot, app_variant):
-    h = slot.hosts[1]
-    slot.fab("-H", h, "deploy", "--version", "4.0.0")
+def _slow_upload(slot, app_variant, h, old, new):
+    """Deploy `old`, then start deploying `new` (6 MB more, uploads capped at 1.5 MB/s) and
+    return once its upload is under way: (the fab process, the pids of rsync and its ssh)."""
+    slot.fab("-H", h, "deploy", "--version", old)
     slot.configure(bwlimit_kbps=1500)
     big = app_variant("big_app", files={"blob.bin": os.urandom(6 * 1024 * 1024)})
-    proc = slot.popen("-H", h, "deploy", "--version", "4.0.1", "--source", str(big))
-    pids = _wait_for(lambda: _pgrep("rsync .*incoming/v4.0.1"))
+    proc = slot.popen("-H", h, "deploy", "--version", new, "--source", str(big))
+    pids = _wait_for(lambda: _pgrep(f"rsync .*releases/.partial-v{new}"))
     time.sleep(1)
+    return proc, pids, big
+
+
+def test_upload_cut_mid_transfer_is_retried(slot, app_variant):
+    h = slot.hosts[1]
+    proc, pids, _ = _slow_upload(slot, app_variant, h, "4.0.0", "4.0.1")
     for pid in pids.split():  # the transfer dies (rsync and its ssh); fab must retry it
         try:
             os.kill(int(pid), signal.SIGTERM)
@@ -157,12 +164,7 @@ def test_upload_cut_mid_transfer_is_retried(slot, app_variant):
 
 def test_controller_killed_mid_upload_leaves_the_old_release_serving_and_a_rerun_completes(slot, app_variant):
     h = slot.hosts[0]
-    slot.fab("-H", h, "deploy", "--version", "5.0.0")
-    slot.configure(bwlimit_kbps=1500)
-    big = app_variant("big_app", files={"blob.bin": os.urandom(6 * 1024 * 1024)})
-    proc = slot.popen("-H", h, "deploy", "--version", "5.0.1", "--source", str(big))
-    _wait_for(lambda: _pgrep("rsync .*incoming/v5.0.1"))
-    time.sleep(1)
+    proc, _, big = _slow_upload(slot, app_variant, h, "5.0.0", "5.0.1")
     os.killpg(proc.pid, signal.SIGKILL)  # the laptop dies: fab, rsync and ssh all at once
     proc.communicate()
     assert slot.version(h) == "5.0.0" and slot.current(h) == "v5.0.0"
