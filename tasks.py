@@ -162,6 +162,8 @@ def _deploy(fleet: Fleet, b: Bundle, policy: Policy, dry_run: bool, force_unlock
         plan = Plan(b, lambda host_os: artifacts.uv_binary(host_os, say), migrate=fleet.inventory.app.migrate)
         if dry_run:
             console.print(plan_table(fleetops.plan_rows(sessions, plan), f"plan: {title} (nothing changed)"))
+            say("transfer: an upper bound (app files and the wheels a host lacks); files unchanged since"
+                " the active release are hard-linked on the host, not sent")
             return
         if force_unlock:
             _unlock(sessions)

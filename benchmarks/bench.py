@@ -67,11 +67,12 @@ def main() -> int:
     ap.add_argument("--sizes", default="1,4,8", help="fleet sizes to time (comma separated)")
     ap.add_argument("--json", default=str(ROOT / "benchmarks" / "results.json"))
     ap.add_argument("--keep-fleet", action="store_true")
+    ap.add_argument("--only", choices=["timings", "load"], help="run one part only")
     a = ap.parse_args()
     sizes = [int(x) for x in a.sizes.split(",")]
     console = Console(width=140)
     tmp = Path(tempfile.mkdtemp(prefix="sgpfab-bench-"))
-    f = sandbox.up("bench", max(sizes + [4]), 253, log=console.print)
+    f = sandbox.up("bench", 1 if a.only == "load" else max(sizes + [4]), 253, log=console.print)
     results: dict = {"fleet": [h.name for h in f.hosts], "timings": {}, "load": {}}
     try:
         base = Inventory.load(f.inventory)
@@ -94,6 +95,8 @@ def main() -> int:
             return lambda sessions, policy: rollback_fleet(sessions, Version.parse(version), None, policy, quiet)
 
         runs = [(f"{n} host{'s' if n > 1 else ''}, parallel", n, n) for n in sizes] + [("4 hosts, one by one", 4, 1)]
+        if a.only == "load":
+            runs = []
         for i, (label, n, parallel) in enumerate(runs):
             inv = inventory(f, tmp, f"bench{i}", 8200 + i)
             hosts = names[:n]
@@ -105,7 +108,7 @@ def main() -> int:
             }
 
         host = names[0]
-        for mode, socket_activation in (("plain restart", False), ("socket activation", True)):
+        for mode, socket_activation in (("plain restart", False), ("socket activation", True))[: 0 if a.only == "timings" else 2]:
             name = "loadsock" if socket_activation else "loadplain"
             inv = inventory(f, tmp, name, 8300 + socket_activation, socket_activation)
             timed_op(inv, [host], deploy(p1), 1)

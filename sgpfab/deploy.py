@@ -1,4 +1,4 @@
-"""Deploy one verified bundle to one Linux host, leaving it on a working release whatever happens."""
+"""Deploy one verified bundle to one host, leaving it on a working release whatever happens."""
 
 from __future__ import annotations
 

@@ -9,6 +9,7 @@ from .bundle import Bundle, bundle_dir
 from .deploy import Outcome, Plan, deactivate, deploy_host
 from .errors import InputError
 from .ops import host_status, plan_rollback, rollback_host
+from .report import human_bytes
 from .rollout import Policy, Rollout, run
 from .session import HostSession
 from .versions import Version
@@ -86,9 +87,11 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[dict]:
         else:
             have = set(s.t.run(s.steps.list_dir(s.layout.wheelhouse)).stdout.split())
             missing = [w for w in b.manifest["wheels"] if w not in have]
-            size = b.manifest["archive"]["size"] + sum((b.wheels_dir / w).stat().st_size for w in missing)
+            tree = b.unpacked()
+            size = sum((tree / f).stat().st_size for f in b.manifest["files"])
+            size += sum((b.wheels_dir / w).stat().st_size for w in missing)
             action = "upload, build, switch"
-            transfer = f"{_mb(size)} (archive + {len(missing)}/{len(b.manifest['wheels'])} wheels)"
+            transfer = f"up to {human_bytes(size)} ({len(missing)}/{len(b.manifest['wheels'])} wheels)"
         if action.startswith(("nothing", "REFUSED")) or not plan.migrate:
             migrations = "-"
         elif active and active.meta.get("schema_fingerprint") == b.schema_fingerprint:
@@ -125,9 +128,3 @@ def drift(rows: list[dict]) -> str:
         hosts = [r["host"] for r in rows if (r["version"], r["digest"]) == (v, d)]
         parts.append(f"{v or 'nothing'}{' (' + d + ')' if d else ''} on {', '.join(hosts)}")
     return "version drift: " + "; ".join(parts)
-
-
-def _mb(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 100_000 else f"{n / 1e3:.1f} kB"
-
-

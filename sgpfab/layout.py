@@ -60,6 +60,11 @@ class Layout:
         return self._p(".sgpfab", "hostctl.py")
 
     @property
+    def serve(self) -> str:
+        """The app launcher (uvicorn with a draining shutdown) on Linux hosts."""
+        return self._p(".sgpfab", "serve.py")
+
+    @property
     def uv(self) -> str:
         return self._p(".sgpfab", "bin", "uv.exe" if self.windows else "uv")
 

@@ -26,7 +26,7 @@ def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
         result = "[green]ok[/]" if o.ok else ("[yellow]undone[/]" if o.undone else
                                              "[yellow]skipped[/]" if o.message.startswith("skipped") else "[red]FAILED[/]")
         t.add_row(o.host, result, o.before or "-", o.after or "-",
-                  f"{o.seconds:.1f}" if o.seconds else "-", _size(o.bytes_sent) if o.bytes_sent else "-",
+                  f"{o.seconds:.1f}" if o.seconds else "-", human_bytes(o.bytes_sent) if o.bytes_sent else "-",
                   o.message.splitlines()[0] if o.message else "")
     return t
 
@@ -93,5 +93,5 @@ def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
     return t
 
 
-def _size(n: int) -> str:
+def human_bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"

@@ -24,6 +24,7 @@ from .versions import Version
 
 log = logging.getLogger(__name__)
 HOSTCTL_SOURCE = Path(__file__).parent / "remote" / "hostctl.py"
+SERVE_SOURCE = Path(__file__).parent / "remote" / "serve.py"
 
 
 def controller_user() -> str:
@@ -48,13 +49,16 @@ class HostSession:
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> None:
-        """API_ROOT tree and the current hostctl helper on the host (idempotent; the helper is
-        uploaded only when it differs)."""
+        """API_ROOT tree and the current host helpers (hostctl, and serve on Linux) on the host;
+        idempotent, and a helper is uploaded only when it differs."""
         self.t.run(self.steps.prepare_dirs(self.host, self.t.login_user), sudo=True)
-        digest = hashlib.sha256(HOSTCTL_SOURCE.read_bytes()).hexdigest()
-        remote = self.t.run(self.steps.file_sha256(self.layout.hostctl)).stdout.split()
-        if remote[:1] != [digest]:
-            self.t.put(HOSTCTL_SOURCE, self.layout.hostctl)
+        helpers = [(HOSTCTL_SOURCE, self.layout.hostctl)]
+        if self.host.os == "linux":
+            helpers.append((SERVE_SOURCE, self.layout.serve))
+        for local, remote in helpers:
+            digest = hashlib.sha256(local.read_bytes()).hexdigest()
+            if self.t.run(self.steps.file_sha256(remote)).stdout.split()[:1] != [digest]:
+                self.t.put(local, remote)
 
     def has_helper(self) -> bool:
         return self.t.run(self.steps.file_exists(self.layout.hostctl)).stdout.strip() == "yes"

@@ -51,7 +51,7 @@ def unit_text(host: Host, module: str = "main:app") -> str:
     user = host.service_user
     log = f"{lay.logs}/{host.service}.log"
     if host.socket_activation:
-        listen = "--fd 3"
+        listen = "--fd 3"  # the socket unit's listening socket
         deps = [f"Requires={host.service}.socket", f"After={host.service}.socket network.target"]
     else:
         listen = f"--host {host.bind} --port {host.port}"
@@ -69,8 +69,7 @@ def unit_text(host: Host, module: str = "main:app") -> str:
         f"Environment=API_ROOT={lay.root}",
         f"Environment=PORT={host.port}",
         f"EnvironmentFile=-{lay.current}/.env",
-        f"ExecStart={lay.current}/.venv/bin/python -m uvicorn {module} {listen}"
-        " --no-access-log --timeout-graceful-shutdown 15",
+        f"ExecStart={lay.current}/.venv/bin/python {lay.serve} {module} {listen} --timeout-graceful-shutdown 15",
         "Restart=always",
         "RestartSec=1",
         "TimeoutStopSec=20",

@@ -83,8 +83,8 @@ def test_plan_shows_what_would_happen_and_changes_nothing(slot, app_variant):
     before = [slot.snapshot(h) for h in (a, b)]
     r = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.1.0", "--source", str(tags), "--dry-run")
     assert "nothing changed" in r.stdout
-    assert re.search(rf"{a}\W+\S+\W+1\.0\.0\W+1\.1\.0\W+upload, build, switch\W+[\d.]+ kB \(archive \+ 0/\d+ wheels\)\W+run: SCHEMA CHANGES", r.stdout), r.stdout
-    assert re.search(rf"{b}\W+\S+\W+-\W+1\.1\.0\W+upload, build, switch\W+[\d.]+ MB \(archive \+ (\d+)/\1 wheels\)\W+run \(first deploy\)", r.stdout), r.stdout
+    assert re.search(rf"{a}\W+\S+\W+1\.0\.0\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ kB \(0/\d+ wheels\)\W+run: SCHEMA CHANGES", r.stdout), r.stdout
+    assert re.search(rf"{b}\W+\S+\W+-\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ MB \((\d+)/\1 wheels\)\W+run \(first deploy\)", r.stdout), r.stdout
     assert [slot.snapshot(h) for h in (a, b)] == before
     r = slot.fab("-H", a, "plan", "--version", "1.0.0")
     assert "nothing (already active)" in r.stdout

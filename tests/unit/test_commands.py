@@ -67,7 +67,8 @@ def test_socket_activation_hands_the_port_to_uvicorn_as_fd_3():
     assert set(files) == {"/etc/systemd/system/sgp-api.service", "/etc/systemd/system/sgp-api.socket"}
     assert "ListenStream=0.0.0.0:8123" in files["/etc/systemd/system/sgp-api.socket"]
     svc = files["/etc/systemd/system/sgp-api.service"]
-    assert "ExecStart=/srv/sgp-api/releases/current/.venv/bin/python -m uvicorn main:app --fd 3" in svc
+    assert ("ExecStart=/srv/sgp-api/releases/current/.venv/bin/python /srv/sgp-api/.sgpfab/serve.py main:app"
+            " --fd 3") in svc
     assert "Requires=sgp-api.socket" in svc
     assert "ListenStream=[::1]:8123" in socket_text(host(port=8123, bind="::1"))
 
