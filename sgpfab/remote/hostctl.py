@@ -1,8 +1,10 @@
-"""hostctl: the small host-side helper sgpfab uploads to every Linux host (stdlib only).
+"""hostctl: the small host-side helper sgpfab uploads to every host (stdlib only; Linux and Windows).
 
 It owns the parts of a deploy that must be exact on the host: reading the release state,
-finalizing a release (marker file, then rename), switching `current` atomically, online SQLite
-backups, health probes, the deploy lock and the audit log. Every sub-command prints JSON.
+verifying an uploaded release against its manifest, finalizing it (marker file, then rename),
+switching `current` (atomically with a symlink on Linux, a junction on Windows), online SQLite
+backups and restores, health probes, the deploy lock and the audit log. Every sub-command
+prints one JSON line; a refusal exits 2 with a one-line reason on stderr.
 """
 
 import argparse
@@ -378,6 +380,9 @@ def _now():
 
 
 def _fsync_dir(path):
+    """Make a rename durable (POSIX); Windows cannot open a directory for fsync."""
+    if os.name == "nt":
+        return
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
