@@ -223,3 +223,33 @@ def test_protocol_validates_certificates_by_default(monkeypatch):
     assert p.server_cert_validation == "validate" and p.transport.endpoint == "https://win1.corp.example:5986/wsman"
     with pytest.raises(Exception, match="basic authentication is only allowed over HTTPS"):
         windows_host(winrm_transport="basic", winrm_https=False)
+
+
+def test_a_host_session_on_winrm_prepares_the_host_and_reads_its_state():
+    """The deploy logic's own calls, unchanged, over WinRM: PowerShell steps and the helper upload."""
+    import json
+
+    from sgpfab.session import HOSTCTL_SOURCE, HostSession
+
+    files, scripts = {}, []
+    upload, _ = receiver(files)
+
+    def handler(script, stdin):
+        if script != BOOTSTRAP:
+            return upload(script, stdin)
+        text = stdin.decode()
+        scripts.append(text)
+        if "'--root', 'C:\\api', 'state')" in text:
+            return json.dumps({"current": "v1.0.0", "releases": [{"name": "v1.0.0", "complete": True,
+                                                                   "bad": False}], "partials": []}).encode(), b"", 0
+        return b"", b"", 0  # prepare_dirs, and no hostctl.py on the host yet (empty SHA-256)
+
+    t, _ = transport(handler)
+    s = HostSession(t, say=lambda *_: None)
+    s.prepare()
+    assert files == {"C:\\api\\.sgpfab\\hostctl.py": HOSTCTL_SOURCE.read_bytes()}, "serve.py is for Linux only"
+    assert "New-Item -ItemType Directory -Force -Path $d" in scripts[0]
+    assert "icacls.exe' @('C:\\api\\shared', '/grant', 'sgpsvc:(OI)(CI)M'" in scripts[0]
+    st = s.state()
+    assert st.current == "v1.0.0" and [r.name for r in st.complete] == ["v1.0.0"]
+    assert "Invoke-Checked 'python3' @('C:\\api\\.sgpfab\\hostctl.py', '--root', 'C:\\api', 'state')" in scripts[-1]
