@@ -70,7 +70,8 @@ def _finish(result: Rollout, title: str) -> None:
     console.print(outcomes_table(result.outcomes, title))
     for o in result.outcomes:
         if not o.ok and not o.message.startswith("skipped"):
-            console.print(f"{o.host}: {o.message}", markup=False, highlight=False, style="red")
+            text = o.message if o.message.startswith(f"{o.host}:") else f"{o.host}: {o.message}"
+            console.print(text, markup=False, highlight=False, style="red")
     if result.stopped:
         console.print(f"rollout {result.stopped}", style="red", markup=False)
     if result.exit_code:

@@ -47,8 +47,8 @@ $fab -H prod1 deploy --version 1.0.6 --source "$broken" || echo "(deploy failed 
 rm -rf "$broken"
 curl -fsS "http://$(ip prod1):8000/health"; echo
 
-step "fleet status"
-$fab -H all status
+step "fleet status (exit code 2 here: staging and prod run different versions, which status flags as drift)"
+$fab -H all status || echo "(status exit $?)"
 step "roll prod back to the previous release"
 $fab -H prod rollback
 step "releases on every host"

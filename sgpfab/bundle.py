@@ -45,10 +45,10 @@ def sha256_file(path: Path) -> str:
     return h.hexdigest()
 
 
-def content_digest(files: dict[str, str], wheels: dict[str, str]) -> str:
-    """Digest of what a bundle contains (file and wheel names with their SHA-256), not of when it
-    was built: the same source and requirements always give the same digest."""
-    h = hashlib.sha256()
+def content_digest(version: str, files: dict[str, str], wheels: dict[str, str]) -> str:
+    """Digest of what a bundle is (its version, file and wheel names with their SHA-256), not of
+    when it was built: the same version of the same source and requirements gives the same digest."""
+    h = hashlib.sha256(f"version\0{version}\n".encode())
     for kind, entries in (("file", files), ("wheel", wheels)):
         for name in sorted(entries):
             h.update(f"{kind}\0{name}\0{entries[name]}\n".encode())
@@ -133,7 +133,7 @@ class Bundle:
         if found != m["files"]:
             bad = sorted(set(found.items()) ^ set(m["files"].items()))[0][0]
             raise InputError(f"corrupt bundle {p}: archive member {bad} does not match the manifest")
-        if content_digest(m["files"], m["wheels"]) != m["content_digest"]:
+        if content_digest(m["version"], m["files"], m["wheels"]) != m["content_digest"]:
             raise InputError(f"corrupt bundle {p}: content digest mismatch")
         if self.metadata.get("content_digest") != m["content_digest"]:
             raise InputError(f"corrupt bundle {p}: metadata does not belong to this manifest")
@@ -151,7 +151,7 @@ def build(src: Path, version: Version, app: AppSettings, dist: Path, say=print) 
     wheelhouse = artifacts.wheelhouse(src, app, say)
     files = {rel: sha256_file(src / rel) for rel in artifacts.source_files(src, linux.RSYNC_EXCLUDES)}
     wheels = {w.name: sha256_file(w) for w in sorted(wheelhouse.glob("*.whl"))}
-    digest = content_digest(files, wheels)
+    digest = content_digest(str(version), files, wheels)
     if out.exists():
         try:
             existing = Bundle.load(out)

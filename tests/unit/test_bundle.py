@@ -45,7 +45,8 @@ def test_bundle_contents(built):
     assert (b.path / "CHANGELOG.md").read_text() == (src / "CHANGELOG.md").read_text()
     meta = b.metadata
     assert meta["version"] == "1.2.3" and meta["content_digest"] == b.digest and meta["builder"]
-    assert b.digest == content_digest(b.manifest["files"], b.manifest["wheels"])
+    assert b.digest == content_digest("1.2.3", b.manifest["files"], b.manifest["wheels"])
+    assert b.digest != content_digest("1.2.4", b.manifest["files"], b.manifest["wheels"])
 
 
 def test_rebuilding_the_same_content_reuses_the_bundle(built):
