@@ -145,6 +145,9 @@ class Inventory:
         base = path.parent
         self.ssh_config = _rel(base, data.ssh_config)
         self.known_hosts = _rel(base, data.known_hosts)
+        for key, p in (("ssh_config", self.ssh_config), ("known_hosts", self.known_hosts)):
+            if p is not None and not p.is_file():
+                raise InventoryError(f"{path}: {key} file not found: {p}")
         self.app = data.app
         self.app_source = _rel(base, data.app.source)
 

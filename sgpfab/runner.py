@@ -25,8 +25,9 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession
     """Connect to every host (in parallel, host keys verified) and read its active release, so a
     bad or unreachable host stops us before any change anywhere."""
     def connect(host: Host):
-        t = transport_for(host, fleet.inventory)
+        t = None
         try:
+            t = transport_for(host, fleet.inventory)
             t.open()
             s = HostSession(t, say)
             if s.has_helper():
@@ -35,10 +36,12 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession
                 s.current_version = str(v) if v else current
             return s, None
         except SgpfabError as e:
-            t.close()
+            if t:
+                t.close()
             return None, str(e)
         except Exception as e:  # socket and paramiko errors: one line, with the host
-            t.close()
+            if t:
+                t.close()
             return None, f"{host.name}: cannot connect: {e}"
 
     if not fleet.hosts:

@@ -123,6 +123,7 @@ def test_rsync_uses_the_same_ssh_setup_and_honours_bwlimit(tmp_path):
     (tmp_path / "fleet.yaml").write_text(
         "ssh_config: cfg\nknown_hosts: kh\nhosts: {prod1: {user: deploy, ssh_port: 2222, bwlimit_kbps: 500}}\n")
     (tmp_path / "cfg").write_text("Host prod1\n  HostName 192.0.2.7\n")
+    (tmp_path / "kh").write_text("")
     inv = Inventory.load(tmp_path / "fleet.yaml")
     cmd = SSHTransport(inv.hosts["prod1"], inv).rsync_command("/src/", "/srv/x", excludes=[".git/"])
     ssh = shlex.split(cmd[cmd.index("-e") + 1])

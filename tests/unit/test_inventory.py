@@ -7,6 +7,7 @@ from sgpfab.inventory import Inventory
 
 
 def write(tmp_path, text):
+    (tmp_path / "ssh_config").touch()  # the file GOOD names
     p = tmp_path / "fleet.yaml"
     p.write_text(textwrap.dedent(text))
     return p
@@ -67,6 +68,13 @@ def test_unknown_host_is_a_one_line_input_error(tmp_path):
 def test_malformed_inventory_is_refused(tmp_path, bad, message):
     with pytest.raises(InventoryError, match=message):
         Inventory.load(write(tmp_path, bad))
+
+
+def test_missing_ssh_files_are_named(tmp_path):
+    with pytest.raises(InventoryError, match="ssh_config file not found: .*nope"):
+        Inventory.load(write(tmp_path, "ssh_config: nope\nhosts: {h1: null}"))
+    with pytest.raises(InventoryError, match="known_hosts file not found"):
+        Inventory.load(write(tmp_path, "known_hosts: /nonexistent/kh\nhosts: {h1: null}"))
 
 
 def test_missing_inventory(tmp_path):
