@@ -115,7 +115,7 @@ def install_service(host: Host, module: str) -> str:
     When the socket unit is new or changed, the service is stopped before the socket starts
     (a service that bound the port itself would otherwise keep it): a one-time short gap."""
     svc, sock = q(host.service), q(host.service + ".socket")
-    parts, socket_changed = [], ""
+    parts = []
     for path, text in units(host, module).items():
         tmp = path + ".sgpfab-tmp"
         changed = "socket_changed=1; " if path == socket_path(host) else ""

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from .deploy import Outcome
+from .state import HostState
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
@@ -31,7 +32,7 @@ def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
     return t
 
 
-def releases_table(rows: list[tuple[str, "HostState"]]) -> Table:
+def releases_table(rows: list[tuple[str, HostState]]) -> Table:
     t = Table(title="releases")
     for col in ("host", "release", "active", "state", "deployed"):
         t.add_column(col)

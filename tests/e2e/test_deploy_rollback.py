@@ -27,7 +27,7 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_version(slot):
         assert slot.ssh(h, f"stat -c %a {slot.api_root}/releases/v1.0.5/.env").strip() == "600"
         assert f"DATABASE_URL=sqlite:///{slot.api_root}/shared/db/app.db" in slot.ssh(
             h, f"cat {slot.api_root}/releases/v1.0.5/.env")
-        assert slot.ssh(h, f"ps -o user= -C python3 -C python3.11 -C python | sort -u").split() == ["deploy"]
+        assert slot.ssh(h, "ps -o user= -C python3 -C python3.11 -C python | sort -u").split() == ["deploy"]
 
     slot.fab("-H", a, "rollback")
     assert slot.version(a) == "1.0.4" and slot.current(a) == "v1.0.4"

@@ -4,41 +4,14 @@ parsing their single-quoted literals with PowerShell's rules, and by their struc
 import random
 
 import pytest
+from ps_literals import QUOTES, literals, parse_literal
 
 from sgpfab import windows
 from sgpfab.inventory import Host
 from sgpfab.layout import Layout
 from sgpfab.versions import Version
 
-QUOTES = "'\u2018\u2019\u201a\u201b"
 V = Version.parse("1.0.5")
-
-
-def parse_literal(text: str, start: int = 0) -> tuple[str, int]:
-    """Read one PowerShell single-quoted string starting at text[start]; return (value, end)."""
-    assert text[start] in QUOTES
-    i, out = start + 1, []
-    while True:
-        ch = text[i]
-        if ch in QUOTES:
-            if i + 1 < len(text) and text[i + 1] in QUOTES:
-                out.append(ch)
-                i += 2
-                continue
-            return "".join(out), i + 1
-        out.append(ch)
-        i += 1
-
-
-def literals(script: str) -> list[str]:
-    out, i = [], 0
-    while i < len(script):
-        if script[i] in QUOTES:
-            value, i = parse_literal(script, i)
-            out.append(value)
-        else:
-            i += 1
-    return out
 
 
 HOSTILE = [
