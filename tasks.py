@@ -23,8 +23,8 @@ from sgpfab.deploy import Plan
 from sgpfab.errors import InputError, SgpfabError
 from sgpfab.inventory import Inventory, default_inventory_path
 from sgpfab.ops import backup_host, check_backup, cleanup_host, restore_host
-from sgpfab.report import (backups_table, console, history_table, outcomes_table, plan_table, releases_table,
-                           say, status_table)
+from sgpfab.report import (Progress, backups_table, console, history_table, outcomes_table, plan_table,
+                           releases_table, say, status_table)
 from sgpfab.rollout import Policy, Rollout, make_policy, run
 from sgpfab.runner import Fleet, open_sessions
 from sgpfab.versions import Version
@@ -159,7 +159,8 @@ def deploy(c, version=None, source=None, bundle=None, parallel=1, waves=None, ma
 
 def _deploy(fleet: Fleet, b: Bundle, policy: Policy, dry_run: bool, force_unlock: bool, title: str) -> None:
     with ExitStack() as stack:
-        sessions = open_sessions(stack, fleet, say)
+        progress = stack.enter_context(Progress()) if not dry_run else say
+        sessions = open_sessions(stack, fleet, progress)
         plan = Plan(b, lambda host_os: artifacts.uv_binary(host_os, say), migrate=fleet.inventory.app.migrate)
         if dry_run:
             console.print(plan_table(fleetops.plan_rows(sessions, plan), f"plan: {title} (nothing changed)"))
@@ -168,7 +169,7 @@ def _deploy(fleet: Fleet, b: Bundle, policy: Policy, dry_run: bool, force_unlock
             return
         if force_unlock:
             _unlock(sessions)
-        result = fleetops.deploy_fleet(sessions, plan, policy, say)
+        result = fleetops.deploy_fleet(sessions, plan, policy, progress)
     _finish(result, title)
 
 
@@ -229,10 +230,11 @@ def rollback(c, version=None, db=None, parallel=1, waves=None, max_fail=None, so
     fleet = _fleet(c)
     policy = make_policy(len(fleet.hosts), waves, parallel, max_fail, soak, undo)
     with ExitStack() as stack:
-        sessions = open_sessions(stack, fleet, say)
+        progress = stack.enter_context(Progress())
+        sessions = open_sessions(stack, fleet, progress)
         if force_unlock:
             _unlock(sessions)
-        result = fleetops.rollback_fleet(sessions, v, db, policy, say)
+        result = fleetops.rollback_fleet(sessions, v, db, policy, progress)
     _finish(result, "rollback")
 
 

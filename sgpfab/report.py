@@ -9,13 +9,52 @@ from rich.console import Console
 from rich.table import Table
 
 from .deploy import Outcome
+from .session import HostNote
 from .state import HostState
 
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
 
 
-def say(msg: str) -> None:
-    console.print(msg, markup=False, soft_wrap=True)
+def say(msg) -> None:
+    console.print(str(msg), markup=False, soft_wrap=True)
+
+
+class Progress:
+    """Where progress goes: on a terminal, a live table with each host's current step and time
+    (other messages print above it); otherwise (CI, pipes) plain lines."""
+
+    def __init__(self):
+        self.rows: dict[str, HostNote] = {}
+        self.live = None
+
+    def __call__(self, msg) -> None:
+        if self.live is None:
+            say(msg)
+        elif isinstance(msg, HostNote):
+            self.rows[msg.host] = msg
+            self.live.update(self._table())
+        else:
+            self.live.console.print(str(msg), markup=False, soft_wrap=True)
+
+    def _table(self) -> Table:
+        t = Table(title="in progress", show_edge=False)
+        for col in ("host", "seconds", "step"):
+            t.add_column(col)
+        for host, note in self.rows.items():
+            t.add_row(host, f"{note.seconds:.1f}", note.message)
+        return t
+
+    def __enter__(self) -> "Progress":
+        if console.is_terminal:
+            from rich.live import Live
+            self.live = Live(self._table(), console=console, refresh_per_second=8, transient=False)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+            self.live = None
 
 
 def outcomes_table(outcomes: list[Outcome], title: str) -> Table:

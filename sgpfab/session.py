@@ -11,6 +11,7 @@ import socket
 import time
 import uuid
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
@@ -25,6 +26,18 @@ from .versions import Version
 log = logging.getLogger(__name__)
 HOSTCTL_SOURCE = Path(__file__).parent / "remote" / "hostctl.py"
 SERVE_SOURCE = Path(__file__).parent / "remote" / "serve.py"
+
+
+@dataclass(frozen=True)
+class HostNote:
+    """One step of one host; prints as a line, and a live display can show it per host."""
+
+    host: str
+    seconds: float
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.host} +{self.seconds:5.1f}s] {self.message}"
 
 
 def controller_user() -> str:
@@ -44,8 +57,8 @@ class HostSession:
         self.current_version: str | None = None  # as found by the preflight
 
     def note(self, msg: str) -> None:
-        """A progress line: host, seconds since we connected, the step."""
-        self.say(f"[{self.host.name} +{time.monotonic() - self.started:5.1f}s] {msg}")
+        """A progress step: host, seconds since we connected, what it is doing now."""
+        self.say(HostNote(self.host.name, time.monotonic() - self.started, msg))
 
     # -- setup ---------------------------------------------------------------------------------
     def prepare(self) -> None:
