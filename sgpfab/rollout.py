@@ -128,10 +128,15 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
             if policy.soak:
                 say(f"-- soaking {policy.soak:g}s before the next wave")
                 time.sleep(policy.soak)
-            for s, o in changed:
-                if still_healthy and not still_healthy(s, o):
-                    o.ok, o.message = False, "became unhealthy after its wave"
-                    failures += 1
+            if still_healthy:  # the health gate between waves, on every host changed so far
+                checks = _parallel(changed, lambda so: still_healthy(*so), policy.parallel)
+                for (_, healthy), (s, o) in zip(checks, list(changed)):
+                    if not healthy and o.ok:
+                        o.ok, o.message = False, "became unhealthy after its wave"
+                        failures += 1
+                        if policy.undo and undo:  # put it back now, whether or not the rollout goes on
+                            changed.remove((s, o))
+                            _undo_one(s, o, undo)
         if failures > policy.max_fail:
             result.stopped = (f"stopped after wave {i + 1}: {failures} failed host(s), "
                               f"--max-fail allows {policy.max_fail}")
@@ -142,20 +147,26 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
             by_host[s.host.name] = Outcome(s.host.name, action, False, s.current_version, s.current_version,
                                            "skipped: the rollout stopped")
     if result.stopped and policy.undo and undo:
-        targets = [(s, o) for s, o in changed]
+        targets = list(changed)
         if targets:
             say(f"-- undoing {len(targets)} host(s) to the release they had before")
-        for s, o in _parallel(targets, lambda so: undo(*so), policy.parallel):
-            prev = by_host[s.host.name]
-            if o.ok:
-                prev.after, prev.undone = o.after, True
-                prev.message = f"undone: back on {o.after or 'no release'}" + (
-                    f" ({prev.message})" if not prev.ok else "")
-            else:
-                prev.message = f"UNDO FAILED: {o.message}"
-            prev.ok = False
+        _parallel(targets, lambda so: _undo_one(*so, undo), policy.parallel)
     result.outcomes = [by_host[s.host.name] for s in sessions]
     return result
+
+
+def _undo_one(s: HostSession, o: Outcome, undo) -> None:
+    """Put one changed host back; record the result on its outcome."""
+    try:
+        u = undo(s, o)
+    except SgpfabError as e:
+        u = Outcome(s.host.name, "undo", False, o.after, None, str(e))
+    if u.ok:
+        note = f" ({o.message})" if not o.ok else ""
+        o.after, o.undone, o.message = u.after, True, f"undone: back on {u.after or 'no release'}{note}"
+    else:
+        o.message = f"UNDO FAILED: {u.message}"
+    o.ok = False
 
 
 def _failed(by_host: dict[str, Outcome]) -> int:

@@ -164,3 +164,22 @@ def test_load_generator_counts_failures_on_loopback():
     with Load("http://127.0.0.1:9/health", interval=0.01, max_requests=5, max_seconds=5) as load:
         pass
     assert load.result.requests == 5 and load.result.failed == 5
+
+
+def test_a_host_unhealthy_after_its_wave_is_put_back_even_within_budget():
+    hosts = names(["a", "b", "c"])
+    r = run(hosts, "deploy", deployer(), Policy([1, 3], max_fail=1), undo=undoer,
+            still_healthy=lambda s, o: s.host.name != "a", say=lambda *_: None)
+    assert not r.stopped and r.exit_code == 2
+    assert [h.current_version for h in hosts] == ["1.0.0", "2.0.0", "2.0.0"]
+    assert r.outcomes[0].undone and r.outcomes[0].message.startswith("undone: back on 1.0.0")
+    assert hosts[0].events == ["deploy", "undo"]
+
+
+def test_a_failed_undo_is_reported_not_hidden():
+    hosts = names(["a", "b"])
+
+    def bad_undo(s, o):
+        raise DeployError(f"{s.host.name}: cannot go back")
+    r = run(hosts, "deploy", deployer(fail={"b"}), Policy([1, 2]), undo=bad_undo, say=lambda *_: None)
+    assert r.outcomes[0].message == "UNDO FAILED: a: cannot go back" and not r.outcomes[0].ok
