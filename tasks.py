@@ -105,6 +105,11 @@ def _bundle_for(inv: Inventory, version: str | None, source: str | None, bundle:
         if version and Version.parse(version) != b.version:
             raise InputError(f"--version {version} does not match the bundle's version {b.version}")
         return b
+    return _build(inv, version, source)
+
+
+def _build(inv: Inventory, version: str | None, source: str | None) -> Bundle:
+    """Build (or reuse the identical) bundle of the app folder: --source, else the inventory's."""
     src = Path(source).resolve() if source else inv.app_source
     return build(src, _version_from(version, src), inv.app, _dist(), say)
 
@@ -126,9 +131,7 @@ def bundle(c, version=None, source=None):
     It holds the app as a tar.gz, its wheels, a SHA-256 manifest, CHANGELOG.md, schema.sql and
     metadata. Rebuilding a version with different content is refused.
     """
-    inv = _inventory()
-    src = Path(source).resolve() if source else inv.app_source
-    b = build(src, _version_from(version, src), inv.app, _dist(), say)
+    b = _build(_inventory(), version, source)
     say(f"bundle {b.version}: {b.path} (content digest {b.digest})")
 
 
