@@ -49,8 +49,8 @@ def test_fleet_rollback_in_waves(slot):
     prod = "prod"  # a group: prod1, prod2, prod3
     slot.fab("-H", prod, "deploy", "--version", "3.0.0", "--parallel", "3")
     slot.fab("-H", prod, "deploy", "--version", "3.1.0", "--parallel", "3")
-    r = slot.fab("-H", prod, "rollback", "--waves", "1,100%", "--parallel", "2")
-    assert "-- wave 2/2: prod2, prod3" in r.stdout
+    r = slot.fab("-H", prod, "rollback", "--waves", "1,100%", "--parallel", "2", "--soak", "1")
+    assert "-- wave 2/2: prod2, prod3" in r.stdout and "-- soaking 1s before the next wave" in r.stdout
     assert {h: slot.version(h) for h in ("prod1", "prod2", "prod3")} == dict.fromkeys(("prod1", "prod2", "prod3"), "3.0.0")
 
 

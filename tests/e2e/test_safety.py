@@ -136,6 +136,26 @@ def test_two_deploys_to_one_host_one_fails_cleanly_on_the_lock(slot):
     assert re.search(r"deploy\W+2\.0\.0\W+2\.0\.1\W+ok", history), history
 
 
+def test_a_lock_left_by_another_machine_needs_force_unlock(slot):
+    h = slot.hosts[1]
+    slot.fab("-H", h, "deploy", "--version", "6.0.0")
+    lock = f"{slot.api_root}/.sgpfab/lock"
+    slot.ssh(h, f"mkdir {lock} && echo '{{\"who\": \"alice@laptop\", \"since\": \"2026-11-20T09:00:00+00:00\","
+                f" \"what\": \"deploy 6.0.1\", \"controller\": \"laptop\", \"pid\": 4242}}' > {lock}/info.json")
+    r = slot.fab("-H", h, "deploy", "--version", "6.0.1", ok=False)
+    assert "locked by alice@laptop since 2026-11-20T09:00:00+00:00 (deploy 6.0.1); if that deploy is gone," \
+           " use --force-unlock" in r.stdout
+    assert slot.version(h) == "6.0.0"
+    r = slot.fab("-H", h, "rollback", "--version", "6.0.0", ok=False)  # every locked action waits its turn
+    assert "locked by alice@laptop" in r.stdout
+    slot.fab("-H", h, "deploy", "--version", "6.0.1", "--force-unlock")
+    assert slot.version(h) == "6.0.1"
+    slot.ssh(h, f"mkdir {lock}")
+    slot.fab("-H", h, "unlock")
+    slot.fab("-H", h, "rollback")
+    assert slot.version(h) == "6.0.0"
+
+
 def _slow_upload(slot, app_variant, h, old, new):
     """Deploy `old`, then start deploying `new` (6 MB more, uploads capped at 1.5 MB/s) and
     return once its upload is under way: (the fab process, the pids of rsync and its ssh)."""
