@@ -137,24 +137,27 @@ class HostSession:
         """Probe until healthy with the expected version; give up at the deadline or when the
         service is crash-looping (several automatic restarts). Returns the last probe."""
         timeout = timeout or self.host.health_timeout
-        last: dict = {}
 
         def attempt() -> dict:
-            nonlocal last
             r = self.t.run(self.steps.health_check(self.host, version), check=False)
             lines = r.stdout.strip().splitlines()
             try:
-                last = json.loads(lines[0])
-                last["restarts"] = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
+                result = json.loads(lines[0])
+                result["restarts"] = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
             except (ValueError, IndexError):
-                last = {"healthy": False, "error": (r.stderr or r.stdout).strip()[-200:]}
-            return last
+                result = {"healthy": False, "error": (r.stderr or r.stdout).strip()[-200:]}
+            return result
 
         def unhealthy(r: dict) -> bool:
             return not r.get("healthy") and r.get("restarts", 0) < 3
 
+        def waiting(rs) -> None:  # each retry is reported with what the probe saw
+            r = rs.outcome.result()
+            seen = r.get("error") or f"HTTP {r.get('code')} version {r.get('version')!r}"
+            self.note(f"not healthy yet ({seen[:80]}); probing again in {rs.next_action.sleep:.1f}s")
+
         retrying = Retrying(retry=retry_if_result(unhealthy), stop=stop_after_delay(timeout),
-                            wait=wait_exponential(multiplier=0.2, max=2),
+                            wait=wait_exponential(multiplier=0.2, max=2), before_sleep=waiting,
                             retry_error_callback=lambda rs: rs.outcome.result())
         return retrying(attempt)
 
