@@ -55,7 +55,7 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
             return Outcome(s.host.name, "rollback", True, _v(before), _v(before), "already active")
         if target.bad:
             s.note(f"warning: {target.name} was marked bad by an earlier failed deploy")
-        s.backup(f"before-rollback-to-{target.name}")
+        saved = s.backup(f"before-rollback-to-{target.name}")
         try:
             if plan.restore_backup:
                 s.note(f"restoring the database from {plan.restore_backup} (schema of {target.version})")
@@ -63,9 +63,16 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
                 s.hostctl("restore", "--name", plan.restore_backup, as_service_user=True)
             activate(s, target.version, before)
         except DeployError as e:
+            if plan.restore_backup and saved.get("name"):
+                # activate() went back to `before`: give it back the database it was using too.
+                s.t.run(s.steps.stop(s.host), sudo=True, check=False)
+                s.hostctl("restore", "--name", saved["name"], as_service_user=True)
+                s.restart()
+                s.note(f"database put back from {saved['name']}")
+                e = DeployError(f"{e}; the database was put back from {saved['name']}", e.before, e.after)
             s.audit(action="rollback", version=str(target.version), before=_v(before), result="failed",
                     error=str(e)[:300], seconds=elapsed(start))
-            raise
+            raise e from None
         s.audit(action="rollback", version=str(target.version), before=_v(before), result="ok",
                 db_restored=plan.restore_backup, seconds=elapsed(start))
     return Outcome(s.host.name, "rollback", True, _v(before), str(target.version), "healthy", elapsed(start))

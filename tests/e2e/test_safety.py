@@ -116,6 +116,20 @@ def test_rollback_across_a_schema_change_needs_an_explicit_choice(slot, app_vari
     assert slot.version(h) == "1.0.5" and slot.item_names(h) == ["one", "three"]
 
 
+def test_a_failed_rollback_with_db_restore_puts_the_newer_database_back(slot, app_variant):
+    h = slot.hosts[0]
+    slot.fab("-H", h, "deploy", "--version", "1.0.5")
+    slot.post_item(h, "one")
+    slot.fab("-H", h, "deploy", "--version", "1.0.6", "--source", str(app_variant("with_tags", append=NEW_TABLE)))
+    slot.post_item(h, "two")
+    # 1.0.5 can no longer start on this host (say its files were damaged).
+    slot.ssh(h, f"printf '\\nraise SystemExit(3)\\n' >> {slot.api_root}/releases/v1.0.5/main.py")
+    r = slot.fab("-H", h, "rollback", "--db", "restore", ok=False)
+    assert "rolled back to v1.0.6 (healthy)" in r.stdout and "the database was put back from" in r.stdout
+    assert slot.version(h) == "1.0.6"
+    assert slot.item_names(h) == ["one", "two"], "1.0.6 runs on its own database again, nothing lost"
+
+
 def test_two_deploys_to_one_host_one_fails_cleanly_on_the_lock(slot):
     h = slot.hosts[0]
     slot.fab("-H", h, "deploy", "--version", "2.0.0")
