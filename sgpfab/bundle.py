@@ -26,13 +26,20 @@ import tarfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from . import artifacts, linux
+from . import artifacts
 from .errors import InputError, SgpfabError
 from .inventory import AppSettings
 from .session import controller_user
 from .versions import Version
 
 FORMAT = 1
+# Never part of a release: per-host state lives in shared/, and build junk is rebuilt.
+SOURCE_EXCLUDES = [
+    ".git/", ".hg/", ".svn/", ".venv/", "venv/", "env/", "__pycache__/", "*.pyc", "*.pyo",
+    "db/", "media/", "logs/", "wheelhouse/", ".env", ".env.*", "*.db", "*.sqlite3", "*.sqlite",
+    "*.log", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", "node_modules/", ".DS_Store",
+    ".idea/", ".vscode/", "dist/", "build/", "*.egg-info/",
+]
 EXTRAS = ("metadata.json", "CHANGELOG.md", "schema.sql", "README.md")
 
 
@@ -148,7 +155,7 @@ def build(src: Path, version: Version, app: AppSettings, dist: Path, say=print) 
     artifacts.check_source(src, app)
     out = bundle_dir(dist, version)
     wheelhouse = artifacts.wheelhouse(src, app, say)
-    files = {rel: sha256_file(src / rel) for rel in artifacts.source_files(src, linux.RSYNC_EXCLUDES)}
+    files = {rel: sha256_file(src / rel) for rel in artifacts.source_files(src, SOURCE_EXCLUDES)}
     wheels = {w.name: sha256_file(w) for w in sorted(wheelhouse.glob("*.whl"))}
     digest = content_digest(str(version), files, wheels)
     if out.exists():

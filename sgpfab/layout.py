@@ -32,6 +32,12 @@ class Layout:
         return self._p("releases", "current")
 
     @property
+    def owned_dirs(self) -> list[str]:
+        """Directories owned by the deploying user (shared/ and backups/ belong to the service)."""
+        return [self.root, self.releases, self.tools, self._p(".sgpfab", "bin"), self.wheelhouse,
+                self._p("incoming")]
+
+    @property
     def shared(self) -> str:
         return self._p("shared")
 

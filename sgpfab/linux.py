@@ -15,13 +15,6 @@ from .versions import Version
 
 q = shlex.quote
 
-# Never copied into a release: per-host state lives in shared/, and build junk is rebuilt.
-RSYNC_EXCLUDES = [
-    ".git/", ".hg/", ".svn/", ".venv/", "venv/", "env/", "__pycache__/", "*.pyc", "*.pyo",
-    "db/", "media/", "logs/", "wheelhouse/", ".env", ".env.*", "*.db", "*.sqlite3", "*.sqlite",
-    "*.log", ".pytest_cache/", ".mypy_cache/", ".ruff_cache/", "node_modules/", ".DS_Store",
-    ".idea/", ".vscode/", "dist/", "build/", "*.egg-info/",
-]
 UV_ENV = "UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1"
 
 
@@ -31,9 +24,8 @@ def prepare_dirs(host: Host, login_user: str) -> str:
     run_as = host.service_user or login_user
     own = f"-o {q(login_user)} -g {q(login_user)}"
     app = f"-o {q(run_as)} -g {q(run_as)}"
-    mine = [lay.root, lay.releases, lay.tools, lay.tools + "/bin", lay.wheelhouse, lay.root + "/incoming"]
     theirs = [lay.shared, *lay.shared_dirs, lay.backups]
-    return (f"install -d -m 755 {own} {' '.join(map(q, mine))}"
+    return (f"install -d -m 755 {own} {' '.join(map(q, lay.owned_dirs))}"
             f" && install -d -m 750 {app} {' '.join(map(q, theirs))}")
 
 

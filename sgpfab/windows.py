@@ -51,8 +51,7 @@ def _native(exe: str, *args: str) -> str:
 def prepare_dirs(host: Host, login_user: str) -> str:
     """Create API_ROOT's tree (idempotent); the service account may write shared\\ and backups\\."""
     lay = _lay(host)
-    dirs = [lay.root, lay.releases, lay.tools, lay.tools + "\\bin", lay.wheelhouse, lay.root + "\\incoming",
-            lay.shared, *lay.shared_dirs, lay.backups]
+    dirs = [*lay.owned_dirs, lay.shared, *lay.shared_dirs, lay.backups]
     script = f"foreach ($d in {_array(dirs)}) {{ New-Item -ItemType Directory -Force -Path $d | Out-Null }}"
     if host.service_user:
         for d in (lay.shared, lay.backups):

@@ -111,9 +111,10 @@ def test_restart_clears_a_start_limit_first():
     assert linux.restart(host()) == "systemctl reset-failed sgp-api 2>/dev/null; systemctl restart sgp-api"
 
 
-def test_rsync_excludes_keep_state_and_junk_out_of_releases():
+def test_source_excludes_keep_state_and_junk_out_of_releases():
+    from sgpfab.bundle import SOURCE_EXCLUDES
     for pattern in (".git/", ".venv/", "venv/", "db/", "media/", "logs/", ".env", "__pycache__/"):
-        assert pattern in linux.RSYNC_EXCLUDES
+        assert pattern in SOURCE_EXCLUDES
 
 
 def test_rsync_uses_the_same_ssh_setup_and_honours_bwlimit(tmp_path):
