@@ -1,3 +1,3 @@
-"""Fabric looks for a collection named `fabfile`: the tasks live in tasks.py."""
+"""Fabric looks for a collection named `fabfile`: sgpfab's tasks."""
 
-from tasks import ns  # noqa: F401
+from sgpfab.tasks import ns  # noqa: F401

@@ -2,17 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
+from .activate import activate, recover
 from .bundle import Bundle
-from .errors import DeployError, RemoteError
-from .session import HostSession, controller_user, elapsed
+from .errors import DeployError, InputError
+from .identity import controller_user
+from .layout import PARTIAL_PREFIX
+from .outcome import Outcome, Status
+from .session import HostSession, elapsed
+from .settings import Settings
 from .state import HostState
-from .versions import Version, release_version
+from .versions import Version, display
+
+SPACE_MARGIN = 3  # free space needed on a host: this many times the release's size, at least
 
 
 @dataclass
@@ -21,187 +27,167 @@ class Plan:
 
     bundle: Bundle
     uv: Callable[[str], Path]  # host OS -> a uv binary to push to hosts without one
-    migrate: str | None = None
+    settings: dict[str, Settings] = field(default_factory=dict)  # host name -> its settings
 
     @property
     def version(self) -> Version:
         return self.bundle.version
 
 
-@dataclass
-class Outcome:
-    host: str
-    action: str
-    ok: bool
-    before: str | None
-    after: str | None
-    message: str = ""
-    seconds: float = 0.0
-    undone: bool = False  # changed, then put back when the rollout stopped
-    bytes_sent: int = 0
+def check_host(s: HostSession, plan: Plan) -> None:
+    """Before anything changes anywhere: the bundle installs on this host (arch, glibc, Python),
+    and the host has room for it. InputError names host and cause."""
+    f = s.facts
+    b = plan.bundle
+    if f is None:
+        return
+    if s.host.os == "linux":
+        if not f.python:
+            raise InputError(f"{s.name}: no Python at {s.inst.interpreter} (set python: in the inventory)")
+        if b.target_for(f.arch, f.glibc, f.python) is None:
+            covered = ", ".join(t.key for t in b.metadata.targets)
+            raise InputError(f"{s.name}: the bundle does not cover this host ({f.arch}, glibc {f.glibc}, Python"
+                             f" {f.python}); it covers {covered}: add a target to apps.{b.app}.targets")
+        req = b.metadata.requires_python
+        if req:
+            from packaging.specifiers import SpecifierSet
+            if not SpecifierSet(req).contains(f.python, prereleases=True):
+                raise InputError(f"{s.name}: the app requires Python {req}, the host has {f.python} at"
+                                 f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)")
+    size = b.archive.stat().st_size * 4 + sum(w.stat().st_size for w in b.wheels_dir.glob("*.whl"))
+    if f.free_bytes and f.free_bytes < size * SPACE_MARGIN:
+        raise InputError(f"{s.name}: not enough free space under {s.inst.api_root}: {f.free_bytes // 2**20} MiB free,"
+                         f" {size * SPACE_MARGIN // 2**20} MiB needed")
+    if s.inst.database.engine == "postgresql" and s.host.os == "linux":
+        missing = [t for t in ("pg_dump", "pg_restore", "psql") if not f.tools.get(t)]
+        if missing:
+            raise InputError(f"{s.name}: {', '.join(missing)} missing (the PostgreSQL client tools back up the"
+                             " database): apt install postgresql-client")
 
 
 def deploy_host(s: HostSession, plan: Plan) -> Outcome:
-    """Upload, verify, build, back up, migrate, switch, restart, health-check; auto-rollback."""
+    """Upload, verify, build, write settings, back up, run release commands, activate; a release
+    that does not become healthy is switched away from (and marked bad) by `activate`."""
     start, sent = time.monotonic(), s.t.bytes_sent
-    version, digest = plan.version, plan.bundle.digest
+    version, bundle = plan.version, plan.bundle
+    settings = plan.settings[s.name]
     s.prepare()
+    s.step("prepare")
     with s.lock(f"deploy {version}"):
+        recovered = recover(s)
         st = s.state()
         before = st.current
+        s.step("lock")
+        audit = dict(action="deploy", version=str(version), before=display(before), digest=bundle.digest)
         try:
-            if _already_active(s, st, plan):
-                outcome = Outcome(s.host.name, "deploy", True, _v(before), str(version),
-                                  "already active and healthy: nothing to do", elapsed(start))
-                s.audit(action="deploy", version=str(version), before=_v(before), digest=digest, result="noop")
-                return outcome
-            _ensure_release(s, st, plan)
-            s.backup(f"before-{version.release_name}")
-            if plan.migrate:
-                _migrate(s, plan)
-            s.t.run(s.steps.install_service(s.host, plan.bundle.metadata.get("module", "main:app")), sudo=True)
-            activate(s, version, before)
+            if _already_active(s, st, plan, settings):
+                changed = s.install_processes(st.current, bundle.spec)
+                if not changed:
+                    s.audit(**audit, result="noop")
+                    msg = "already active and healthy: nothing to do"
+                    return _outcome(s, Status.NOOP, before, before, msg, start, sent, recovered)
+                s.note("the service units had drifted from what sgpfab wrote: rewritten, restarting")
+            else:
+                _ensure_release(s, st, plan)
+            name = version.release_name
+            s.write_release_files(name, bundle.spec)
+            fingerprint = s.write_settings(settings)
+            s.step("settings")
+            s.backup(f"before-{name}")
+            s.step("backup")
+            _run_hooks(s, name, bundle.spec)
+            activate(s, name, before, "deploy", before_undo=s.revert_settings)
+            s.record_settings(name, fingerprint)
         except BaseException as e:
-            s.audit(action="deploy", version=str(version), before=_v(before), digest=digest,
-                    result="failed", error=str(e)[:300], seconds=elapsed(start))
+            s.revert_settings()
+            s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
+                    seconds=elapsed(start))
             raise
-        s.audit(action="deploy", version=str(version), before=_v(before), digest=digest, result="ok",
-                seconds=elapsed(start))
-    return Outcome(s.host.name, "deploy", True, _v(before), str(version), "healthy", elapsed(start),
-                   bytes_sent=s.t.bytes_sent - sent)
+        s.audit(**audit, result="ok", seconds=elapsed(start))
+    return _outcome(s, Status.OK, before, name, "healthy", start, sent, recovered)
 
 
-def _already_active(s: HostSession, st: HostState, plan: Plan) -> bool:
+def _outcome(s, status, before, after, message, start, sent, recovered) -> Outcome:
+    if recovered:
+        message = f"{message} (first {recovered})"
+    return Outcome(s.name, "deploy", status, display(before), display(after), message, elapsed(start),
+                   s.t.bytes_sent - sent, dict(s.timings))
+
+
+def _already_active(s: HostSession, st: HostState, plan: Plan, settings: Settings) -> bool:
     active = st.active
-    if active is None or active.version != plan.version or active.meta.get("bundle_digest") != plan.bundle.digest:
+    if active is None or active.name != plan.version.release_name or active.meta.bundle_digest != plan.bundle.digest:
         return False
-    return bool(s.wait_healthy(plan.version, timeout=3).get("healthy"))
+    if active.meta.settings_fingerprint != s.settings_fingerprint(settings):
+        s.note("settings changed since this release was activated: applying them")
+        return False
+    return bool(s.probe().ok)
 
 
 def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
     version, bundle = plan.version, plan.bundle
     existing = st.get(version)
     if existing and existing.complete:
-        if existing.meta.get("bundle_digest") != bundle.digest:
-            raise DeployError(f"{s.host.name}: release {version} already exists with different content;"
+        if existing.meta.bundle_digest != bundle.digest:
+            raise DeployError(f"{s.name}: release {version} already exists with different content;"
                               " versions are immutable: bump the version")
         if existing.bad:
-            s.hostctl("mark", "--name", version.release_name)  # a deliberate retry clears the mark
+            s.clear_bad(existing.name)  # a deliberate retry clears the mark
         s.note(f"release {version} is already on the host; reusing it")
         return
     if existing:  # a directory without its completion marker: never trusted, rebuilt
-        s.hostctl("remove", version.release_name)
-    lay = s.layout
-    steps = s.steps
-    uv = s.t.run(steps.which_uv(s.host)).stdout.strip()
+        s.remove(existing.name)
+    try:
+        _build_release(s, st, plan)
+    except BaseException:
+        # Nothing half-built stays behind (a full disk must not stay full).
+        try:
+            s.remove(PARTIAL_PREFIX + version.release_name, version.release_name)
+        except Exception:
+            pass
+        raise
+
+
+def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
+    version, bundle = plan.version, plan.bundle
+    uv = s.which_uv()
     if not uv:
         s.note("no uv on the host: pushing a static uv binary")
-        s.t.put(plan.uv(s.host.os), lay.uv, mode=0o755)
-        uv = lay.uv
-    s.note(f"uploading bundle {version} ({bundle.digest[:12]})")
-    s.t.sync(str(bundle.wheels_dir), lay.wheelhouse, delete=False)
-    s.t.sync(str(bundle.path), lay.incoming(version), excludes=["wheels/", bundle.archive.name])
-    s.t.run(steps.stage_dir(s.host, version))
-    # Only changed files travel: the rest is hard-linked from the active release (rsync).
-    s.t.sync(str(bundle.unpacked()), lay.partial(version), checksum=True,
-             link_dest=lay.current if st.current else None)
+        uv = s.push_uv(plan.uv(s.host.os))
+    s.note(f"uploading {bundle.app} {version} ({bundle.digest[:12]})")
+    s.upload(bundle, link_dest=s.layout.current if st.current else None)
+    s.step("upload")
     s.note("verifying every file's SHA-256 on the host")
-    s.hostctl("verify", "--name", version.release_name)
+    s.verify(version)
+    s.step("verify")
+    target = bundle.target_for(s.facts.arch, s.facts.glibc, s.facts.python) if s.facts else None
+    target = target or bundle.metadata.targets[0]
     s.note("building the release's venv with uv (offline, from the wheelhouse)")
-    s.t.run(steps.build_venv(s.host, version, uv, bundle.metadata.get("requirements", "requirements.txt")))
-    s.t.run(steps.write_env(s.host, version))
-    s.hostctl("finalize", "--name", version.release_name, "--meta",
-              release_meta(version, bundle.digest, bundle.schema_fingerprint, controller_user()))
-    if s.host.service_user and s.host.service_user != s.t.login_user:
-        s.t.run(steps.chown_env(s.host, version), sudo=True)
-    s.t.run(steps.remove_tree(lay.incoming(version)))
+    s.build_venv(version, uv, bundle.metadata.requirements[target.key], bundle.metadata.install.project)
+    s.step("venv")
+    s.finalize(version, release_meta(bundle))
+    s.step("finalize")
 
 
-def release_meta(version: Version, bundle_digest: str, schema_fingerprint: str, who: str) -> str:
+def release_meta(bundle: Bundle) -> dict:
     """What a release records about itself (in its completion marker)."""
-    return json.dumps({"version": str(version), "bundle_digest": bundle_digest,
-                       "schema_fingerprint": schema_fingerprint, "deployed_by": who})
+    md = bundle.metadata
+    return {"version": str(bundle.version), "bundle_digest": bundle.digest, "schema_fingerprint": md.schema_.fingerprint,
+            "migrations": list(md.schema_.migrations), "deployed_by": controller_user(),
+            "spec": md.spec.model_dump(mode="json", by_alias=True), "install": md.install.model_dump(mode="json")}
 
 
-def _migrate(s: HostSession, plan: Plan) -> None:
-    s.note(f"running migrations: {plan.migrate}")
-    r = s.as_service_user(s.steps.migrate(s.host, plan.version, plan.migrate), check=False)
-    if not r.ok:
-        out = (r.stderr.strip() or r.stdout.strip()).splitlines()[-5:]
-        s.hostctl("mark", "--name", plan.version.release_name, "--bad", "--reason", "migration failed")
-        raise DeployError(f"{s.host.name}: migrations of {plan.version} failed (exit {r.exited}); the active "
-                          "release was not switched; the DB backup taken just before is in backups/:\n    "
-                          + "\n    ".join(out))
-
-
-def activate(s: HostSession, version: Version, before: str | None) -> None:
-    """Switch + restart + health gate. Any failure or interrupt puts `before` back."""
-    switched = False
-    try:
-        s.hostctl("switch", "--to", version.release_name)
-        switched = True
-        s.note(f"switched current -> {version.release_name}; restarting {s.host.service}")
-        s.restart()
-        result = s.wait_healthy(version)
-        if not result.get("healthy"):
-            raise _Unhealthy(result)
-        s.note(f"healthy: {s.host.service} answers version {version}")
-    except BaseException as e:
-        if not switched:
-            raise
-        reason = _describe(e)
-        logs = s.last_logs() if isinstance(e, _Unhealthy) else ""
-        if isinstance(e, _Unhealthy):
-            s.hostctl("mark", "--name", version.release_name, "--bad", "--reason", reason)
-        restored = _restore(s, before)
-        msg = f"{s.host.name}: release {version} failed ({reason}); {restored}"
-        if logs:
-            msg += "\n  last service log lines:\n    " + "\n    ".join(logs.splitlines())
-        now = s.state().current
-        raise DeployError(msg, before=_v(before), after=_v(now)) from (None if isinstance(e, _Unhealthy) else e)
-
-
-def deactivate(s: HostSession) -> None:
-    """No release to serve: remove `current` and stop the service."""
-    s.t.run(s.steps.remove_link(s.layout.current))
-    s.t.run(s.steps.stop(s.host), sudo=True, check=False)
-
-
-def _restore(s: HostSession, before: str | None) -> str:
-    """Put the previous release back and prove it healthy; say what happened."""
-    if before is None:
-        deactivate(s)
-        return "no earlier release to return to: the service was stopped"
-    s.hostctl("switch", "--to", before)
-    s.restart()
-    r = s.wait_healthy(release_version(before))
-    if r.get("healthy"):
-        s.note(f"rolled back to {before}, which is healthy")
-        return f"rolled back to {before} (healthy)"
-    return f"rolled back to {before}, but it is NOT healthy either: {r.get('error') or r.get('body', '')[:200]}"
-
-
-class _Unhealthy(Exception):
-    def __init__(self, result: dict):
-        super().__init__(result)
-        self.result = result
-
-
-def _describe(e: BaseException) -> str:
-    if isinstance(e, _Unhealthy):
-        r = e.result
-        if r.get("restarts", 0) >= 3:
-            return f"the service keeps crashing ({r['restarts']} restarts)"
-        if r.get("code"):
-            return f"health answered {r['code']} with version {r.get('version')!r}"
-        return f"no healthy answer: {r.get('error', 'timeout')}"
-    if isinstance(e, KeyboardInterrupt):
-        return "interrupted"
-    if isinstance(e, RemoteError):
-        return str(e)
-    return f"{type(e).__name__}: {e}"
-
-
-def _v(name: str | None) -> str | None:
-    v = release_version(name) if name else None
-    return str(v) if v else name
+def _run_hooks(s: HostSession, release: str, spec) -> None:
+    """The release commands (migrate, collectstatic...), in the new release, before the switch.
+    A failing one switches nothing and names itself, the host and its output."""
+    s.make_writable(release, spec.writable)
+    for i, command in enumerate(spec.release, start=1):
+        s.note(f"release command {i}/{len(spec.release)}: {command}")
+        r = s.run_hook(release, i)
+        s.step(f"hook {i}")
+        if not r.ok:
+            out = (r.stdout + r.stderr).strip().splitlines()[-8:] or ["(no output)"]
+            s.mark_bad(release, f"release command {i} failed")
+            raise DeployError(f"{s.name}: release command {command!r} of {display(release)} failed (exit {r.exited});"
+                              " nothing was switched; the database backup taken just before is in backups/:\n    "
+                              + "\n    ".join(out))

@@ -1,33 +1,54 @@
-"""Fleet-level operations: what `fab deploy/rollback/promote/plan/status` do across hosts."""
+"""Fleet-level operations: what deploy, rollback, promote, plan and status do across hosts.
+
+These decide and return typed rows; report.py turns them into tables and JSON.
+"""
 
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .bundle import Bundle, bundle_dir
-from .deploy import Outcome, Plan, deactivate, deploy_host
+from .deploy import Plan, check_host, deploy_host
 from .errors import InputError
 from .ops import host_status, plan_rollback, rollback_host
-from .report import human_bytes
+from .outcome import Outcome, Status
 from .rollout import Policy, Rollout, run
 from .session import HostSession
-from .versions import Version
+from .settings import MASK
+from .versions import Version, display
 
 
 def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
-    """Put a host back on the release it had before this rollout (code only: the DB is kept)."""
+    """Put a host back on the release it had before this rollout (code only: the database is
+    kept; the pre-deploy backup is in backups/)."""
     if o.before is None:
-        deactivate(s)
-        return Outcome(s.host.name, "undo", True, o.after, None, "stopped: it had no release before")
+        from .activate import undo
+        with s.lock("undo"):
+            back, msg = undo(s, s.state().current or "", None)
+        return Outcome(s.name, "undo", Status.OK if back else Status.FAILED, o.after, None, msg)
     return rollback_host(s, Version.parse(o.before), db="keep")
 
 
 def still_healthy(s: HostSession, o: Outcome) -> bool:
-    return bool(s.wait_healthy(Version.parse(o.after) if o.after else None, timeout=5).get("healthy"))
+    return s.probe().ok
+
+
+def preflight(sessions: list[HostSession], plan: Plan) -> None:
+    """Every host must be able to take the bundle before any host changes."""
+    problems = []
+    for s in sessions:
+        try:
+            check_host(s, plan)
+        except InputError as e:
+            problems.append(str(e))
+    if problems:
+        raise InputError("; ".join(problems) + " (nothing was changed)")
 
 
 def deploy_fleet(sessions: list[HostSession], plan: Plan, policy: Policy, say=print) -> Rollout:
+    preflight(sessions, plan)
     return run(sessions, "deploy", lambda s: deploy_host(s, plan), policy, undo=undo_to_before,
                still_healthy=still_healthy, say=say)
 
@@ -37,32 +58,31 @@ def rollback_fleet(sessions: list[HostSession], version: Version | None, db: str
     """Check every host first (a missing release anywhere changes nothing), then roll back in waves."""
     for s in sessions:
         try:
-            plan_rollback(s, version, db)
+            plan_rollback(s, version, db, s.state_at_connect)
         except InputError as e:
-            raise InputError(f"{s.host.name}: {e} (nothing was changed)") from None
+            raise InputError(f"{s.name}: {e} (nothing was changed)") from None
     return run(sessions, "rollback", lambda s: rollback_host(s, version, db), policy, undo=undo_to_before,
                still_healthy=still_healthy, say=say)
 
 
-def promotion_bundle(staging: list[HostSession], version: Version, dist: Path) -> Bundle:
+def promotion_bundle(staging: list[HostSession], version: Version, dist: Path, app: str) -> Bundle:
     """The bundle to promote: exactly the one every staging host runs, healthy. Refuses otherwise."""
     digests = {}
     for s in staging:
-        st = s.state()
+        st = s.state_at_connect or s.state()
         active = st.active
-        if active is None or active.version != version:
-            raise InputError(f"promotion refused: {s.host.name} runs {active.version if active else 'nothing'},"
-                             f" not {version}")
-        if not s.wait_healthy(version, timeout=5).get("healthy"):
-            raise InputError(f"promotion refused: {version} on {s.host.name} is not healthy")
-        digests[s.host.name] = active.meta.get("bundle_digest")
-    if len(set(digests.values())) != 1 or None in digests.values():
+        if active is None or active.name != version.release_name:
+            raise InputError(f"promotion refused: {s.name} runs {active.version if active else 'nothing'}, not {version}")
+        if not s.probe().ok:
+            raise InputError(f"promotion refused: {version} on {s.name} is not healthy")
+        digests[s.name] = active.meta.bundle_digest
+    if len(set(digests.values())) != 1 or "" in digests.values():
         raise InputError("promotion refused: staging hosts run different builds of "
                          f"{version}: " + ", ".join(f"{h}={(d or '?')[:12]}" for h, d in digests.items()))
     digest = next(iter(digests.values()))
-    path = bundle_dir(dist, version)
+    path = bundle_dir(dist, app, version)
     if not path.exists():
-        raise InputError(f"promotion refused: no local bundle of {version} in {path.parent}")
+        raise InputError(f"promotion refused: no local bundle of {app} {version} in {path.parent}")
     b = Bundle.load(path)
     if b.digest != digest:
         raise InputError(f"promotion refused: staging runs {version} with digest {digest[:12]}, but the bundle in"
@@ -70,52 +90,63 @@ def promotion_bundle(staging: list[HostSession], version: Version, dist: Path) -
     return b
 
 
-def plan_rows(sessions: list[HostSession], plan: Plan) -> list[dict]:
+@dataclass
+class PlanRow:
+    host: str
+    group: str
+    before: str | None
+    after: str
+    action: str  # nothing | refused | switch | upload
+    transfer_bytes: int = 0
+    wheels_missing: int = 0
+    wheels_total: int = 0
+    migrations: list[str] = field(default_factory=list)  # new migrations the release commands will apply
+    schema_change: bool = False
+    settings: dict[str, str] = field(default_factory=dict)  # secrets masked
+    settings_changed: bool | None = None
+    release_commands: list[str] = field(default_factory=list)
+
+
+def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
     """What a deploy would do on each host, read-only."""
     b = plan.bundle
     rows = []
     for s in sessions:
-        st = s.state() if s.has_helper() else None
+        st = s.state_at_connect
         existing = st.get(b.version) if st else None
         active = st.active if st else None
-        if active and active.version == b.version and active.meta.get("bundle_digest") == b.digest:
-            action, transfer = "nothing (already active)", "-"
-        elif existing and existing.complete and existing.meta.get("bundle_digest") != b.digest:
-            action, transfer = "REFUSED: same version, different content", "-"
+        settings = plan.settings[s.name]
+        row = PlanRow(s.name, ",".join(s.host.groups) or "-", display(st.current) if st else None, str(b.version),
+                      "upload", settings=settings.masked(), release_commands=list(b.spec.release))
+        if existing and existing.complete and existing.meta.bundle_digest != b.digest:
+            row.action = "refused"
+        elif active and active.name == b.version.release_name and active.meta.bundle_digest == b.digest:
+            row.action = "nothing"
         elif existing and existing.complete:
-            action, transfer = "switch to the release already there", "-"
+            row.action = "switch"
         else:
-            have = set(s.t.run(s.steps.list_dir(s.layout.wheelhouse)).stdout.split())
-            missing = [w for w in b.manifest["wheels"] if w not in have]
+            have = set(s.run(s.steps.list_dir(s.layout.wheelhouse), check=False).stdout.split()) if st else set()
+            missing = [w for w in b.manifest.wheels if w not in have]
             tree = b.unpacked()
-            size = sum((tree / f).stat().st_size for f in b.manifest["files"])
-            size += sum((b.wheels_dir / w).stat().st_size for w in missing)
-            action = "upload, build, switch"
-            transfer = f"up to {human_bytes(size)} ({len(missing)}/{len(b.manifest['wheels'])} wheels)"
-        if action.startswith(("nothing", "REFUSED")) or not plan.migrate:
-            migrations = "-"
-        elif active and active.meta.get("schema_fingerprint") == b.schema_fingerprint:
-            migrations = "run (no schema change)"
-        else:
-            migrations = "run: SCHEMA CHANGES" if active else "run (first deploy)"
-        rows.append({"host": s.host.name, "group": ",".join(s.host.groups) or "-",
-                     "before": str(active.version) if active else "-", "after": str(b.version),
-                     "action": action, "transfer": transfer, "migrations": migrations})
+            row.transfer_bytes = sum((tree / f).stat().st_size for f in b.manifest.files)
+            row.transfer_bytes += sum((b.wheels_dir / w).stat().st_size for w in missing)
+            row.wheels_missing, row.wheels_total = len(missing), len(b.manifest.wheels)
+        if row.action not in ("nothing", "refused"):
+            new = list(b.metadata.schema_.migrations)
+            row.migrations = [m for m in new if m not in active.meta.migrations] if active else new
+            row.schema_change = bool(active and active.meta.schema_fingerprint != b.schema_fingerprint
+                                     and b.schema_fingerprint)
+        if active and active.meta.settings_fingerprint:
+            try:
+                row.settings_changed = s.settings_fingerprint(settings) != active.meta.settings_fingerprint
+            except Exception:
+                row.settings_changed = None
+        rows.append(row)
     return rows
 
 
 def status_rows(sessions: list[HostSession]) -> list[dict]:
-    rows = []
-    for s in sessions:
-        r = host_status(s)
-        st = r["state"]
-        active = st.active if st else None
-        r.update(group=",".join(s.host.groups) or "-", os=s.host.os,
-                 version=str(active.version) if active else None,
-                 digest=(active.meta.get("bundle_digest") or "")[:12] if active else "",
-                 last_deploy=(active.meta.get("finalized_at") or "") if active else "")
-        rows.append(r)
-    return rows
+    return [host_status(s) for s in sessions]
 
 
 def drift(rows: list[dict]) -> str:
@@ -128,3 +159,7 @@ def drift(rows: list[dict]) -> str:
         hosts = [r["host"] for r in rows if (r["version"], r["digest"]) == (v, d)]
         parts.append(f"{v or 'nothing'}{' (' + d + ')' if d else ''} on {', '.join(hosts)}")
     return "version drift: " + "; ".join(parts)
+
+
+__all__ = ["MASK", "PlanRow", "deploy_fleet", "drift", "plan_rows", "promotion_bundle", "rollback_fleet",
+           "status_rows", "undo_to_before"]

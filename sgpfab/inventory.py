@@ -1,44 +1,52 @@
-"""The host inventory: hosts/*.yaml -> typed Host objects, and -H name resolution."""
+"""The inventory: hosts, groups and apps from one YAML file, resolved into typed objects.
+
+    ssh_config: ssh_config            # optional, relative to this file
+    known_hosts: known_hosts
+    secrets_file: ~/.config/sgpfab/secrets.yaml   # optional; see settings.py
+    defaults: {user: deploy}          # host settings for every host
+    hosts:
+      prod1: {hostname: 10.0.0.5, apps: {shop: {port: 8001}}}
+    groups:
+      staging: [staging1]             # a list of hosts, or:
+      prod: {hosts: [prod1, prod2], apps: {shop: {env: {DEBUG: "0"}}}}
+    apps:
+      shop: {source: ../shop, processes: {web: {server: gunicorn, app: "shop:app"}}, ...}
+
+Host settings merge defaults < groups (in file order) < host. An app's settings on one host merge
+apps.NAME < groups' apps.NAME < the host's apps.NAME (`env` merges key by key; a null value
+removes a key). Every value is validated here, before anything connects anywhere.
+"""
 
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from . import validate as v
+from .appspec import AppSpec
 from .errors import InputError, InventoryError
 
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
-SERVICE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-POSIX_PATH_RE = re.compile(r"^/[A-Za-z0-9._/-]*$")
-WINDOWS_PATH_RE = re.compile(r"^[A-Za-z]:\\[A-Za-z0-9._\\ -]*$")
-USER_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}$|^[A-Za-z0-9.-]{1,15}\\[A-Za-z0-9_.-]{1,20}$")
+LINUX_PYTHON = "/usr/bin/python3"
 
 
-class HostSettings(BaseModel):
-    """Settings a host may set itself or inherit from `defaults`."""
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = ConfigDict(extra="forbid")
+
+class HostSettings(Strict):
+    """How to reach a host and what it runs; settable in defaults, groups and hosts."""
 
     os: Literal["linux", "windows"] = "linux"
     hostname: str | None = None  # address to connect to; default: the name (an ssh_config alias)
     ssh_port: int | None = Field(default=None, ge=1, le=65535)
-    user: str | None = None  # login user; default: ssh_config's User
-    run_as: str | None = None  # the service's user; default: the login user
-    api_root: str = "/srv/sgp-api"
-    service: str = "sgp-api"
-    port: int = Field(default=8000, ge=1, le=65535)
-    bind: str = "0.0.0.0"
-    python: str = "python3"
-    health_path: str = "/health"
-    health_timeout: float = Field(default=40.0, gt=0)
-    backups_keep: int = Field(default=10, ge=1)  # online DB backups kept in backups/
+    user: str | None = None  # login user; default: ssh_config's User, else the local user
+    python: str | None = None  # the host's interpreter (venvs, the sgpfab helper)
     bwlimit_kbps: int | None = Field(default=None, ge=1)  # cap uploads (rsync --bwlimit)
-    socket_activation: bool = True  # systemd holds the port: restarts refuse no connection
+    connection: Literal["ssh", "winrm", "local"] | None = None  # default: ssh (linux), winrm (windows)
     # Windows hosts (WinRM). Credentials come from SGPFAB_WINRM_USER/SGPFAB_WINRM_PASSWORD or the
     # keyring (service "sgpfab", key = host name), never from this file.
     winrm_transport: Literal["ntlm", "kerberos", "basic", "certificate", "credssp"] = "ntlm"
@@ -46,110 +54,339 @@ class HostSettings(BaseModel):
     winrm_https: bool = True
     winrm_cert_validation: bool = True
     winrm_ca_trust_path: str | None = None
-    winrm_cert_pem: str | None = None  # client certificate (transport: certificate)
+    winrm_cert_pem: str | None = None
     winrm_cert_key_pem: str | None = None
-    winrm_max_envelope_kb: int = Field(default=150, ge=32)  # the server's MaxEnvelopeSizekb
+    winrm_max_envelope_kb: int = Field(default=150, ge=32)
 
-    @field_validator("service")
+    @field_validator("hostname")
     @classmethod
-    def _service(cls, v: str) -> str:
-        if not SERVICE_RE.fullmatch(v):
-            raise ValueError(f"invalid service name {v!r}")
-        return v
+    def _address(cls, value: str | None) -> str | None:
+        return None if value is None else v.check(v.ADDRESS, value, "address")
 
-    @field_validator("user", "run_as")
+    @field_validator("user")
     @classmethod
-    def _user(cls, v: str | None) -> str | None:
-        if v is not None and not USER_RE.fullmatch(v):
-            raise ValueError(f"invalid user name {v!r}")
-        return v
+    def _user(cls, value: str | None) -> str | None:
+        if value is not None and not (v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value)):
+            raise ValueError(f"invalid user name {value!r}")
+        return value
 
-    @field_validator("health_path")
+    @field_validator("python")
     @classmethod
-    def _health_path(cls, v: str) -> str:
-        if not re.fullmatch(r"^/[A-Za-z0-9._/-]*$", v):
-            raise ValueError(f"invalid health path {v!r}")
-        return v
-
-    @field_validator("bind", "hostname")
-    @classmethod
-    def _addr(cls, v: str | None) -> str | None:
-        if v is not None and not re.fullmatch(r"^[A-Za-z0-9.:_-]+$", v):
-            raise ValueError(f"invalid address {v!r}")
-        return v
+    def _python(cls, value: str | None) -> str | None:
+        return _interpreter(value)
 
 
 class Host(HostSettings):
-    """One host of the fleet, with its settings resolved."""
+    """One host, settings resolved."""
 
     name: str
     groups: tuple[str, ...] = ()
-
-    @model_validator(mode="after")
-    def _check(self) -> "Host":
-        if self.os == "linux":
-            p = self.api_root
-            if not POSIX_PATH_RE.fullmatch(p) or p == "/" or ".." in p.split("/"):
-                raise ValueError(f"api_root must be an absolute path without '..': {p!r}")
-        elif not WINDOWS_PATH_RE.fullmatch(self.api_root) or ".." in self.api_root.split("\\"):
-            raise ValueError(f"api_root must be an absolute Windows path like C:\\api: {self.api_root!r}")
-        if self.service_user == "root":
-            raise ValueError("the service must not run as root: set run_as to an unprivileged user")
-        if self.os == "windows" and self.winrm_transport == "basic" and not self.winrm_https:
-            raise ValueError("WinRM basic authentication is only allowed over HTTPS")
-        return self
 
     @property
     def address(self) -> str:
         return self.hostname or self.name
 
     @property
-    def service_user(self) -> str | None:
-        return self.run_as or self.user
+    def interpreter(self) -> str:
+        return self.python or ("python.exe" if self.os == "windows" else LINUX_PYTHON)
+
+    @property
+    def transport_kind(self) -> str:
+        return self.connection or ("winrm" if self.os == "windows" else "ssh")
 
 
-class AppSettings(BaseModel):
-    """What to deploy: the app's source folder and its locked requirements."""
+class SecretRef(Strict):
+    """An environment value that comes from the controller's secrets, never from the inventory."""
 
-    model_config = ConfigDict(extra="forbid")
+    secret: str | None = None  # single-line value, written into the settings file
+    secret_file: str | None = None  # any value (keys, certificates): a file; the variable holds its path
+    required: bool = True
 
-    source: str = "examples/sgp_api"
-    requirements: str = "requirements.txt"
-    module: str = "main:app"
-    # Run in the new release (its venv on PATH, its .env exported) after the DB backup and
-    # before the switch, e.g. "python scripts/migrate.py" or "alembic upgrade head".
-    migrate: str | None = None
-    python_version: str = "3.11"
-    platforms: list[str] = ["manylinux_2_17_x86_64", "manylinux2014_x86_64", "linux_x86_64"]
+    @model_validator(mode="after")
+    def _one(self) -> "SecretRef":
+        names = [n for n in (self.secret, self.secret_file) if n is not None]
+        if len(names) != 1:
+            raise ValueError("give exactly one of secret: NAME or secret_file: NAME")
+        v.check(v.SECRET_NAME, names[0], "secret name")
+        return self
+
+    @property
+    def name(self) -> str:
+        return self.secret or self.secret_file or ""
+
+    @property
+    def is_file(self) -> bool:
+        return self.secret_file is not None
 
 
-class InventoryFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+EnvValue = str | SecretRef
 
+
+class HealthCheck(Strict):
+    """How the health gate decides that a release is serving."""
+
+    type: Literal["http", "process"] = "http"  # process: every process running and not restarting
+    path: str = "/health"
+    status: tuple[int, ...] = (200,)  # accepted HTTP status codes
+    body: str | None = None  # a regular expression the body must contain
+    version: bool = False  # the body is JSON whose "version" must be the release's version
+    host_header: str | None = None  # Host header to send (e.g. a name in Django's ALLOWED_HOSTS)
+    timeout: float = Field(default=60.0, gt=0, le=3600)  # seconds a new release has to be healthy
+    settle: float = Field(default=2.0, ge=0, le=300)  # seconds the other processes must stay up
+
+    @field_validator("status", mode="before")
+    @classmethod
+    def _status(cls, value):
+        values = (value,) if isinstance(value, int) else tuple(value)
+        if not values or any(not (100 <= int(s) <= 599) for s in values):
+            raise ValueError("status: HTTP codes between 100 and 599")
+        return tuple(int(s) for s in values)
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return v.check(v.URL_PATH, value, "health path")
+
+    @field_validator("body")
+    @classmethod
+    def _body(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        import re
+        v.one_line(value, "health body pattern", 500)
+        try:
+            re.compile(value)
+        except re.error as e:
+            raise ValueError(f"health body pattern is not a regular expression: {e}") from None
+        return value
+
+    @field_validator("host_header")
+    @classmethod
+    def _host(cls, value: str | None) -> str | None:
+        return None if value is None else v.check(v.ADDRESS, value, "host header")
+
+
+class Database(Strict):
+    """The app's database, which sgpfab backs up before changes and restores on request."""
+
+    engine: Literal["sqlite", "postgresql", "none"] = "sqlite"
+    path: str = "db/app.db"  # sqlite: under shared/
+    env: str = "DATABASE_URL"  # the variable the app reads its database URL from
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, value: str) -> str:
+        return v.rel_path(value, "database path")
+
+    @field_validator("env")
+    @classmethod
+    def _env(cls, value: str) -> str:
+        return v.check(v.ENV_KEY, value, "environment variable name")
+
+
+class InstanceSettings(Strict):
+    """Where and how an app runs on a host: set under apps.NAME, overridable per group and host."""
+
+    api_root: str | None = None  # default /srv/APP (C:\\apps\\APP on Windows)
+    service: str | None = None  # default: the app name
+    port: int = Field(default=8000, ge=1, le=65535)
+    bind: str = "0.0.0.0"
+    run_as: str | None = None  # the service's user; default: the login user (never root)
+    env: dict[str, EnvValue] = Field(default_factory=dict)
+    health: HealthCheck = HealthCheck()
+    database: Database = Database()
+    backups_keep: int = Field(default=10, ge=1, le=1000)
+    python: str | None = None  # interpreter for this app's venvs (default: the host's)
+
+    @field_validator("bind")
+    @classmethod
+    def _bind(cls, value: str) -> str:
+        return v.check(v.ADDRESS, value, "bind address")
+
+    @field_validator("service")
+    @classmethod
+    def _service(cls, value: str | None) -> str | None:
+        return None if value is None else v.check(v.SERVICE, value, "service name")
+
+    @field_validator("run_as")
+    @classmethod
+    def _run_as(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not (v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value)):
+            raise ValueError(f"invalid user name {value!r}")
+        return value
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env(cls, value):
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            raise ValueError("env: a mapping of NAME: value")
+        out = {}
+        for key, val in value.items():
+            v.check(v.ENV_KEY, str(key), "environment variable name")
+            if val is None:
+                continue
+            if isinstance(val, (dict, SecretRef)):
+                out[str(key)] = val
+            elif isinstance(val, bool):
+                out[str(key)] = "1" if val else "0"
+            else:
+                out[str(key)] = v.one_line(str(val), f"env {key}", 4096, allow_empty=True)
+        return out
+
+    @field_validator("python")
+    @classmethod
+    def _python(cls, value: str | None) -> str | None:
+        return _interpreter(value)
+
+
+class Instance(InstanceSettings):
+    """One app on one host, with every setting resolved."""
+
+    app: str
+    host: Host
+    api_root: str
+    service: str
+
+    @model_validator(mode="after")
+    def _paths(self) -> "Instance":
+        root = self.api_root
+        if self.host.os == "linux":
+            if not v.POSIX_ABS_PATH.fullmatch(root) or root == "/" or ".." in root.split("/") or "//" in root:
+                raise ValueError(f"api_root must be an absolute path without '..': {root!r}")
+        else:
+            if not v.WINDOWS_ABS_PATH.fullmatch(root) or ".." in root.split("\\"):
+                raise ValueError(f"api_root must be an absolute Windows path like C:\\apps\\shop: {root!r}")
+        if self.run_as is not None and _is_superuser(self.run_as, self.host.os):
+            raise ValueError(f"the service must not run as {self.run_as}: set run_as to an unprivileged user")
+        return self
+
+    @property
+    def interpreter(self) -> str:
+        return self.python or self.host.interpreter
+
+
+def _interpreter(value: str | None) -> str | None:
+    if value is not None and not (v.POSIX_ABS_PATH.fullmatch(value) or v.WINDOWS_ABS_PATH.fullmatch(value)
+                                  or value in ("python", "python3", "python.exe")):
+        raise ValueError(f"python must be an absolute path to an interpreter: {value!r}")
+    return value
+
+
+def _is_superuser(user: str, os_name: str) -> bool:
+    if os_name == "linux":
+        return user == "root"
+    name = user.split("\\")[-1].lower()
+    return name in ("system", "localsystem", "administrator") or user.lower() in (
+        "nt authority\\system", "nt authority\\localservice", "nt authority\\networkservice")
+
+
+class AppConfig(InstanceSettings):
+    """`apps.NAME`: the app (its spec) plus its default instance settings."""
+
+    source: str
+    hosts: tuple[str, ...] | None = None  # host and group names it is deployed to (default: all)
+    spec: AppSpec
+
+    @model_validator(mode="before")
+    @classmethod
+    def _split(cls, data: Any):
+        """Pull the AppSpec fields out of the flat `apps.NAME` mapping."""
+        if not isinstance(data, dict) or "spec" in data:
+            return data
+        spec_keys = set(AppSpec.model_fields) | {"schema"}
+        spec = {k: data[k] for k in list(data) if k in spec_keys}
+        rest = {k: val for k, val in data.items() if k not in spec_keys}
+        return {**rest, "spec": spec}
+
+
+class GroupFile(Strict):
+    hosts: tuple[str, ...]
+    apps: dict[str, dict] = Field(default_factory=dict)
+    model_config = ConfigDict(extra="allow", frozen=True)  # host settings, validated on each host
+
+
+class InventoryFile(Strict):
     ssh_config: str | None = None
     known_hosts: str | None = None
-    defaults: dict = {}
+    secrets_file: str | None = None
+    defaults: dict = Field(default_factory=dict)
     hosts: dict[str, dict | None]
-    groups: dict[str, list[str]] = {}
-    app: AppSettings = AppSettings()
+    groups: dict[str, list[str] | GroupFile] = Field(default_factory=dict)
+    apps: dict[str, dict]
+
+
+class App:
+    """One app of the inventory: its name, spec, source folder and instance settings."""
+
+    def __init__(self, name: str, config: AppConfig, source: Path):
+        self.name, self.config, self.source = name, config, source
+
+    @property
+    def spec(self) -> AppSpec:
+        return self.config.spec
 
 
 class Inventory:
-    """Hosts and groups loaded from one YAML file."""
+    """Hosts, groups and apps loaded from one YAML file."""
 
-    def __init__(self, path: Path, data: InventoryFile, hosts: dict[str, Host]):
+    def __init__(self, path: Path, data: InventoryFile):
         self.path = path
-        self.data = data
-        self.hosts = hosts
-        self.groups = data.groups
+        self.file = data
         base = path.parent
         self.ssh_config = _rel(base, data.ssh_config)
         self.known_hosts = _rel(base, data.known_hosts)
+        self.secrets_file = _rel(base, data.secrets_file)
         for key, p in (("ssh_config", self.ssh_config), ("known_hosts", self.known_hosts)):
             if p is not None and not p.is_file():
                 raise InventoryError(f"{path}: {key} file not found: {p}")
-        self.app = data.app
-        self.app_source = _rel(base, data.app.source)
+        self.groups: dict[str, tuple[str, ...]] = {}
+        self._group_settings: dict[str, dict] = {}
+        self._group_apps: dict[str, dict[str, dict]] = {}
+        for g, spec in data.groups.items():
+            if not v.NAME.fullmatch(g) or g in data.hosts or g == "all":
+                raise InventoryError(f"{path}: invalid group name {g!r} (must not clash with a host or 'all')")
+            if isinstance(spec, GroupFile):
+                extra = dict(spec.model_extra or {})
+                self.groups[g], self._group_settings[g], self._group_apps[g] = spec.hosts, extra, spec.apps
+            else:
+                self.groups[g], self._group_settings[g], self._group_apps[g] = tuple(spec), {}, {}
+            unknown = [m for m in self.groups[g] if m not in data.hosts]
+            if unknown:
+                raise InventoryError(f"{path}: group {g!r} names unknown host(s): {', '.join(unknown)}")
+        self.hosts: dict[str, Host] = {}
+        self._host_apps: dict[str, dict[str, dict]] = {}
+        for name, raw in data.hosts.items():
+            if not v.NAME.fullmatch(name) or name == "all":
+                raise InventoryError(f"{path}: invalid host name {name!r}")
+            raw = dict(raw or {})
+            self._host_apps[name] = raw.pop("apps", None) or {}
+            groups = tuple(g for g, members in self.groups.items() if name in members)
+            merged = dict(data.defaults)
+            for g in groups:
+                merged.update(self._group_settings[g])
+            merged.update(raw)
+            self.hosts[name] = _validated(path, f"hosts.{name}", Host, {**merged, "name": name, "groups": groups})
+        self.apps: dict[str, App] = {}
+        for name, raw in data.apps.items():
+            if not v.NAME.fullmatch(name):
+                raise InventoryError(f"{path}: invalid app name {name!r}")
+            cfg = _validated(path, f"apps.{name}", AppConfig, raw or {})
+            self.apps[name] = App(name, cfg, _rel(base, cfg.source))
+            if cfg.hosts is not None:
+                self.resolve(list(cfg.hosts), where=f"apps.{name}.hosts")
+        for owner, apps in [*(("groups." + g, a) for g, a in self._group_apps.items()),
+                            *(("hosts." + h, a) for h, a in self._host_apps.items())]:
+            unknown = [a for a in apps if a not in self.apps]
+            if unknown:
+                raise InventoryError(f"{path}: {owner}.apps names unknown app(s): {', '.join(unknown)}")
+        for h in self.hosts.values():  # every instance must validate, not only the ones used today
+            for app in self.apps.values():
+                if self.deploys(app, h):
+                    self.instance(app.name, h.name)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "Inventory":
@@ -158,33 +395,23 @@ class Inventory:
             raw = yaml.safe_load(path.read_text())
         except FileNotFoundError:
             raise InventoryError(f"inventory not found: {path}") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise InventoryError(f"inventory {path} cannot be read: {e}") from None
         except yaml.YAMLError as e:
-            raise InventoryError(f"inventory {path} is not valid YAML: {e}") from None
-        try:
-            data = InventoryFile.model_validate(raw or {})
-            hosts = {}
-            for name, settings in data.hosts.items():
-                if not NAME_RE.fullmatch(name):
-                    raise InventoryError(f"{path}: invalid host name {name!r}")
-                groups = tuple(g for g, members in data.groups.items() if name in members)
-                hosts[name] = Host.model_validate({**data.defaults, **(settings or {}), "name": name, "groups": groups})
-        except ValidationError as e:
-            first = e.errors()[0]
-            where = ".".join(str(x) for x in first["loc"])
-            raise InventoryError(f"{path}: {where}: {first['msg']}") from None
-        for group, members in data.groups.items():
-            if not NAME_RE.fullmatch(group) or group in hosts:
-                raise InventoryError(f"{path}: invalid group name {group!r} (must not clash with a host)")
-            unknown = [m for m in members if m not in hosts]
-            if unknown:
-                raise InventoryError(f"{path}: group {group!r} names unknown host(s): {', '.join(unknown)}")
-        return cls(path, data, hosts)
+            raise InventoryError(f"inventory {path} is not valid YAML: {str(e).splitlines()[0]}") from None
+        if isinstance(raw, dict) and "app" in raw and "apps" not in raw:
+            raise InventoryError(f"{path}: the inventory format changed: name your app under apps: (e.g. apps: {{myapp: ...}})"
+                                 " and move api_root/service/port from host settings into it; see docs/inventory.md")
+        data = _validated(path, "", InventoryFile, raw or {})
+        return cls(path, data)
 
-    def resolve(self, names: list[str] | str) -> list[Host]:
-        """Expand host and group names (a list or 'a,b') into hosts, in order, without repeats."""
+    # -- names -------------------------------------------------------------------------------
+    def resolve(self, names: list[str] | str, where: str = "-H") -> list[Host]:
+        """Expand host and group names (a list or 'a,b'; 'all' for every host) into hosts, in
+        order, without repeats."""
         if isinstance(names, str):
-            names = [n for n in names.split(",")]
-        names = [n.strip() for n in names if n.strip()]
+            names = names.split(",")
+        names = [n.strip() for n in names if n and n.strip()]
         if not names:
             raise InputError("no hosts given: use -H HOST[,HOST|GROUP...]")
         out: dict[str, Host] = {}
@@ -199,8 +426,66 @@ class Inventory:
                     out.setdefault(m, h)
             else:
                 known = ", ".join(sorted([*self.hosts, *self.groups]))
-                raise InputError(f"unknown host or group {n!r} (known: {known})")
+                raise InputError(f"{where}: unknown host or group {n!r} (known: {known})")
         return list(out.values())
+
+    def app(self, name: str | None) -> App:
+        """The app named on the command line, or the only one."""
+        if name is None:
+            if len(self.apps) == 1:
+                return next(iter(self.apps.values()))
+            raise InputError(f"several apps in {self.path.name}: choose one with --app ({', '.join(self.apps)})")
+        if name not in self.apps:
+            raise InputError(f"unknown app {name!r} (known: {', '.join(self.apps) or 'none'})")
+        return self.apps[name]
+
+    def deploys(self, app: App, host: Host) -> bool:
+        if app.config.hosts is None:
+            return True
+        return host.name in {h.name for h in self.resolve(list(app.config.hosts))}
+
+    def instance(self, app_name: str, host_name: str) -> Instance:
+        """The app's settings on one host (merged and validated)."""
+        app, host = self.apps[app_name], self.hosts[host_name]
+        if not self.deploys(app, host):
+            raise InputError(f"app {app_name} is not deployed on {host_name} (apps.{app_name}.hosts)")
+        merged = app.config.model_dump(exclude={"source", "hosts", "spec"}, exclude_unset=True, by_alias=True)
+        layers = [self._group_apps[g].get(app_name) or {} for g in host.groups]
+        layers.append(self._host_apps[host_name].get(app_name) or {})
+        for layer in layers:
+            for key, value in layer.items():
+                if key == "env" and isinstance(value, dict):
+                    env = dict(merged.get("env") or {})
+                    for k, val in value.items():
+                        if val is None:
+                            env.pop(k, None)
+                        else:
+                            env[k] = val
+                    merged["env"] = env
+                elif isinstance(value, dict) and isinstance(merged.get(key), dict):
+                    merged[key] = {**merged[key], **value}
+                else:
+                    merged[key] = value
+        windows = host.os == "windows"
+        merged.setdefault("api_root", f"C:\\apps\\{app_name}" if windows else f"/srv/{app_name}")
+        merged.setdefault("service", app_name)
+        if windows and merged.get("api_root"):
+            merged["api_root"] = str(merged["api_root"]).rstrip("\\") or merged["api_root"]
+            if len(merged["api_root"]) == 2:  # 'C:' after stripping 'C:\'
+                merged["api_root"] += "\\"
+        return _validated(self.path, f"apps.{app_name} on {host_name}", Instance,
+                          {**merged, "app": app_name, "host": host})
+
+
+def _validated(path: Path, where: str, model, data):
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        first = e.errors()[0]
+        loc = ".".join(str(x) for x in first["loc"] if x not in ("spec",))
+        at = ".".join(p for p in (where, loc) if p)
+        msg = first["msg"].removeprefix("Value error, ")
+        raise InventoryError(f"{path}: {at}: {msg}") from None
 
 
 def _rel(base: Path, p: str | None) -> Path | None:

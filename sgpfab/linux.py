@@ -1,186 +1,247 @@
-"""What to run on a Linux host: pure functions that return shell command strings.
+"""What to run on a Linux host: pure functions that return commands (`Cmd`).
 
-Nothing here does I/O. Every value that reaches a shell goes through `shlex.quote`, in one
-place (`q`), so the commands can be unit-tested as strings.
+Nothing here does I/O. Every value that reaches a shell goes through `shlex.quote` (`q`);
+file contents and structured data travel on stdin, never on a command line. Each function's
+whole output is pinned by golden tests (tests/unit/test_linux_commands.py).
 """
 
 from __future__ import annotations
 
+import posixpath
 import shlex
 
-from .inventory import Host
-from .layout import Layout
-from .systemd import socket_path, units
-from .versions import Version
+from .cmd import Cmd, tar_of
+from .layout import Layout, Units
+from .runfiles import release_files as _release_files
+from .systemd import UNIT_DIR, units_for
 
 q = shlex.quote
 
-UV_ENV = "UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1"
+CAN_OVERLAP = True  # two releases' web processes can share the systemd socket
+UNITS_CHANGED = "sgpfab:units-changed"
+UV_ENV = "UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_NO_CONFIG=1"
 
 
-def prepare_dirs(host: Host, login_user: str) -> str:
-    """Create API_ROOT's tree (idempotent). Run with root rights; owners set explicitly."""
-    lay = Layout(host.api_root)
-    run_as = host.service_user or login_user
-    own = f"-o {q(login_user)} -g {q(login_user)}"
-    app = f"-o {q(run_as)} -g {q(run_as)}"
-    theirs = [lay.shared, *lay.shared_dirs, lay.backups]
-    return (f"install -d -m 755 {own} {' '.join(map(q, lay.owned_dirs))}"
-            f" && install -d -m 750 {app} {' '.join(map(q, theirs))}")
+def _lay(inst) -> Layout:
+    return Layout.for_instance(inst)
 
 
-def hostctl(host: Host, *args: str) -> str:
-    """Run the uploaded host helper with the host's python."""
-    lay = Layout(host.api_root)
-    return " ".join([q(host.python), q(lay.hostctl), "--root", q(lay.root), *map(q, args)])
+def _group(user: str) -> str:
+    return f'"$(id -gn {q(user)})"'
 
 
-def which_uv(host: Host) -> str:
+def prepare(inst, login_user: str, service_user: str) -> Cmd:
+    """API_ROOT's tree with explicit owners (idempotent). The deploying user owns the code side;
+    the service user owns shared/ (its settings private) and backups/."""
+    lay = _lay(inst)
+    data = [lay.shared, *lay.shared_dirs, lay.backups]
+    if inst.database.engine == "sqlite":
+        data.append(posixpath.dirname(lay.database(inst.database.path)))
+    ops = f"{lay.tools}/ops.lock"
+    return Cmd(
+        f"install -d -m 755 -o {q(login_user)} -g {_group(login_user)} {' '.join(map(q, lay.owned_dirs))}"
+        f" && install -d -m 750 -o {q(service_user)} -g {_group(service_user)} {' '.join(map(q, sorted(set(data))))}"
+        f" && install -d -m 700 -o {q(service_user)} -g {_group(service_user)} {q(lay.config_dir)}"
+        f" && touch {q(ops)} && chown {q(login_user)} {q(ops)} && chmod 644 {q(ops)}",
+        privileged=True)
+
+
+def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
+    """Run the host helper with the host's interpreter (as `as_user` when given)."""
+    lay = _lay(inst)
+    text = " ".join([q(inst.host.interpreter), q(lay.hostctl), "--root", q(lay.root), *map(q, args)])
+    if as_user:
+        text = f"sudo -n -u {q(as_user)} {text}"
+    return Cmd(text, stdin=stdin, timeout=timeout)
+
+
+def write_files(directory: str, files: dict[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
+    """Write files (relative path -> (content, mode)) under `directory` in one go, each replaced
+    whole (tar on stdin)."""
+    return Cmd(f"mkdir -p {q(directory)} && tar -x -f - -C {q(directory)} --no-same-owner --overwrite",
+               privileged=privileged, stdin=tar_of(files))
+
+
+def join(*parts: str) -> str:
+    return posixpath.join(*parts)
+
+
+def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
+    """Run the host helper without installing it (its source on stdin): read-only calls on a
+    host that may have nothing of sgpfab yet."""
+    text = " ".join([q(inst.host.interpreter), "-", "--root", q(inst.api_root), *map(q, args)])
+    return Cmd(text, stdin=source, timeout=120)
+
+
+def sha256_many(paths: list[str]) -> Cmd:
+    """Prints 'SHA256  PATH' for each file that exists."""
+    return Cmd(f"sha256sum {' '.join(map(q, paths))} 2>/dev/null || true")
+
+
+def ensure_probe_token(inst) -> Cmd:
+    """The secret the health probes carry (made once on the host; readable by systemd only
+    through EnvironmentFile= and by the deploying user)."""
+    env = _lay(inst).launch_env
+    return Cmd(f"[ -s {q(env)} ] || (umask 077 && printf 'SGPFAB_PROBE_TOKEN=%s\\n'"
+               f" \"$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')\" > {q(env)})")
+
+
+def which_uv(inst) -> Cmd:
     """Prints the uv to use: the one pushed by sgpfab, else one on PATH; nothing if none."""
-    lay = Layout(host.api_root)
-    return f"if [ -x {q(lay.uv)} ]; then echo {q(lay.uv)}; else command -v uv || true; fi"
+    uv = _lay(inst).uv
+    return Cmd(f"if [ -x {q(uv)} ]; then echo {q(uv)}; else command -v uv || true; fi")
 
 
-def stage_dir(host: Host, version: Version) -> str:
+def stage_dir(inst, version) -> Cmd:
     """A clean staging dir for the release (a leftover partial is rebuilt, never used)."""
-    p = Layout(host.api_root).partial(version)
-    return f"rm -rf {q(p)} && mkdir -p {q(p)}"
+    p = _lay(inst).partial(version)
+    return Cmd(f"rm -rf {q(p)} && mkdir -p {q(p)}")
 
 
-def build_venv(host: Host, version: Version, uv: str, requirements: str = "requirements.txt") -> str:
-    """The release's own venv, installed offline from the host's wheelhouse."""
-    lay = Layout(host.api_root)
-    d = lay.partial(version)
-    return (
-        f"cd {q(d)} && {UV_ENV} {q(uv)} venv --quiet --relocatable --python {q(host.python)} .venv"
-        f" && {UV_ENV} {q(uv)} pip install --quiet --python .venv/bin/python --no-index"
-        f" --find-links {q(lay.wheelhouse)} -r {q(requirements)}"
-    )
+def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
+    """The release's own venv, installed offline from the host's wheelhouse (uv's cache lives
+    beside the releases, so unchanged wheels are hard-linked, not unpacked again)."""
+    lay = _lay(inst)
+    env = f"{UV_ENV} UV_CACHE_DIR={q(lay.tools + '/uv-cache')}"
+    pkgs = "".join(f" {q(p)}" for p in extra)
+    return Cmd(
+        f"cd {q(lay.partial(version))} && {env} {q(uv)} venv --quiet --relocatable --python {q(inst.interpreter)} .venv"
+        f" && {env} {q(uv)} pip install --quiet --python .venv/bin/python --no-index"
+        f" --find-links {q(lay.wheelhouse)} -r {q(requirements)}{pkgs}",
+        timeout=1800)
 
 
-def env_lines(host: Host, version: Version) -> list[str]:
-    lay = Layout(host.api_root)
-    return [
-        f"API_ROOT={lay.root}",
-        f"APP_VERSION={version}",
-        f"PORT={host.port}",
-        f"DATABASE_URL=sqlite:///{lay.database}",
-        f"MEDIA_ROOT={lay.shared}/media",
-        f"LOG_DIR={lay.logs}",
+def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
+    """Directories of a release the service user may write (e.g. collectstatic's output)."""
+    lay = _lay(inst)
+    paths = " ".join(q(lay.in_release(release, *d.split("/"))) for d in dirs)
+    return Cmd(f"install -d -m 755 -o {q(service_user)} -g {_group(service_user)} {paths}", privileged=True)
+
+
+def install_units(inst, units: dict[str, str]) -> Cmd:
+    """Put unit files in place where they changed, daemon-reload only then, and enable the
+    socket and target. A changed listening address restarts the socket (a one-time gap); a
+    changed `Service=` needs only the reload. A unit of sgpfab 0.1 (SERVICE.service) is retired."""
+    u = Units(inst.service)
+    names = [p.rsplit("/", 1)[1] for p in units]
+    files = {n: (text, 0o644) for n, text in zip(names, units.values())}
+    sock = f"{UNIT_DIR}/{u.socket}"
+    legacy = f"{UNIT_DIR}/{inst.service}.service"
+    script = [
+        "set -e",
+        f"d=$(mktemp -d {q(UNIT_DIR + '/.sgpfab.XXXXXX')})",
+        'trap \'rm -rf "$d"\' EXIT',
+        'tar -x -f - -C "$d" --no-same-owner',
+        "reload= listen=",
+        f"for f in {' '.join(map(q, names))}; do",
+        f'  if ! cmp -s "$d/$f" {q(UNIT_DIR)}/"$f"; then',
+        f'    if [ "$f" = {q(u.socket)} ] && [ -f {q(sock)} ] &&'
+        f' [ "$(grep ^ListenStream= {q(sock)})" != "$(grep ^ListenStream= "$d/$f")" ]; then listen=1; fi',
+        f'    mv -f "$d/$f" {q(UNIT_DIR)}/"$f"; reload=1',
+        "  fi",
+        "done",
+        f"if grep -qs '^# Managed by sgpfab' {q(legacy)}; then systemctl disable --now --quiet {q(inst.service)}"
+        f" || true; rm -f {q(legacy)}; reload=1; fi",
+        f'if [ -n "$reload" ]; then systemctl daemon-reload; echo {UNITS_CHANGED}; fi',
     ]
-
-
-def write_env(host: Host, version: Version) -> str:
-    """Write the staged release's .env with mode 0600 (umask before the file exists)."""
-    path = Layout(host.api_root).partial(version) + "/.env"
-    body = "".join(line + "\n" for line in env_lines(host, version))
-    return f"(umask 077 && printf %s {q(body)} > {q(path)}) && chmod 600 {q(path)}"
-
-
-def chown_env(host: Host, version: Version) -> str:
-    return f"chown {q(host.service_user)} {q(Layout(host.api_root).release(version) + '/.env')}"
-
-
-def migrate(host: Host, version: Version, command: str) -> str:
-    """The app's migration command, in the new release, with its venv and .env."""
-    d = Layout(host.api_root).release(version)
-    return (f"cd {q(d)} && set -a && . ./.env && set +a && PATH={q(d + '/.venv/bin')}:\"$PATH\""
-            f" && sh -c {q(command)}")
-
-
-def stop(host: Host) -> str:
-    """Stop the service (a stopped socket too, or the next request would start it again)."""
-    if host.socket_activation:
-        return f"systemctl stop {q(host.service + '.socket')} {q(host.service)}"
-    return f"systemctl stop {q(host.service)}"
-
-
-def start(host: Host) -> str:
-    if host.socket_activation:
-        return f"systemctl start {q(host.service + '.socket')} {q(host.service)}"
-    return f"systemctl start {q(host.service)}"
-
-
-def install_service(host: Host, module: str) -> str:
-    """Write the unit files that changed (then daemon-reload) and enable them. Needs root.
-
-    When the socket unit is new or changed, the service is stopped before the socket starts
-    (a service that bound the port itself would otherwise keep it): a one-time short gap."""
-    svc, sock = q(host.service), q(host.service + ".socket")
-    parts = []
-    for path, text in units(host, module).items():
-        tmp = path + ".sgpfab-tmp"
-        changed = "socket_changed=1; " if path == socket_path(host) else ""
-        parts.append(f"printf %s {q(text)} > {q(tmp)} && if cmp -s {q(tmp)} {q(path)}; then rm -f {q(tmp)};"
-                     f" else mv -f {q(tmp)} {q(path)} && {changed}reload=1; fi")
-    cmd = "reload=; socket_changed=; " + " && ".join(parts)
-    cmd += " && if [ -n \"$reload\" ]; then systemctl daemon-reload; fi"
-    if host.socket_activation:
-        cmd += (f" && if [ -n \"$socket_changed\" ]; then systemctl stop {svc}; systemctl restart {sock}; fi"
-                f" && systemctl enable --quiet {sock} {svc} && systemctl start {sock}")
+    enable = [u.target]
+    if f"{UNIT_DIR}/{u.socket}" in units:
+        script.append(f'if [ -n "$listen" ]; then systemctl restart {q(u.socket)}; fi')
+        enable.append(u.socket)
+        script.append(f"systemctl enable --quiet {' '.join(map(q, enable))}")
+        script.append(f"systemctl start {q(u.socket)}")
     else:
-        cmd += (f" && if [ -f {q(socket_path(host))} ]; then systemctl disable --now --quiet {sock};"
-                f" rm -f {q(socket_path(host))}; systemctl daemon-reload; fi && systemctl enable --quiet {svc}")
-    return cmd
+        script.append(f"if [ -f {q(sock)} ]; then systemctl disable --now --quiet {q(u.socket)} || true;"
+                      f" rm -f {q(sock)}; systemctl daemon-reload; fi")
+        script.append(f"systemctl enable --quiet {' '.join(map(q, enable))}")
+    return Cmd("\n".join(script) + "\n", privileged=True, stdin=tar_of(files))
 
 
-def restart(host: Host) -> str:
-    """reset-failed first: a crash-looping release may have hit the start limit."""
-    s = q(host.service)
-    return f"systemctl reset-failed {s} 2>/dev/null; systemctl restart {s}"
+def release_files(inst, release: str, spec) -> Cmd:
+    """The release's run and hook scripts (see runfiles.py)."""
+    lay = _lay(inst)
+    return write_files(lay.in_release(release, ".sgpfab"), _release_files(lay, release, spec))
 
 
-def service_state(host: Host) -> str:
-    return f"systemctl is-active {q(host.service)} || true"
+def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
+    return install_units(inst, units_for(inst, spec, release, service_user))
 
 
-def service_logs(host: Host, lines: int = 20) -> str:
-    log = f"{Layout(host.api_root).logs}/{host.service}.log"
-    return f"tail -n {int(lines)} {q(log)} 2>/dev/null || true"
+def process_id(inst, release: str, process: str) -> str:
+    return Units(inst.service).instance(process, release)
 
 
-def health_url(host: Host) -> str:
-    addr = "127.0.0.1" if host.bind in ("0.0.0.0", "::", "") else host.bind
+def start_processes(inst, release: str, names: list[str]) -> Cmd:
+    """Start a release's processes (clearing a failed state a crash loop may have left)."""
+    units = " ".join(q(process_id(inst, release, n)) for n in names)
+    return Cmd(f"systemctl reset-failed {units} 2>/dev/null; systemctl start {units}", privileged=True)
+
+
+def stop_processes(inst, release: str, names: list[str]) -> Cmd:
+    units = " ".join(q(process_id(inst, release, n)) for n in names)
+    return Cmd(f"systemctl stop {units}", privileged=True)
+
+
+def _instance_filter(inst) -> str:
+    """An ERE matching exactly this app's process instances (not another app's whose service
+    name starts the same: process names contain no '-')."""
+    return "^" + inst.service.replace(".", "[.]") + "-[a-z][a-z0-9_]*@"
+
+
+def stop_all_but(inst, release: str | None) -> Cmd:
+    """Stop every process instance of the app not of `release`; with None, all of them and the
+    socket first (no connection may start a process meanwhile: new ones are refused)."""
+    pattern = q(f"{inst.service}-*@*.service")
+    units = (f"$(systemctl list-units --all --plain --no-legend {pattern} | awk '{{print $1}}'"
+             f" | grep -E {q(_instance_filter(inst))}")
+    if release is not None:
+        units += " | grep -vF " + q("@" + Units(inst.service).instance("web", release).split("@", 1)[1])
+    units += " || true)"
+    text = f'u={units}; if [ -n "$u" ]; then systemctl stop $u; fi'
+    if release is None:
+        text = f"systemctl stop {q(Units(inst.service).socket)} 2>/dev/null || true; " + text
+    return Cmd(text, privileged=True)
+
+
+def run_hook(inst, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
+    """One release command, in the release's environment (venv, settings, directory) as the
+    service user: a transient systemd unit with the same environment as the app's processes.
+    It holds the host's operations lock shared, so a run that takes over a dead run's deploy
+    lock waits for it."""
+    lay = _lay(inst)
+    rel = lay.in_release(release)
+    props = [
+        f"User={service_user}", f"Group={service_user}", f"WorkingDirectory={rel}",
+        f"EnvironmentFile=-{lay.env_file}", f"EnvironmentFile=-{lay.overrides_file}",
+        f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin", f"Environment=VIRTUAL_ENV={rel}/.venv",
+        f"Environment=PYTHONPATH={rel}", "Environment=PYTHONUNBUFFERED=1", f"Environment=SGPFAB_RELEASE={release}",
+        "NoNewPrivileges=yes", "PrivateTmp=yes",
+    ]
+    args = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
+            f"--unit={inst.service}-hook-{index}"]
+    for p in props:
+        args += ["-p", p]
+    args += ["--", "/usr/bin/flock", "--shared", f"{lay.tools}/ops.lock", f"{rel}/.sgpfab/hooks/{index}"]
+    return Cmd(" ".join(q(a) for a in args) + " </dev/null", privileged=True, timeout=timeout)
+
+
+def process_log(inst, process: str, lines: int = 20) -> Cmd:
+    """The last lines of a process's log (shared/logs/PROCESS.log)."""
+    log = f"{_lay(inst).logs}/{process}.log"
+    return Cmd(f"tail -n {int(lines)} {q(log)} 2>/dev/null || true", privileged=True)
+
+
+def health_url(inst) -> str:
+    addr = "127.0.0.1" if inst.bind in ("0.0.0.0", "::", "") else inst.bind
     if ":" in addr:
         addr = f"[{addr}]"
-    return f"http://{addr}:{host.port}{host.health_path}"
+    return f"http://{addr}:{inst.port}{inst.health.path}"
 
 
-def probe_args(host: Host, expect_version: Version | None) -> list[str]:
-    """hostctl's arguments for one health probe of the host's service."""
-    args = ["health", "--url", health_url(host)]
-    if expect_version is not None:
-        args += ["--expect-version", str(expect_version)]
-    return args
+def remove_tree(path: str, privileged: bool = False) -> Cmd:
+    return Cmd(f"rm -rf {q(path)}", privileged=privileged)
 
 
-def health_check(host: Host, expect_version: Version | None) -> str:
-    """One probe (JSON line) then the service's automatic restart count (crash-loop detection)."""
-    return f"{hostctl(host, *probe_args(host, expect_version))}; systemctl show -p NRestarts --value {q(host.service)}"
-
-
-def remove_tree(path: str) -> str:
-    return f"rm -rf {q(path)}"
-
-
-def remove_link(path: str) -> str:
-    return f"rm -f {q(path)}"
-
-
-def file_sha256(path: str) -> str:
-    """Prints the file's SHA-256, or nothing when it does not exist."""
-    return f"sha256sum {q(path)} 2>/dev/null | cut -d' ' -f1 || true"
-
-
-def file_exists(path: str) -> str:
-    """Prints 'yes' when the file exists."""
-    return f"test -f {q(path)} && echo yes || true"
-
-
-def list_dir(path: str) -> str:
+def list_dir(path: str) -> Cmd:
     """File names in a directory, one a line (nothing if it does not exist)."""
-    return f"ls -1 {q(path)} 2>/dev/null || true"
-
-
-def as_user(user: str, command: str) -> str:
-    return f"sudo -n -u {q(user)} sh -c {q(command)}"
+    return Cmd(f"ls -1 {q(path)} 2>/dev/null || true")

@@ -1,137 +1,173 @@
-"""Rollback, cleanup, status, and the database tasks (backup, restore) for one host."""
+"""Rollback, cleanup, backup and restore, and status, for one app on one host."""
 
 from __future__ import annotations
 
 import time
 from dataclasses import dataclass
 
-from .deploy import Outcome, _v, activate
+from .activate import activate, recover
 from .errors import DeployError, InputError
-from .session import HostSession, elapsed
+from .outcome import Outcome, Status
+from .session import HostSession, elapsed, spec_of
 from .state import HostState, Release
-from .versions import Version
+from .versions import Version, display
 
 DB_CHOICES = ("keep", "restore")
 
 
-@dataclass
+@dataclass(frozen=True)
 class RollbackPlan:
     state: HostState
     target: Release
     restore_backup: str | None = None  # a backup to restore, when the rollback crosses a schema change
 
 
-def plan_rollback(s: HostSession, version: Version | None, db: str | None) -> RollbackPlan:
-    """Check a rollback is possible and decide what happens to the DB; changes nothing."""
+def plan_rollback(s: HostSession, version: Version | None, db: str | None, st: HostState | None = None) -> RollbackPlan:
+    """Check a rollback is possible and decide what happens to the database; changes nothing."""
     if db is not None and db not in DB_CHOICES:
         raise InputError(f"--db must be one of: {', '.join(DB_CHOICES)}")
-    st = s.state()
+    st = st or s.state()
     target = st.rollback_target(version)
     active = st.active
-    plan = RollbackPlan(st, target)
-    if target.name == st.current:
-        return plan
-    old, new = target.meta.get("schema_fingerprint"), active.meta.get("schema_fingerprint")
+    if active is None or target.name == st.current:
+        return RollbackPlan(st, target)
+    old, new = target.meta.schema_fingerprint, active.meta.schema_fingerprint
     if old and new and old != new:
         if db is None:
             raise InputError(f"rollback from {active.version} to {target.version} crosses a schema change:"
                              " choose --db keep (keep the current database) or --db restore (restore the"
                              f" backup taken just before {active.version} was deployed)")
         if db == "restore":
-            label = f"-before-{active.name}.db"
-            names = [b["name"] for b in s.hostctl("backups")["backups"] if b["name"].endswith(label)]
+            label = f"-before-{active.name}."
+            names = [b["name"] for b in s.backups() if label in b["name"]]
             if not names:
                 raise InputError(f"no backup taken before {active.version} was deployed is left to restore")
-            plan.restore_backup = names[-1]
-    return plan
+            return RollbackPlan(st, target, names[-1])
+    return RollbackPlan(st, target)
 
 
 def rollback_host(s: HostSession, version: Version | None, db: str | None = None) -> Outcome:
     start = time.monotonic()
     with s.lock(f"rollback to {version or 'previous'}"):
+        recovered = recover(s)
         plan = plan_rollback(s, version, db)
         before, target = plan.state.current, plan.target
+        audit = dict(action="rollback", version=display(target.name), before=display(before))
         if target.name == before:
-            return Outcome(s.host.name, "rollback", True, _v(before), _v(before), "already active")
+            return Outcome(s.name, "rollback", Status.NOOP, display(before), display(before), "already active")
         if target.bad:
-            s.note(f"warning: {target.name} was marked bad by an earlier failed deploy")
-        saved = s.backup(f"before-rollback-to-{target.name}")
+            s.note(f"warning: {target.name} was marked bad ({target.bad_reason or 'an earlier failure'})")
         try:
             if plan.restore_backup:
-                s.note(f"restoring the database from {plan.restore_backup} (schema of {target.version})")
-                s.t.run(s.steps.stop(s.host), sudo=True)
-                s.hostctl("restore", "--name", plan.restore_backup, as_service_user=True)
-            activate(s, target.version, before)
+                _rollback_with_database(s, plan)
+            else:
+                s.backup(f"before-rollback-to-{target.name}")
+                activate(s, target.name, before, "rollback")
         except DeployError as e:
-            if plan.restore_backup and saved.get("name"):
-                # activate() went back to `before`: give it back the database it was using too.
-                s.t.run(s.steps.stop(s.host), sudo=True, check=False)
-                s.hostctl("restore", "--name", saved["name"], as_service_user=True)
-                s.restart()
-                s.note(f"database put back from {saved['name']}")
-                e = DeployError(f"{e}; the database was put back from {saved['name']}", e.before, e.after)
-            s.audit(action="rollback", version=str(target.version), before=_v(before), result="failed",
-                    error=str(e)[:300], seconds=elapsed(start))
-            raise e from None
-        s.audit(action="rollback", version=str(target.version), before=_v(before), result="ok",
-                db_restored=plan.restore_backup, seconds=elapsed(start))
-    return Outcome(s.host.name, "rollback", True, _v(before), str(target.version), "healthy", elapsed(start))
+            s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300], seconds=elapsed(start))
+            raise
+        s.audit(**audit, result="ok", db_restored=plan.restore_backup, seconds=elapsed(start))
+    msg = "healthy" + (f" (first {recovered})" if recovered else "")
+    return Outcome(s.name, "rollback", Status.OK, display(before), display(target.name), msg, elapsed(start),
+                   timings=dict(s.timings))
+
+
+def _rollback_with_database(s: HostSession, plan: RollbackPlan) -> None:
+    """Stop everything, save the current database, restore the older one, start the older
+    release. If that release then fails its gate, the newer release and the database it was
+    using come back together."""
+    before, target = plan.state.current, plan.target
+    s.note(f"stopping {s.inst.app} (new connections are refused until it is back)")
+    s.stop_all_but(None)
+    saved = s.backup(f"before-rollback-to-{target.name}")
+    s.note(f"restoring the database from {plan.restore_backup} (schema of {target.version})")
+    s.restore(str(plan.restore_backup))
+    try:
+        activate(s, target.name, before, "rollback", before_undo=lambda: _put_back(s, saved.name))
+    except DeployError as e:
+        raise DeployError(f"{e}; the database was put back from {saved.name}", e.before, e.after) from None
+
+
+def _put_back(s: HostSession, saved: str | None) -> None:
+    s.stop_all_but(None)
+    if saved:
+        s.restore(saved)
+        s.note(f"database put back from {saved}")
 
 
 def cleanup_host(s: HostSession, keep: int) -> Outcome:
     with s.lock(f"cleanup keep={keep}"):
+        recover(s)
         st = s.state()
         doomed = st.cleanup_plan(keep)
-        if doomed:
-            s.hostctl("remove", *doomed)
-        s.audit(action="cleanup", removed=doomed, result="ok")
+        removed = s.remove(*doomed)
+        s.hostctl("prune", as_service=True)
+        s.audit(action="cleanup", removed=removed, result="ok")
     kept = [r.name for r in st.releases if r.name not in doomed]
-    return Outcome(s.host.name, "cleanup", True, _v(st.current), _v(st.current),
-                   f"removed {', '.join(doomed) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
+    return Outcome(s.name, "cleanup", Status.OK, display(st.current), display(st.current),
+                   f"removed {', '.join(removed) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
 
 
 def backup_host(s: HostSession, label: str) -> Outcome:
     with s.lock("backup"):
         r = s.backup(label)
-        s.audit(action="backup", backup=r.get("name"), result="ok")
-    return Outcome(s.host.name, "backup", True, None, None, r.get("name") or "no database yet")
+        s.audit(action="backup", backup=r.name, result="ok")
+    cur = s.current_version
+    return Outcome(s.name, "backup", Status.OK, cur, cur, r.name or "no database yet")
 
 
 def check_backup(s: HostSession, name: str) -> None:
-    if name not in {b["name"] for b in s.hostctl("backups")["backups"]}:
+    if name not in {b["name"] for b in s.backups()}:
         raise InputError(f"no backup named {name!r} here (see: fab -H HOST list-backups)")
 
 
 def restore_host(s: HostSession, name: str) -> Outcome:
-    """Stop, save the current DB as another backup, restore, start, health-check."""
+    """Stop every process (new connections are refused meanwhile), save the current database
+    as another backup, restore, start, health-check: no acknowledged write is lost."""
     start = time.monotonic()
     with s.lock(f"restore {name}"):
+        recover(s)
         check_backup(s, name)
         st = s.state()
+        s.stop_all_but(None)
         saved = s.backup("before-restore")
-        s.t.run(s.steps.stop(s.host), sudo=True, check=False)
-        s.hostctl("restore", "--name", name, as_service_user=True)
+        s.restore(name)
         s.note(f"database restored from {name}")
-        health = {"healthy": True}
-        if st.current:
-            s.restart()
-            health = s.wait_healthy(st.active.version if st.active else None)
-        s.audit(action="restore", backup=name, saved_as=saved.get("name"),
-                result="ok" if health.get("healthy") else "unhealthy", seconds=elapsed(start))
-    if not health.get("healthy"):
-        raise DeployError(f"{s.host.name}: restored {name}, but the service is not healthy: "
-                          f"{health.get('error') or health.get('body', '')[:200]}; the previous database is"
-                          f" saved as {saved.get('name')}")
-    return Outcome(s.host.name, "restore", True, _v(st.current), _v(st.current),
-                   f"restored {name}; previous database saved as {saved.get('name')}", elapsed(start))
+        gate = None
+        if st.current and (spec := spec_of(st.active)) is not None:
+            s.install_processes(st.current, spec)
+            s.start_processes(st.current, list(spec.processes))
+            gate = s.gate(st.current, web=spec.web is not None, names=list(spec.processes))
+        healthy = gate is None or gate.ok
+        s.audit(action="restore", backup=name, saved_as=saved.name, result="ok" if healthy else "unhealthy",
+                seconds=elapsed(start))
+    cur = display(st.current)
+    if not healthy:
+        raise DeployError(f"{s.name}: restored {name}, but the app is not healthy: {gate.describe()}; the previous"
+                          f" database is saved as {saved.name}", before=cur, after=cur)
+    return Outcome(s.name, "restore", Status.OK, cur, cur,
+                   f"restored {name}; previous database saved as {saved.name}", elapsed(start))
 
 
 def host_status(s: HostSession) -> dict:
-    """Releases, active version, service state and health, for the status table."""
-    if not s.has_helper():
-        return {"host": s.host.name, "state": None, "service": s.service_state(), "health": "not deployed"}
+    """Releases, active version, process states and health, settings drift (for `status`)."""
     st = s.state()
-    health = s.wait_healthy(None, timeout=0.1) if st.current else {"healthy": False, "error": "no release"}
-    return {"host": s.host.name, "state": st, "service": s.service_state(),
-            "health": "healthy" if health.get("healthy") else (health.get("error") or f"HTTP {health.get('code')}"),
-            "answering": health.get("version")}
+    active = st.active
+    row = {"host": s.name, "app": s.inst.app, "group": ",".join(s.host.groups) or "-", "os": s.host.os,
+           "version": display(st.current), "digest": active.meta.bundle_digest[:12] if active else "",
+           "last_deploy": active.meta.finalized_at if active else "", "processes": {}, "health": "not deployed",
+           "settings": "-", "journal": bool(st.journal)}
+    if not active:
+        return row
+    gate = s.probe()
+    row["processes"] = {_process_name(u): (us.active or "?") + (f" ({us.restarts} restarts)" if us.restarts else "")
+                        for u, us in gate.units.items()}
+    row["health"] = "healthy" if gate.ok else gate.describe()
+    current_fp = s.show_settings().get("fingerprint")
+    if active.meta.settings_fingerprint and current_fp:
+        row["settings"] = "as deployed" if current_fp == active.meta.settings_fingerprint else "CHANGED since deploy"
+    return row
+
+
+def _process_name(unit: str) -> str:
+    return unit.split("@", 1)[0].rsplit("-", 1)[-1]

@@ -1,35 +1,65 @@
-"""Tables and messages for people, with rich."""
+"""What people and scripts see: rich tables, progress, and the JSON documents of `--json`.
+
+Every JSON document has `"schema": "sgpfab/1"`, a `"kind"` and the data of that kind; the JSON
+Schema is sgpfab/output.schema.json (tests validate every document against it).
+"""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter
+from dataclasses import asdict, is_dataclass
 
 from rich.console import Console
 from rich.table import Table
 
-from .deploy import Outcome
+from .outcome import Outcome, Status
 from .session import HostNote
 from .state import HostState
 
-console = Console(highlight=False, width=None if sys.stdout.isatty() else 160)
+SCHEMA_ID = "sgpfab/1"
+console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
+errors = Console(highlight=False, stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
 def say(msg) -> None:
     console.print(str(msg), markup=False, soft_wrap=True)
 
 
+def say_err(msg) -> None:
+    errors.print(str(msg), markup=False, soft_wrap=True)
+
+
+def emit_json(kind: str, **data) -> None:
+    doc = {"schema": SCHEMA_ID, "kind": kind, **data}
+    sys.stdout.write(json.dumps(doc, indent=1, sort_keys=True, default=_plain) + "\n")
+    sys.stdout.flush()
+
+
+def _plain(obj):
+    if is_dataclass(obj):
+        return asdict(obj)
+    if hasattr(obj, "model_dump"):
+        return obj.model_dump(mode="json", by_alias=True)
+    if isinstance(obj, Status):
+        return obj.value
+    return str(obj)
+
+
 class Progress:
     """Where progress goes: on a terminal, a live table with each host's current step and time
-    (other messages print above it); otherwise (CI, pipes) plain lines."""
+    (other messages print above it); otherwise (CI, pipes, --json) plain lines, on stderr when
+    stdout carries JSON."""
 
-    def __init__(self):
+    def __init__(self, to_stderr: bool = False):
         self.rows: dict[str, HostNote] = {}
         self.live = None
+        self.out = errors if to_stderr else console
 
     def __call__(self, msg) -> None:
         if self.live is None:
-            say(msg)
+            self.out.print(str(msg), markup=False, soft_wrap=True)
         elif isinstance(msg, HostNote):
             self.rows[msg.host] = msg
             self.live.update(self._table())
@@ -45,9 +75,9 @@ class Progress:
         return t
 
     def __enter__(self) -> "Progress":
-        if console.is_terminal:
+        if self.out.is_terminal:
             from rich.live import Live
-            self.live = Live(self._table(), console=console, refresh_per_second=8, transient=False)
+            self.live = Live(self._table(), console=self.out, refresh_per_second=8, transient=False)
             self.live.__enter__()
         return self
 
@@ -57,37 +87,60 @@ class Progress:
             self.live = None
 
 
-def outcomes_table(outcomes: list[Outcome], title: str) -> Table:
+def human_bytes(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+
+
+_RESULT = {Status.OK: "[green]ok[/]", Status.NOOP: "[green]ok[/]", Status.UNDONE: "[yellow]undone[/]",
+           Status.SKIPPED: "[yellow]skipped[/]", Status.FAILED: "[red]FAILED[/]",
+           Status.UNDO_FAILED: "[red]UNDO FAILED[/]"}
+
+
+def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -> Table:
     t = Table(title=title)
     for col in ("host", "result", "before", "after", "seconds", "sent"):
         t.add_column(col)
-    t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=70)
+    t.add_column("detail", no_wrap=True, overflow="ellipsis", max_width=80)
+    if timings:
+        t.add_column("timings")
     for o in outcomes:
-        result = "[green]ok[/]" if o.ok else ("[yellow]undone[/]" if o.undone else
-                                             "[yellow]skipped[/]" if o.message.startswith("skipped") else "[red]FAILED[/]")
-        t.add_row(o.host, result, o.before or "-", o.after or "-",
-                  f"{o.seconds:.1f}" if o.seconds else "-", human_bytes(o.bytes_sent) if o.bytes_sent else "-",
-                  o.message.splitlines()[0] if o.message else "")
+        row = [o.host, _RESULT[o.status], o.before or "-", o.after or "-", f"{o.seconds:.1f}" if o.seconds else "-",
+               human_bytes(o.bytes_sent) if o.bytes_sent else "-", o.message.splitlines()[0] if o.message else ""]
+        if timings:
+            row.append(" ".join(f"{k}={v:.2f}" for k, v in o.timings.items()))
+        t.add_row(*row)
     return t
+
+
+def outcome_dict(o: Outcome) -> dict:
+    return {"host": o.host, "action": o.action, "status": o.status.value, "ok": o.ok, "before": o.before,
+            "after": o.after, "message": o.message, "seconds": o.seconds, "bytes_sent": o.bytes_sent,
+            "timings": o.timings}
 
 
 def releases_table(rows: list[tuple[str, HostState]]) -> Table:
     t = Table(title="releases")
-    for col in ("host", "release", "active", "state", "deployed"):
+    for col in ("host", "release", "active", "state", "built"):
         t.add_column(col)
     for host, st in rows:
         if not st.releases:
             t.add_row(host, "-", "", "no releases", "")
         for r in reversed(st.releases):
             state = "incomplete" if not r.complete else ("bad" if r.bad else "ok")
-            t.add_row(host, str(r.version), "*" if r.name == st.current else "", state,
-                      str(r.meta.get("finalized_at", "")))
+            t.add_row(host, str(r.version), "*" if r.name == st.current else "", state, r.meta.finalized_at)
     return t
+
+
+def releases_dict(host: str, st: HostState) -> dict:
+    return {"host": host, "current": st.current, "journal": st.journal is not None,
+            "releases": [{"name": r.name, "version": str(r.version), "active": r.name == st.current,
+                          "complete": r.complete, "bad": r.bad, "bad_reason": r.bad_reason,
+                          "digest": r.meta.bundle_digest, "built": r.meta.finalized_at} for r in st.releases]}
 
 
 def status_table(rows: list[dict]) -> Table:
     t = Table(title="fleet status")
-    for col in ("host", "group", "os", "active", "digest", "service", "health", "last deploy"):
+    for col in ("host", "app", "group", "os", "active", "digest", "processes", "health", "settings", "last deploy"):
         t.add_column(col)
     common = Counter(r.get("version") for r in rows).most_common(1)[0][0] if rows else None
     for r in rows:
@@ -95,18 +148,31 @@ def status_table(rows: list[dict]) -> Table:
         if r.get("version") != common:
             version = f"[yellow]{version}[/]"
         health = r["health"]
-        health = f"[green]healthy ({r.get('answering')})[/]" if health == "healthy" else f"[red]{health}[/]"
-        t.add_row(r["host"], r.get("group", "-"), r.get("os", "linux"), version, r.get("digest") or "-",
-                  r["service"], health, r.get("last_deploy") or "-")
+        health = "[green]healthy[/]" if health == "healthy" else f"[red]{health}[/]"
+        procs = ", ".join(f"{k}: {v}" for k, v in r["processes"].items()) or "-"
+        settings = r["settings"] if r["settings"] != "CHANGED since deploy" else "[yellow]CHANGED since deploy[/]"
+        t.add_row(r["host"], r["app"], r["group"], r["os"], version, r.get("digest") or "-", procs, health, settings,
+                  r.get("last_deploy") or "-")
     return t
 
 
-def plan_table(rows: list[dict], title: str) -> Table:
+def plan_table(rows, title: str) -> Table:
     t = Table(title=title)
-    for col in ("host", "group", "before", "after", "action", "transfer", "migrations"):
+    for col in ("host", "group", "before", "after", "action", "transfer", "migrations", "settings"):
         t.add_column(col)
     for r in rows:
-        t.add_row(*(r[c] for c in ("host", "group", "before", "after", "action", "transfer", "migrations")))
+        action = {"nothing": "nothing (already active)", "refused": "REFUSED: same version, different content",
+                  "switch": "switch to the release already there", "upload": "upload, build, switch"}[r.action]
+        transfer = (f"up to {human_bytes(r.transfer_bytes)} ({r.wheels_missing}/{r.wheels_total} wheels)"
+                    if r.action == "upload" else "-")
+        if r.action in ("nothing", "refused"):
+            mig = "-"
+        elif r.migrations:
+            mig = f"{len(r.migrations)} new: {', '.join(r.migrations[:3])}{' ...' if len(r.migrations) > 3 else ''}"
+        else:
+            mig = "SCHEMA CHANGES" if r.schema_change else "none pending"
+        settings = {None: "-", True: "CHANGED", False: "unchanged"}[r.settings_changed]
+        t.add_row(r.host, r.group, r.before or "-", r.after, action, transfer, mig, settings)
     return t
 
 
@@ -124,14 +190,24 @@ def backups_table(rows: list[tuple[str, list[dict]]]) -> Table:
 
 def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
     t = Table(title="history")
-    for col in ("host", "time", "user", "action", "from", "to", "result", "seconds"):
+    for col in ("host", "time", "user", "app", "action", "from", "to", "result", "seconds"):
         t.add_column(col)
     for host, records in rows:
         for r in records:
-            t.add_row(host, r.get("time", ""), r.get("user", ""), r.get("action", ""), r.get("before") or "-",
-                      r.get("version") or "-", r.get("result", ""), str(r.get("seconds", "")))
+            t.add_row(host, r.get("time", ""), r.get("user", ""), r.get("app", ""), r.get("action", ""),
+                      r.get("before") or "-", r.get("version") or "-", r.get("result", ""), str(r.get("seconds", "")))
     return t
 
 
-def human_bytes(n: int) -> str:
-    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
+def settings_table(rows: list[tuple[str, dict]]) -> Table:
+    t = Table(title="settings (secrets masked)")
+    for col in ("host", "name", "value", "source"):
+        t.add_column(col)
+    for host, data in rows:
+        for k, v in sorted(data.get("env", {}).items()):
+            source = "override" if k in data.get("overrides", {}) else "deploy"
+            t.add_row(host, k, data.get("overrides", {}).get(k, v), source)
+        for k, v in sorted(data.get("overrides", {}).items()):
+            if k not in data.get("env", {}):
+                t.add_row(host, k, v, "override")
+    return t

@@ -15,9 +15,10 @@ from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .deploy import Outcome
 from .errors import InputError, SgpfabError
+from .outcome import Outcome, Status
 from .session import HostSession
+from .versions import display
 
 
 @dataclass
@@ -79,7 +80,7 @@ def parse_max_fail(spec: str | int | None, n: int) -> int:
         raise InputError(f"invalid --max-fail {spec!r}: a count (2) or a percentage (10%)") from None
 
 
-def make_policy(n: int, waves: str | None, parallel, max_fail, soak, undo: bool) -> Policy:
+def make_policy(n: int, *, waves: str | None = None, parallel=1, max_fail=None, soak=0.0, undo: bool = True) -> Policy:
     try:
         parallel, soak = int(parallel), float(soak)
     except (TypeError, ValueError):
@@ -88,7 +89,8 @@ def make_policy(n: int, waves: str | None, parallel, max_fail, soak, undo: bool)
         raise InputError("--parallel must be at least 1")
     if soak < 0:
         raise InputError("--soak must not be negative")
-    return Policy(parse_waves(waves, n), parallel, parse_max_fail(max_fail, n), soak, undo)
+    return Policy(waves=parse_waves(waves, n), parallel=parallel, max_fail=parse_max_fail(max_fail, n), soak=soak,
+                  undo=undo)
 
 
 @dataclass
@@ -104,7 +106,7 @@ class Rollout:
         ok = [o for o in self.outcomes if o.ok]
         if len(ok) == len(self.outcomes) and not self.stopped:
             return 0
-        return 2 if ok or any(o.undone for o in self.outcomes) else 1
+        return 2 if ok or any(o.status == Status.UNDONE for o in self.outcomes) else 1
 
 
 def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Outcome], policy: Policy,
@@ -112,78 +114,86 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
         still_healthy: Callable[[HostSession, Outcome], bool] | None = None, say=print) -> Rollout:
     result = Rollout()
     by_host: dict[str, Outcome] = {}
-    changed: list[tuple[HostSession, Outcome]] = []
+    changed: list[HostSession] = []  # hosts this rollout moved to another release, in order
     failures, start = 0, 0
     for i, end in enumerate(policy.waves):
         wave = sessions[start:end]
         start = end
         if len(policy.waves) > 1:
-            say(f"-- wave {i + 1}/{len(policy.waves)}: {', '.join(s.host.name for s in wave)}")
+            say(f"-- wave {i + 1}/{len(policy.waves)}: {', '.join(s.name for s in wave)}")
         for s, o in _run_wave(wave, action, fn, policy.parallel, budget=policy.max_fail - failures):
-            by_host[s.host.name] = o
+            by_host[s.name] = o
             if o.ok and o.before != o.after:
-                changed.append((s, o))
+                changed.append(s)
         failures = _failed(by_host)
         if failures <= policy.max_fail and i < len(policy.waves) - 1 and (policy.soak or still_healthy):
             if policy.soak:
                 say(f"-- soaking {policy.soak:g}s before the next wave")
                 time.sleep(policy.soak)
             if still_healthy:  # the health gate between waves, on every host changed so far
-                checks = _parallel(changed, lambda so: still_healthy(*so), policy.parallel)
-                for (_, healthy), (s, o) in zip(checks, list(changed)):
-                    if not healthy and o.ok:
-                        o.ok, o.message = False, "became unhealthy after its wave"
+                checks = _parallel(changed, lambda s: still_healthy(s, by_host[s.name]), policy.parallel)
+                for s, healthy in checks:
+                    if not healthy and by_host[s.name].ok:
+                        by_host[s.name] = by_host[s.name].but(status=Status.FAILED,
+                                                              message="became unhealthy after its wave")
                         failures += 1
                         if policy.undo and undo:  # put it back now, whether or not the rollout goes on
-                            changed.remove((s, o))
-                            _undo_one(s, o, undo)
+                            changed.remove(s)
+                            by_host[s.name] = _undo_one(s, by_host[s.name], undo)
         if failures > policy.max_fail:
             result.stopped = (f"stopped after wave {i + 1}: {failures} failed host(s), "
                               f"--max-fail allows {policy.max_fail}")
             say(f"-- {result.stopped}")
             break
     for s in sessions:
-        if s.host.name not in by_host:
-            by_host[s.host.name] = Outcome(s.host.name, action, False, s.current_version, s.current_version,
-                                           "skipped: the rollout stopped")
-    if result.stopped and policy.undo and undo:
-        targets = list(changed)
-        if targets:
-            say(f"-- undoing {len(targets)} host(s) to the release they had before")
-        _parallel(targets, lambda so: _undo_one(*so, undo), policy.parallel)
-    result.outcomes = [by_host[s.host.name] for s in sessions]
+        if s.name not in by_host:
+            by_host[s.name] = Outcome(s.name, action, Status.SKIPPED, s.current_version, s.current_version,
+                                      "skipped: the rollout stopped")
+    if result.stopped and policy.undo and undo and changed:
+        say(f"-- undoing {len(changed)} host(s) to the release they had before")
+        for s, o in _parallel(changed, lambda s: _undo_one(s, by_host[s.name], undo), policy.parallel):
+            by_host[s.name] = o
+    result.outcomes = [by_host[s.name] for s in sessions]
     return result
 
 
-def _undo_one(s: HostSession, o: Outcome, undo) -> None:
-    """Put one changed host back; record the result on its outcome."""
+def _undo_one(s: HostSession, o: Outcome, undo) -> Outcome:
+    """Put one changed host back; the outcome says what happened."""
     try:
         u = undo(s, o)
     except SgpfabError as e:
-        u = Outcome(s.host.name, "undo", False, o.after, None, str(e))
+        u = Outcome(s.name, "undo", Status.FAILED, o.after, None, str(e))
     if u.ok:
         note = f" ({o.message})" if not o.ok else ""
-        o.after, o.undone, o.message = u.after, True, f"undone: back on {u.after or 'no release'}{note}"
-    else:
-        o.message = f"UNDO FAILED: {u.message}"
-    o.ok = False
+        return o.but(status=Status.UNDONE, after=u.after, message=f"undone: back on {u.after or 'no release'}{note}")
+    return o.but(status=Status.UNDO_FAILED, message=f"UNDO FAILED: {u.message}")
 
 
 def _failed(by_host: dict[str, Outcome]) -> int:
     return sum(1 for o in by_host.values() if not o.ok)
 
 
+def _where(s: HostSession) -> str | None:
+    """What the host is on now (after a failure), as best we can tell."""
+    try:
+        return display(s.state().current)
+    except Exception:
+        return "unknown"
+
+
 def _run_wave(wave, action, fn, parallel, budget):
     """Run fn on the wave's hosts, at most `parallel` at once; once more than `budget` hosts of
     the wave have failed, start no other host (those already running finish safely)."""
-    def guarded(s):
+    def guarded(s: HostSession) -> Outcome:
+        start = time.monotonic()
         try:
             return fn(s)
         except SgpfabError as e:
-            return Outcome(s.host.name, action, False, getattr(e, "before", s.current_version),
-                           getattr(e, "after", None), str(e))
+            message = str(e)
         except Exception as e:  # one host's bug must not abandon the others mid-deploy
-            return Outcome(s.host.name, action, False, s.current_version, None, f"{type(e).__name__}: {e}")
+            message = f"{type(e).__name__}: {e}"
+        return Outcome(s.name, action, Status.FAILED, s.current_version, _where(s), message,
+                       round(time.monotonic() - start, 2), timings=dict(s.timings))
 
     pending, running, done = list(wave), {}, []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
@@ -204,4 +214,4 @@ def _parallel(items, fn, parallel):
     if not items:
         return []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
-        return list(zip((s for s, _ in items), pool.map(fn, items)))
+        return list(zip(items, pool.map(fn, items)))

@@ -6,43 +6,52 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 
-from .errors import RemoteError, SgpfabError
-from .inventory import Host, Inventory
+from .errors import InputError, RemoteError, SgpfabError
+from .inventory import App, Host, Inventory
 from .session import HostSession
-from .transport.ssh import SSHTransport
-from .versions import release_version
+from .transport import open_transport
 
-CONNECT_PARALLEL = 16
+CONNECT_PARALLEL = 32
 
 
 @dataclass
 class Fleet:
     inventory: Inventory
+    app: App
     hosts: list[Host]
 
+    @classmethod
+    def select(cls, inventory: Inventory, app_name: str | None, names) -> "Fleet":
+        app = inventory.app(app_name)
+        hosts = inventory.resolve(names)
+        outside = [h.name for h in hosts if not inventory.deploys(app, h)]
+        if outside:
+            raise InputError(f"app {app.name} is not deployed on {', '.join(outside)} (apps.{app.name}.hosts)")
+        return cls(inventory, app, hosts)
 
-def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession]:
-    """Connect to every host (in parallel, host keys verified) and read its active release, so a
-    bad or unreachable host stops us before any change anywhere."""
+
+def open_sessions(stack: ExitStack, fleet: Fleet, say=print, preflight: bool = True) -> list[HostSession]:
+    """Connect to every host in parallel (host keys verified), resolve the app's settings there,
+    and read each host's facts and state, so a bad or unreachable host stops us before any
+    change anywhere."""
     def connect(host: Host):
         t = None
         try:
-            t = transport_for(host, fleet.inventory)
+            t = open_transport(host, fleet.inventory)
             t.open()
-            s = HostSession(t, say)
-            if s.has_helper():
-                current = s.state().current
-                v = release_version(current) if current else None
-                s.current_version = str(v) if v else current
+            s = HostSession(t, fleet.inventory.instance(fleet.app.name, host.name), say)
+            if preflight:
+                s.preflight()
             return s, None
         except SgpfabError as e:
             if t:
                 t.close()
-            return None, str(e)
-        except Exception as e:  # socket and paramiko errors: one line, with the host
+            return None, str(e).splitlines()[0]
+        except Exception as e:  # socket and library errors: one line, with the host
             if t:
                 t.close()
-            return None, f"{host.name}: cannot connect: {e}"
+            text = str(e).strip().splitlines()
+            return None, f"{host.name}: cannot connect: {text[0] if text else type(e).__name__}"
 
     if not fleet.hosts:
         return []
@@ -55,11 +64,3 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print) -> list[HostSession
     if errors:
         raise RemoteError("; ".join(errors) + " (nothing was changed)")
     return sessions
-
-
-def transport_for(host: Host, inventory: Inventory):
-    """SSH for Linux hosts, WinRM for Windows hosts: the same interface."""
-    if host.os == "windows":
-        from .transport.winrm import WinRMTransport
-        return WinRMTransport(host, inventory)
-    return SSHTransport(host, inventory)

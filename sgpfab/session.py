@@ -1,8 +1,10 @@
-"""One host, connected: hostctl calls, the deploy lock, health waits and the audit log."""
+"""One app instance on one connected host: the intent-level operations deploy, rollback and the
+other tasks are made of. Each runs a command from the host's OS module (`linux` or `windows`,
+pure builders) through the transport; nothing above this module assembles host commands.
+"""
 
 from __future__ import annotations
 
-import getpass
 import hashlib
 import json
 import logging
@@ -14,18 +16,19 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from tenacity import Retrying, retry_if_result, stop_after_delay, wait_exponential
+from . import linux, windows
+from .cmd import Cmd
+from .errors import InputError, LockedError, RemoteError
+from .identity import controller_user
+from .layout import Layout, Units
+from .state import BackupReply, GateResult, HostFacts, HostState, LockReply
+from .transport.base import Result, Transport
 
-from .hostos import steps_for
-from .errors import LockedError, RemoteError
-from .inventory import Host
-from .layout import Layout
-from .state import HostState
-from .versions import Version
-
-log = logging.getLogger(__name__)
-HOSTCTL_SOURCE = Path(__file__).parent / "remote" / "hostctl.py"
-SERVE_SOURCE = Path(__file__).parent / "remote" / "serve.py"
+log = logging.getLogger("sgpfab")
+REMOTE = Path(__file__).parent / "remote"
+HOSTCTL_SOURCE = REMOTE / "hostctl.py"
+LAUNCHERS = sorted((REMOTE / "launch").glob("*.py"))
+HOOK_ENV = "SGPFAB_TEST_HOOK"  # tests only: "STEP=action" stops or pauses a run at a named step
 
 
 @dataclass(frozen=True)
@@ -40,137 +43,367 @@ class HostNote:
         return f"[{self.host} +{self.seconds:5.1f}s] {self.message}"
 
 
-def controller_user() -> str:
-    return f"{getpass.getuser()}@{socket.gethostname()}"
+def resolve_service_user(inst, login_user: str) -> str:
+    """The user the app's processes run as: run_as, else the login user; never root (or, on
+    Windows, a virtual service account when nothing is set)."""
+    if inst.host.os == "windows":
+        return inst.run_as or f"NT SERVICE\\{inst.service}"
+    user = inst.run_as or login_user
+    if not user or user == "root":
+        raise InputError(f"{inst.host.name}: the app would run as root (the login user): set run_as to an"
+                         " unprivileged user in the inventory")
+    return user
 
 
 class HostSession:
-    """Wraps a transport with the host-level operations sgpfab needs."""
+    """Wraps a transport and an app instance with the operations sgpfab needs on that host."""
 
-    def __init__(self, transport, say=print):
+    def __init__(self, transport: Transport, inst, say=print):
         self.t = transport
-        self.host: Host = transport.host
-        self.layout = Layout.for_host(self.host)
-        self.steps = steps_for(self.host)  # what to run there: the linux or the windows module
+        self.inst = inst
+        self.host = inst.host
+        self.layout = Layout.for_instance(inst)
+        self.units = Units(inst.service)
+        self.steps = windows if self.host.os == "windows" else linux
         self.say = say
         self.started = time.monotonic()
-        self.current_version: str | None = None  # as found by the preflight
+        self.service_user = resolve_service_user(inst, transport.login_user)
+        self.state_at_connect: HostState | None = None
+        self.facts: HostFacts | None = None
+        self.timings: dict[str, float] = {}
+        self._last_step = time.monotonic()
+        self._settings_written = False
+
+    @property
+    def name(self) -> str:
+        return self.host.name
 
     def note(self, msg: str) -> None:
         """A progress step: host, seconds since we connected, what it is doing now."""
         self.say(HostNote(self.host.name, time.monotonic() - self.started, msg))
 
-    # -- setup ---------------------------------------------------------------------------------
-    def prepare(self) -> None:
-        """API_ROOT tree and the current host helpers (hostctl, and serve on Linux) on the host;
-        idempotent, and a helper is uploaded only when it differs."""
-        self.t.run(self.steps.prepare_dirs(self.host, self.t.login_user), sudo=True)
-        helpers = [(HOSTCTL_SOURCE, self.layout.hostctl)]
-        if self.host.os == "linux":
-            helpers.append((SERVE_SOURCE, self.layout.serve))
-        for local, remote in helpers:
-            digest = hashlib.sha256(local.read_bytes()).hexdigest()
-            if self.t.run(self.steps.file_sha256(remote)).stdout.split()[:1] != [digest]:
-                self.t.put(local, remote)
+    @property
+    def can_overlap(self) -> bool:
+        """Whether two releases' web processes can serve side by side here (systemd sockets)."""
+        return self.steps.CAN_OVERLAP
 
-    def has_helper(self) -> bool:
-        return self.t.run(self.steps.file_exists(self.layout.hostctl)).stdout.strip() == "yes"
+    def step(self, name: str) -> None:
+        """End of a named step: its duration goes into the timings, and tests may stop here."""
+        now = time.monotonic()
+        self.timings[name] = round(self.timings.get(name, 0.0) + now - self._last_step, 3)
+        self._last_step = now
+        self.checkpoint(name)
 
-    def as_service_user(self, command: str, check: bool = True):
-        """Run as the service's user (it owns shared/ and backups/)."""
-        user = self.host.service_user
-        if user and user != self.t.login_user:
-            command = self.steps.as_user(user, command)
-        return self.t.run(command, check=check)
+    def checkpoint(self, step: str) -> None:
+        """A named step boundary. Tests set SGPFAB_TEST_HOOK=STEP=kill to kill the controller
+        there (like a laptop dying), or STEP=pause:FILE to wait until FILE exists."""
+        hook = os.environ.get(HOOK_ENV, "")
+        name, _, action = hook.partition("=")
+        if name != step:
+            return
+        if action == "kill":
+            os.kill(os.getpid(), 9)
+        if action.startswith("pause:"):
+            flag = Path(action[len("pause:"):])
+            Path(str(flag) + ".reached").touch()
+            while not flag.exists():
+                time.sleep(0.05)
 
-    def hostctl(self, *args: str, as_service_user: bool = False) -> dict:
-        cmd = self.steps.hostctl(self.host, *args)
-        r = self.as_service_user(cmd) if as_service_user else self.t.run(cmd)
-        return json.loads(r.stdout.strip().splitlines()[-1])
+    # -- running ---------------------------------------------------------------------------------
+    def run(self, cmd: Cmd, check: bool = True) -> Result:
+        return self.t.run(cmd.text, privileged=cmd.privileged, check=check, timeout=cmd.timeout, stdin=cmd.stdin)
 
-    def backup(self, label: str) -> dict:
-        """Online DB backup with retention; a no-op when there is no database yet."""
-        r = self.hostctl("backup", "--label", label, "--keep", str(self.host.backups_keep), as_service_user=True)
-        if r.get("backup"):
-            self.note(f"database saved to {r['backup']}")
-        return r
+    def hostctl(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> dict:
+        """Run a host-helper sub-command; structured input goes on stdin as JSON."""
+        stdin = json.dumps(data).encode() if data is not None else None
+        user = self.service_user if as_service and self.service_user != self.t.login_user else None
+        r = self.run(self.steps.hostctl(self.inst, *args, stdin=stdin, as_user=user, timeout=timeout))
+        return _last_json(self.host.name, r)
+
+    def hostctl_unprepared(self, *args: str) -> dict:
+        """A read-only host-helper call on a host that may not have the helper yet: the helper's
+        source goes on stdin, so nothing is written anywhere."""
+        r = self.run(self.steps.hostctl_from_stdin(self.inst, HOSTCTL_SOURCE.read_bytes(), *args))
+        return _last_json(self.host.name, r)
+
+    # -- facts -------------------------------------------------------------------------------------
+    def preflight(self) -> HostFacts:
+        self.facts = HostFacts.model_validate(self.hostctl_unprepared("preflight", "--python", self.inst.interpreter))
+        self.state_at_connect = HostState.parse(self.hostctl_unprepared("state"))
+        return self.facts
 
     def state(self) -> HostState:
-        return HostState.from_json(self.hostctl("state"))
+        return HostState.parse(self.hostctl("state"))
 
-    # -- lock ----------------------------------------------------------------------------------
+    @property
+    def current_version(self) -> str | None:
+        st = self.state_at_connect
+        return st.active.meta.version or None if st and st.active else None
+
+    # -- setup -------------------------------------------------------------------------------------
+    def helper_files(self) -> dict[str, tuple[bytes, int]]:
+        """Files sgpfab keeps under API_ROOT/.sgpfab (relative path -> (content, mode))."""
+        files: dict[str, tuple[bytes, int]] = {"hostctl.py": (HOSTCTL_SOURCE.read_bytes(), 0o644)}
+        if self.host.os == "linux":
+            for f in LAUNCHERS:
+                files[f"launch/{f.name}"] = (f.read_bytes(), 0o644)
+        text = self.layout.host_json_text(self.inst, self.t.login_user, self.service_user)
+        files["host.json"] = (text.encode(), 0o644)
+        return files
+
+    def prepare(self) -> None:
+        """The API_ROOT tree, the host helpers and host.json, each written only when it changed;
+        and the health-probe token (made once, on the host)."""
+        self.run(self.steps.prepare(self.inst, self.t.login_user, self.service_user))
+        files = self.helper_files()
+        paths = {rel: self.steps.join(self.layout.tools, rel) for rel in files}
+        lines = self.run(self.steps.sha256_many(list(paths.values()))).stdout.splitlines()
+        have_by_path = {p.strip(): h for h, _, p in (ln.partition(" ") for ln in lines) if p}
+        changed = {rel: f for rel, f in files.items()
+                   if have_by_path.get(paths[rel]) != hashlib.sha256(f[0]).hexdigest()}
+        if changed:
+            self.run(self.steps.write_files(self.layout.tools, changed))
+        self.run(self.steps.ensure_probe_token(self.inst))
+
+    # -- lock and recovery -------------------------------------------------------------------------
     @contextmanager
     def lock(self, what: str):
-        """One deploy at a time per host. A lock left by a dead process of this same controller
-        is stale and taken over; any other holder makes us fail with who/when/what."""
+        """One deploy-changing run at a time per app on a host. A lock left by a dead process of
+        this same controller is stale and taken over (compare-and-swap on its token, after the
+        dead run's host-side operations have finished); any other holder makes us fail with
+        who/when/what."""
         token = uuid.uuid4().hex
-        args = ("lock", "--token", token, "--who", controller_user(), "--what", what,
-                "--controller", socket.gethostname(), "--pid", str(os.getpid()))
-        r = self.hostctl(*args)
-        if not r.get("locked") and _stale(r.get("holder", {})):
-            self.note(f"taking over a stale lock left by dead process {r['holder'].get('pid')}")
-            self.force_unlock()
-            r = self.hostctl(*args)
-        if not r.get("locked"):
-            h = r.get("holder", {})
+        info = {"who": controller_user(), "what": what, "controller": socket.gethostname(), "pid": os.getpid()}
+        r = LockReply.model_validate(self.hostctl("lock", "take", "--token", token, data=info))
+        if not r.locked and _stale(r.holder):
+            self.note(f"taking over a stale lock left by dead process {r.holder.get('pid')}")
+            self.checkpoint("lock-takeover")
+            r = LockReply.model_validate(self.hostctl("lock", "takeover", "--token", token, "--expect-token",
+                                                      str(r.holder.get("token", "")), data=info))
+        if not r.locked:
+            h = r.holder
             raise LockedError(f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
-                              f" ({h.get('what', '?')}); if that deploy is gone, use --force-unlock")
+                              f" ({h.get('what', '?')}); if that run is gone, use --force-unlock")
         try:
             yield
         finally:
             try:
-                self.hostctl("lock", "--release", "--token", token)
+                self.hostctl("lock", "release", "--token", token)
             except Exception as e:  # never hide the original error
-                log.warning("%s: could not release the lock: %s", self.host.name, e)
+                log.warning("%s: could not release the lock: %s", self.host.name, str(e).splitlines()[0])
 
     def force_unlock(self) -> None:
-        self.hostctl("lock", "--release")
+        self.hostctl("lock", "release", "--force")
 
-    # -- service -------------------------------------------------------------------------------
-    def restart(self) -> None:
-        self.t.run(self.steps.restart(self.host), sudo=True, check=False)
+    # -- releases ----------------------------------------------------------------------------------
+    def which_uv(self) -> str:
+        return self.run(self.steps.which_uv(self.inst)).stdout.strip()
 
-    def service_state(self) -> str:
-        return self.t.run(self.steps.service_state(self.host), check=False).stdout.strip() or "unknown"
+    def push_uv(self, local: Path) -> str:
+        self.t.put(local, self.layout.uv, mode=0o755)
+        return self.layout.uv
 
-    def wait_healthy(self, version: Version | None, timeout: float | None = None) -> dict:
-        """Probe until healthy with the expected version; give up at the deadline or when the
-        service is crash-looping (several automatic restarts). Returns the last probe."""
-        timeout = timeout or self.host.health_timeout
+    def upload(self, bundle, link_dest: str | None) -> None:
+        """Wheels into the wheelhouse, the bundle's manifest and requirements into incoming/,
+        the app's files into the partial release (unchanged files hard-linked, not sent)."""
+        version = bundle.version
+        lay = self.layout
+        self.t.sync(bundle.wheels_dir, lay.wheelhouse, delete=False)
+        self.t.sync(bundle.path, lay.incoming(version), excludes=("wheels/", bundle.archive.name))
+        self.run(self.steps.stage_dir(self.inst, version))
+        self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest)
 
-        def attempt() -> dict:
-            r = self.t.run(self.steps.health_check(self.host, version), check=False)
-            lines = r.stdout.strip().splitlines()
-            try:
-                result = json.loads(lines[0])
-                result["restarts"] = int(lines[1]) if len(lines) > 1 and lines[1].isdigit() else 0
-            except (ValueError, IndexError):
-                result = {"healthy": False, "error": (r.stderr or r.stdout).strip()[-200:]}
-            return result
+    def verify(self, version) -> None:
+        self.hostctl("verify", "--name", version.release_name)
 
-        def unhealthy(r: dict) -> bool:
-            return not r.get("healthy") and r.get("restarts", 0) < 3
+    def build_venv(self, version, uv: str, requirements_file: str, project_wheel: str | None) -> None:
+        lay = self.layout
+        req = self.steps.join(lay.incoming(version), "requirements", requirements_file)
+        extra = (self.steps.join(lay.wheelhouse, project_wheel),) if project_wheel else ()
+        self.run(self.steps.build_venv(self.inst, version, uv, req, extra))
 
-        def waiting(rs) -> None:  # each retry is reported with what the probe saw
-            r = rs.outcome.result()
-            seen = r.get("error") or f"HTTP {r.get('code')} version {r.get('version')!r}"
-            self.note(f"not healthy yet ({seen[:80]}); probing again in {rs.next_action.sleep:.1f}s")
+    def finalize(self, version, meta: dict) -> None:
+        self.hostctl("finalize", "--name", version.release_name, data=meta)
 
-        retrying = Retrying(retry=retry_if_result(unhealthy), stop=stop_after_delay(timeout),
-                            wait=wait_exponential(multiplier=0.2, max=2), before_sleep=waiting,
-                            retry_error_callback=lambda rs: rs.outcome.result())
-        return retrying(attempt)
+    def write_release_files(self, release: str, spec) -> None:
+        """The scripts the release's processes and hooks start through (regenerated at every
+        activation, so they follow the host's current settings)."""
+        cmd = self.steps.release_files(self.inst, release, spec)
+        if cmd is not None:
+            self.run(cmd)
 
-    def last_logs(self, lines: int = 15) -> str:
-        return self.t.run(self.steps.service_logs(self.host, lines), check=False).stdout.strip()
+    def make_writable(self, release: str, dirs) -> None:
+        if dirs:
+            self.run(self.steps.make_writable(self.inst, release, tuple(dirs), self.service_user))
 
-    # -- records -------------------------------------------------------------------------------
+    def remove(self, *names: str) -> list[str]:
+        return self.hostctl("remove", *names)["removed"] if names else []
+
+    def mark_bad(self, release: str, reason: str) -> None:
+        self.hostctl("mark", "--name", release, "--bad", "--reason", _token_safe(reason))
+
+    def clear_bad(self, release: str) -> None:
+        self.hostctl("mark", "--name", release)
+
+    # -- database ----------------------------------------------------------------------------------
+    def backup(self, label: str) -> BackupReply:
+        """A consistent database backup with retention; nothing when there is no database yet."""
+        if self.inst.database.engine == "none":
+            return BackupReply()
+        r = BackupReply.model_validate(self.hostctl("backup", "--label", label, "--keep",
+                                                    str(self.inst.backups_keep), as_service=True, timeout=7200))
+        if r.name:
+            self.note(f"database saved as {r.name}")
+        return r
+
+    def backups(self) -> list[dict]:
+        return self.hostctl("backups", as_service=True)["backups"]
+
+    def restore(self, name: str) -> None:
+        self.hostctl("restore", "--name", name, as_service=True, timeout=7200)
+
+    def dbcheck(self) -> dict:
+        return self.hostctl("dbcheck", as_service=True, timeout=60)
+
+    # -- settings ----------------------------------------------------------------------------------
+    def write_settings(self, settings) -> str:
+        """Replace the app's settings on the host (values on stdin; the previous ones are kept
+        until `commit_settings` or `revert_settings`); returns their fingerprint."""
+        fp = self.hostctl("settings", "write", data=settings.payload(), as_service=True)["fingerprint"]
+        self._settings_written = True
+        return fp
+
+    def revert_settings(self) -> None:
+        """Put back the settings this run replaced (a failed deploy leaves none of its own)."""
+        if self._settings_written:
+            self.hostctl("settings", "revert", as_service=True)
+            self._settings_written = False
+
+    def record_settings(self, release: str, fingerprint: str) -> None:
+        """The settings a release was activated with (status compares them with the host's)."""
+        self.hostctl("meta-update", "--name", release, data={"settings_fingerprint": fingerprint})
+        self.hostctl("settings", "commit", as_service=True)
+        self._settings_written = False
+
+    def settings_fingerprint(self, settings) -> str:
+        return self.hostctl("settings", "fingerprint", data=settings.payload(), as_service=True)["fingerprint"]
+
+    def show_settings(self) -> dict:
+        return self.hostctl("settings", "show", as_service=True)
+
+    def override_settings(self, set_env: dict[str, str] | None = None, unset: list[str] | None = None) -> list[str]:
+        if set_env:
+            return self.hostctl("settings", "override-set", data={"env": set_env}, as_service=True)["overrides"]
+        return self.hostctl("settings", "override-unset", data={"keys": unset or []}, as_service=True)["overrides"]
+
+    # -- hooks and processes -----------------------------------------------------------------------
+    def run_hook(self, release: str, index: int) -> Result:
+        return self.run(self.steps.run_hook(self.inst, release, index, self.service_user), check=False)
+
+    def install_processes(self, release: str, spec) -> bool:
+        """The units (services) of `release`'s processes; True when a file had to change."""
+        r = self.run(self.steps.install_processes(self.inst, release, spec, self.service_user))
+        return self.steps.UNITS_CHANGED in r.stdout
+
+    def start_processes(self, release: str, names: list[str]) -> None:
+        if names:
+            self.run(self.steps.start_processes(self.inst, release, names))
+
+    def stop_processes(self, release: str, names: list[str]) -> None:
+        if names:
+            self.run(self.steps.stop_processes(self.inst, release, names), check=False)
+
+    def stop_all_but(self, release: str | None) -> None:
+        """Stop every process of the app that does not belong to `release` (with None: all of
+        them, and the listening socket, so that nothing starts them meanwhile)."""
+        self.run(self.steps.stop_all_but(self.inst, release), check=False)
+
+    def process_ids(self, release: str, names: list[str]) -> list[str]:
+        return [self.steps.process_id(self.inst, release, n) for n in names]
+
+    def gate(self, release: str, web: bool, names: list[str], timeout: float | None = None,
+             settle: float | None = None) -> GateResult:
+        """Wait until `release` serves (its own processes answering the health check, see
+        hostctl gate) and its processes `names` run without restarting."""
+        h = self.inst.health
+        args = ["gate", "--deadline", str(timeout or h.timeout), "--settle", str(h.settle if settle is None else settle)]
+        for unit in self.process_ids(release, names):
+            args += ["--unit", unit]
+        if web and h.type == "http":
+            args += ["--url", self.steps.health_url(self.inst), "--release", release]
+            for code in h.status:
+                args += ["--status", str(code)]
+            if h.body:
+                args += ["--body", h.body]
+            if h.version:
+                from .versions import release_version
+                args += ["--expect-version", str(release_version(release))]
+            if h.host_header:
+                args += ["--host-header", h.host_header]
+        return GateResult.model_validate(self.hostctl(*args, timeout=(timeout or h.timeout) + 60))
+
+    def probe(self) -> GateResult:
+        """One quick look at the active release's health (status)."""
+        st = self.state()
+        if not st.current:
+            return GateResult(ok=False, why="nothing deployed")
+        spec = _spec_of(st.active)
+        return self.gate(st.current, bool(spec.web) if spec else True, list(spec.processes) if spec else [],
+                         timeout=3, settle=0)
+
+    def process_log(self, process: str, lines: int = 15) -> str:
+        return self.run(self.steps.process_log(self.inst, process, lines), check=False).stdout.strip()
+
+    # -- switch and journal ------------------------------------------------------------------------
+    def switch(self, release: str) -> None:
+        self.hostctl("switch", "--to", release)
+
+    def unlink_current(self) -> None:
+        self.hostctl("unlink-current")
+
+    def journal_begin(self, op: str, from_: str | None, to: str) -> None:
+        self.hostctl("journal", "begin", data={"op": op, "from": from_, "to": to})
+
+    def journal_clear(self) -> None:
+        self.hostctl("journal", "clear")
+
+    # -- records -----------------------------------------------------------------------------------
     def audit(self, **record) -> None:
         record.setdefault("user", controller_user())
+        record.setdefault("app", self.inst.app)
         try:
-            self.hostctl("audit", "--record", json.dumps(record, sort_keys=True))
+            self.hostctl("audit", data=record)
         except RemoteError as e:
-            log.warning("%s: could not write the audit log: %s", self.host.name, e)
+            log.warning("%s: could not write the audit log: %s", self.host.name, str(e).splitlines()[0])
+
+
+def _spec_of(release):
+    from .appspec import AppSpec
+    if release is None or not release.meta.spec:
+        return None
+    try:
+        return AppSpec.model_validate(release.meta.spec)
+    except ValueError:
+        return None
+
+
+def spec_of(release):
+    """The app spec a release was built with (from its marker), or None."""
+    return _spec_of(release)
+
+
+def _token_safe(text: str) -> str:
+    """A reason passed as one argument: printable ASCII without quotes (Windows PowerShell 5.1
+    mangles quotes in native arguments)."""
+    return "".join(ch if ch.isascii() and ch.isprintable() and ch not in "\"'`" else " " for ch in text)[:200]
+
+
+def _last_json(host: str, r: Result) -> dict:
+    lines = r.stdout.strip().splitlines()
+    try:
+        return json.loads(lines[-1])
+    except (IndexError, ValueError):
+        raise RemoteError(f"{host}: the host helper gave no answer: {r.detail()}") from None
 
 
 def _stale(holder: dict) -> bool:

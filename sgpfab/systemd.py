@@ -1,43 +1,99 @@
-"""systemd: the unit files for the app and the systemctl commands around them (pure).
+"""systemd units for one app instance (pure: text in, text out).
 
-With socket activation (the default) a `.socket` unit owns the listening port and hands it to
-uvicorn as fd 3; a restart of the service then never refuses a connection: new connections
-wait in the socket's backlog while the old process finishes its requests and the new one starts.
+Every process P of the app is a template unit `SERVICE-P@.service`; an instance runs one release
+(`SERVICE-P@v1.0.5.service`, the instance name being the systemd-escaped release directory, read
+back with `%I`). Two releases' web processes can therefore run side by side on the one listening
+socket `SERVICE.socket` while a deploy hands over; `SERVICE.target` wants the active release's
+instances (boot and `systemctl start SERVICE.target`), and the socket activates the active
+release's web process when nothing else serves it.
+
+Only validated names and paths reach these files; `line` refuses anything multi-line or with
+control characters as a second line of defence, and no free-form command is ever written into
+a unit (processes start through generated scripts, see runfiles.py).
 """
 
 from __future__ import annotations
 
-from .inventory import Host
-from .layout import Layout
+import re
+
+from .appspec import AppSpec
+from .layout import Layout, Units
+
+UNIT_DIR = "/etc/systemd/system"
+HEADER = "# Managed by sgpfab: changes here are overwritten on the next deploy."
+_BAD = re.compile(r"[\x00-\x1f\x7f]")
 
 
-def unit_path(host: Host) -> str:
-    return f"/etc/systemd/system/{host.service}.service"
+def line(key: str, value: str | int) -> str:
+    """One `Key=value` line; refuses values that could add lines or hide characters."""
+    text = str(value)
+    if _BAD.search(text) or _BAD.search(key):
+        raise ValueError(f"refusing to write {key}= with a control character or line break: {text[:60]!r}")
+    return f"{key}={text}"
 
 
-def socket_path(host: Host) -> str:
-    return f"/etc/systemd/system/{host.service}.socket"
+def unit_path(name: str) -> str:
+    return f"{UNIT_DIR}/{name}"
 
 
-def units(host: Host, module: str = "main:app") -> dict[str, str]:
-    """Path -> content of every unit file the host's service needs."""
-    out = {unit_path(host): unit_text(host, module)}
-    if host.socket_activation:
-        out[socket_path(host)] = socket_text(host)
-    return out
+def listen_address(inst) -> str:
+    return f"[{inst.bind}]:{inst.port}" if ":" in inst.bind else f"{inst.bind}:{inst.port}"
 
 
-def socket_text(host: Host) -> str:
-    addr = f"[{host.bind}]" if ":" in host.bind else host.bind
-    return "\n".join([
-        "# Managed by sgpfab: changes here are overwritten on the next deploy.",
+def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bool) -> str:
+    """The template unit of one process; `%I` is the release directory's name."""
+    lay, units = Layout.for_instance(inst), Units(inst.service)
+    rel = f"{lay.releases}/%I"
+    after = ["network.target"] + ([units.socket] if socket else [])
+    log = f"{lay.logs}/{process}.log"
+    body = [
+        HEADER,
         "[Unit]",
-        f"Description=Listening socket of {host.service} (kept open across restarts)",
+        line("Description", f"{inst.app} {process} process (release %I), managed by sgpfab"),
+        line("After", " ".join(after)),
+        "",
+        "[Service]",
+        "Type=simple",
+        line("User", service_user),
+        line("Group", service_user),
+        line("WorkingDirectory", rel),
+        line("Environment", "SGPFAB_RELEASE=%I"),
+        line("Environment", f"PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin"),
+        line("Environment", f"VIRTUAL_ENV={rel}/.venv"),
+        line("Environment", f"PYTHONPATH={rel}"),
+        "Environment=PYTHONUNBUFFERED=1",
+        *([line("EnvironmentFile", f"-{lay.launch_env}")] if web else []),
+        line("EnvironmentFile", f"-{lay.env_file}"),
+        line("EnvironmentFile", f"-{lay.overrides_file}"),
+        line("ExecStart", f"{rel}/.sgpfab/run/{process}"),
+        *([line("Sockets", units.socket)] if socket else []),
+        # The web server's master stops its own workers gracefully; other processes (often a
+        # shell running the app) get SIGTERM in every process.
+        f"KillMode={'mixed' if web else 'control-group'}",
+        "Restart=always",
+        "RestartSec=1",
+        "TimeoutStopSec=30",
+        line("StandardOutput", f"append:{log}"),
+        line("StandardError", f"append:{log}"),
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "",
+    ]
+    return "\n".join(body)
+
+
+def socket_unit(inst, release: str) -> str:
+    """The listening socket; it activates `release`'s web process when none is running."""
+    units = Units(inst.service)
+    return "\n".join([
+        HEADER,
+        "[Unit]",
+        line("Description", f"Listening socket of {inst.app} (kept open across releases and restarts)"),
         "",
         "[Socket]",
-        f"ListenStream={addr}:{host.port}",
+        line("ListenStream", listen_address(inst)),
+        line("Service", units.instance("web", release)),
         "Backlog=4096",
-        "ReusePort=no",
         "",
         "[Install]",
         "WantedBy=sockets.target",
@@ -45,41 +101,32 @@ def socket_text(host: Host) -> str:
     ])
 
 
-def unit_text(host: Host, module: str = "main:app") -> str:
-    """The service runs the active release through `current`, so a switch needs no unit change."""
-    lay = Layout(host.api_root)
-    user = host.service_user
-    log = f"{lay.logs}/{host.service}.log"
-    if host.socket_activation:
-        listen = "--fd 3"  # the socket unit's listening socket
-        deps = [f"Requires={host.service}.socket", f"After={host.service}.socket network.target"]
-    else:
-        listen = f"--host {host.bind} --port {host.port}"
-        deps = ["After=network.target"]
-    lines = [
-        "# Managed by sgpfab: changes here are overwritten on the next deploy.",
+def target_unit(inst, release: str, processes: list[str], socket: bool) -> str:
+    units = Units(inst.service)
+    wants = [units.instance(p, release) for p in processes] + ([units.socket] if socket else [])
+    return "\n".join([
+        HEADER,
         "[Unit]",
-        f"Description=SGP API ({host.service}) managed by sgpfab",
-        *deps,
-        "",
-        "[Service]",
-        "Type=simple",
-        *([f"User={user}", f"Group={user}"] if user else []),
-        f"WorkingDirectory={lay.current}",
-        f"Environment=API_ROOT={lay.root}",
-        f"Environment=PORT={host.port}",
-        f"EnvironmentFile=-{lay.current}/.env",
-        f"ExecStart={lay.current}/.venv/bin/python {lay.serve} {module} {listen} --timeout-graceful-shutdown 15",
-        "Restart=always",
-        "RestartSec=1",
-        "TimeoutStopSec=20",
-        f"StandardOutput=append:{log}",
-        f"StandardError=append:{log}",
-        "NoNewPrivileges=yes",
-        "PrivateTmp=yes",
+        line("Description", f"{inst.app}: every process of release {release}, managed by sgpfab"),
+        line("Wants", " ".join(wants)),
         "",
         "[Install]",
         "WantedBy=multi-user.target",
         "",
-    ]
-    return "\n".join(lines)
+    ])
+
+
+def units_for(inst, spec: AppSpec, release: str, service_user: str) -> dict[str, str]:
+    """Path -> text of every unit file `release` needs (templates, socket, target)."""
+    units = Units(inst.service)
+    web = spec.web
+    socket = bool(web and web.socket_activated)
+    out = {}
+    for name in spec.processes:
+        is_web = name == "web"
+        out[unit_path(units.template(name))] = process_unit(inst, name, service_user, web=is_web,
+                                                            socket=is_web and socket)
+    if socket:
+        out[unit_path(units.socket)] = socket_unit(inst, release)
+    out[unit_path(units.target)] = target_unit(inst, release, list(spec.processes), socket)
+    return out

@@ -1,31 +1,45 @@
-"""hostctl: the small host-side helper sgpfab uploads to every host (stdlib only; Linux and Windows).
+"""hostctl: the host-side helper sgpfab uploads to every host (stdlib only; Linux and Windows).
 
-It owns the parts of a deploy that must be exact on the host: reading the release state,
-verifying an uploaded release against its manifest, finalizing it (marker file, then rename),
-switching `current` (atomically with a symlink on Linux, a junction on Windows), online SQLite
-backups and restores, health probes, the deploy lock and the audit log. Every sub-command
-prints one JSON line; a refusal exits 2 with a one-line reason on stderr.
+It owns what must be exact on the host: the release state, verifying an uploaded release against
+its manifest, finalizing it (marker, then rename), switching `current` atomically, the journal of
+an interrupted switch, database backups and restores (SQLite online backup API; PostgreSQL with
+pg_dump/pg_restore), the app's settings files, health gates, the deploy lock, and the audit log.
+
+Where things are comes from API_ROOT/.sgpfab/host.json, written by the controller (sgpfab's
+layout module is its one source). Structured input (metadata, audit records, settings) arrives
+on stdin as JSON, never on the command line. Every sub-command prints one JSON line on stdout; a
+refusal exits 2 with a one-line reason on stderr.
 """
 
 import argparse
+import contextlib
 import datetime as _dt
 import getpass
 import hashlib
+import hmac
 import json
 import os
 import re
+import secrets as _secrets
 import shutil
 import socket
 import sqlite3
+import subprocess
 import sys
+import tempfile
+import time
 import urllib.error
+import urllib.parse
 import urllib.request
 
-MARKER = ".sgpfab-release.json"
-BAD = ".sgpfab-bad"
-PARTIAL_PREFIX = ".partial-"
 NAME_RE = re.compile(r"^v[0-9A-Za-z.+-]{1,64}$")
-BACKUP_RE = re.compile(r"app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.db")
+BACKUP_RE = re.compile(r"^app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.(db|dump)$")
+ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+SECRET_FILE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
+DEFAULTS = {"partial_prefix": ".partial-", "marker": ".sgpfab-release.json", "release_prefix": "v",
+            "database": {"engine": "sqlite", "path": None, "env": "DATABASE_URL"}, "backups_keep": 10,
+            "service": "", "service_user": "", "login_user": ""}
+WINDOWS = os.name == "nt"
 
 
 class Fail(Exception):
@@ -36,8 +50,50 @@ def _out(obj):
     sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
 
 
-def _releases_dir(root):
-    return os.path.join(root, "releases")
+def _stdin_json():
+    try:
+        return json.loads(sys.stdin.read() or "null")
+    except ValueError as e:
+        raise Fail("stdin is not JSON: %s" % e)
+
+
+def _now():
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+
+
+# -- layout ---------------------------------------------------------------------------------------
+class Host:
+    """Paths and settings of one app instance (from .sgpfab/host.json)."""
+
+    def __init__(self, root):
+        self.root = root
+        conf = dict(DEFAULTS)
+        try:
+            with open(self.p(".sgpfab", "host.json")) as f:
+                conf.update(json.load(f))
+        except (OSError, ValueError):
+            pass
+        self.conf = conf
+        self.partial_prefix = conf["partial_prefix"]
+        self.marker = conf["marker"]
+
+    def p(self, *parts):
+        return os.path.join(self.root, *parts)
+
+    @property
+    def releases(self):
+        return self.p("releases")
+
+    def release(self, name):
+        return self.p("releases", name)
+
+    @property
+    def db(self):
+        return self.conf["database"].get("path") or self.p("shared", "db", "app.db")
+
+    @property
+    def engine(self):
+        return self.conf["database"].get("engine", "sqlite")
 
 
 def _check_name(name):
@@ -46,9 +102,14 @@ def _check_name(name):
     return name
 
 
-def _current(root):
-    """The release `current` points at (a symlink on Linux, a directory junction on Windows)."""
-    link = os.path.join(_releases_dir(root), "current")
+def _safe_leaf(name):
+    """A name that is safe to delete under releases/ or incoming/ (whatever else it is)."""
+    return bool(name) and "/" not in name and "\\" not in name and ".." not in name and "\0" not in name
+
+
+def _current(h):
+    """The release `current` names (a symlink on Linux, a junction on Windows), or None."""
+    link = os.path.join(h.releases, "current")
     try:
         target = os.readlink(link)
     except (OSError, ValueError):
@@ -56,257 +117,147 @@ def _current(root):
     return os.path.basename(target.rstrip("/\\"))
 
 
-def state(a):
-    rel = _releases_dir(a.root)
-    releases, partials = [], []
+def _fsync_dir(path):
+    """Make a rename durable (POSIX); Windows cannot open a directory for fsync."""
+    if WINDOWS:
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_atomic(path, data, mode=0o644):
+    """Write a file so that it is either the old or the new content, durably, with `mode` from
+    the start (the temporary file is never more readable than the final one)."""
+    d = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
+    try:
+        if not WINDOWS:
+            os.fchmod(fd, mode)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    _fsync_dir(d)
+
+
+@contextlib.contextmanager
+def _flock(path, exclusive=True, wait=True):
+    """An advisory lock on a file (fcntl on POSIX, msvcrt on Windows). Yields False when not
+    waiting and the lock is taken."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if WINDOWS:
+            import msvcrt
+            mode = msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK
+            try:
+                msvcrt.locking(fd, mode, 1)
+            except OSError:
+                yield False
+                return
+            try:
+                yield True
+            finally:
+                os.lseek(fd, 0, 0)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+            flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
+            try:
+                fcntl.flock(fd, flags)
+            except OSError:
+                yield False
+                return
+            yield True
+    finally:
+        os.close(fd)
+
+
+def _ops_lock(h, exclusive=False, wait=True):
+    """Long host-side operations (backups, restores, hooks) hold this shared; taking over a stale
+    deploy lock needs it exclusively, so it waits for what a dead controller left running."""
+    return _flock(h.p(".sgpfab", "ops.lock"), exclusive=exclusive, wait=wait)
+
+
+# -- releases -------------------------------------------------------------------------------------
+def state(a, h):
+    releases, partials, junk = [], [], []
+    rel = h.releases
     if os.path.isdir(rel):
         for name in sorted(os.listdir(rel)):
             path = os.path.join(rel, name)
-            if name.startswith(PARTIAL_PREFIX):
+            if name == "current" or name.startswith(".current"):
+                continue
+            if name.startswith(h.partial_prefix):
                 partials.append(name)
                 continue
-            if name == "current" or os.path.islink(path) or not os.path.isdir(path):
+            if os.path.islink(path) or not os.path.isdir(path) or not NAME_RE.fullmatch(name):
+                junk.append(name)
                 continue
             meta = None
             try:
-                with open(os.path.join(path, MARKER)) as f:
+                with open(os.path.join(path, h.marker)) as f:
                     meta = json.load(f)
             except (OSError, ValueError):
                 pass
-            releases.append({
-                "name": name,
-                "complete": meta is not None,
-                "bad": os.path.exists(os.path.join(path, BAD)),
-                "meta": meta or {},
-            })
-    _out({"root": a.root, "current": _current(a.root), "releases": releases, "partials": partials,
-          "db_exists": os.path.exists(os.path.join(a.root, "shared", "db", "app.db"))})
+            bad = None
+            with contextlib.suppress(OSError):
+                with open(os.path.join(path, ".sgpfab-bad")) as f:
+                    bad = f.read()[:300] or "marked bad"
+            releases.append({"name": name, "complete": meta is not None, "bad": bad is not None,
+                             "bad_reason": bad, "meta": meta or {}})
+    incoming = sorted(os.listdir(h.p("incoming"))) if os.path.isdir(h.p("incoming")) else []
+    _out({"root": h.root, "current": _current(h), "releases": releases, "partials": partials, "junk": junk,
+          "incoming": incoming, "journal": _read_journal(h), "db_exists": _db_exists(h)})
 
 
-def finalize(a):
-    """Mark a built release complete and move it to its final name; never overwrite one."""
-    rel = _releases_dir(a.root)
-    name = _check_name(a.name)
-    src = os.path.join(rel, PARTIAL_PREFIX + name)
-    dst = os.path.join(rel, name)
-    if not os.path.isdir(src):
-        raise Fail("no staged release %s" % src)
-    if os.path.exists(dst):
-        raise Fail("release %s already exists" % name)
-    meta = json.loads(a.meta)
-    meta.update({"name": name, "finalized_at": _now()})
-    tmp = os.path.join(src, MARKER + ".tmp")
-    with open(tmp, "w") as f:
-        json.dump(meta, f, sort_keys=True)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, os.path.join(src, MARKER))
-    os.rename(src, dst)
-    _fsync_dir(rel)
-    _out({"release": name})
+def _db_exists(h):
+    return h.engine == "sqlite" and os.path.exists(h.db)
 
 
-def switch(a):
-    """Point releases/current at a complete release: temp symlink + rename (atomic)."""
-    rel = _releases_dir(a.root)
-    name = _check_name(a.to)
-    if not os.path.isfile(os.path.join(rel, name, MARKER)):
-        raise Fail("release %s is missing or incomplete" % name)
-    previous = _current(a.root)
-    link = os.path.join(rel, "current")
-    if os.name == "nt":
-        # Junctions need no privilege but cannot be replaced atomically: remove, then create.
-        # (The service is restarted right after, so nothing runs through the gap.)
-        import _winapi
-        if previous is not None or os.path.lexists(link):
-            os.rmdir(link)  # removes the junction only, never its target
-        _winapi.CreateJunction(os.path.join(rel, name), link)
-        _out({"previous": previous, "current": name})
-        return
-    tmp = os.path.join(rel, ".current.%d" % os.getpid())
-    if os.path.lexists(tmp):
-        os.unlink(tmp)
-    os.symlink(name, tmp)
-    os.replace(tmp, link)
-    _fsync_dir(rel)
-    _out({"previous": previous, "current": name})
-
-
-def mark(a):
-    path = os.path.join(_releases_dir(a.root), _check_name(a.name))
-    if not os.path.isdir(path):
-        raise Fail("no release %s" % a.name)
-    flag = os.path.join(path, BAD)
-    if a.bad:
-        with open(flag, "w") as f:
-            f.write(a.reason or "")
-    elif os.path.exists(flag):
-        os.unlink(flag)
-    _out({"release": a.name, "bad": bool(a.bad)})
-
-
-def remove(a):
-    """Delete releases (or staged partials); refuse the active one."""
-    rel = _releases_dir(a.root)
-    active = _current(a.root)
-    for name in a.names:  # check every name before deleting anything
-        _check_name(name[len(PARTIAL_PREFIX):] if name.startswith(PARTIAL_PREFIX) else name)
-        if name == active:
-            raise Fail("refusing to remove the active release %s" % name)
-    removed = []
-    for name in a.names:
-        path = os.path.join(rel, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-            removed.append(name)
-    _out({"removed": removed})
-
-
-def backup(a):
-    """Online backup (sqlite3 backup API: consistent with WAL, unlike cp) into backups/."""
-    db = os.path.join(a.root, "shared", "db", "app.db")
-    if not os.path.exists(db):
-        _out({"backup": None})
-        return
-    dest_dir = os.path.join(a.root, "backups")
-    os.makedirs(dest_dir, exist_ok=True)
-    label = re.sub(r"[^0-9A-Za-z.+-]", "_", a.label or "manual")[:80]
-    stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    dest = os.path.join(dest_dir, "app-%s-%s.db" % (stamp, label))
-    tmp = dest + ".partial"
-    src = sqlite3.connect("file:%s?mode=ro" % db, uri=True)
-    dst = sqlite3.connect(tmp)
-    try:
-        src.backup(dst)
-    finally:
-        dst.close()
-        src.close()
-    check = sqlite3.connect(tmp)
-    try:
-        ok = check.execute("PRAGMA integrity_check").fetchone()[0]
-    finally:
-        check.close()
-    if ok != "ok":
-        os.unlink(tmp)
-        raise Fail("backup failed its integrity check: %s" % ok)
-    os.chmod(tmp, 0o600)  # the data is as private as the database itself
-    os.replace(tmp, dest)
-    pruned = _prune_backups(dest_dir, a.keep)
-    _out({"backup": dest, "name": os.path.basename(dest), "bytes": os.path.getsize(dest), "pruned": pruned})
-
-
-def health(a):
-    """One probe: 200, JSON status ok, and (if asked) the expected version."""
-    try:
-        with urllib.request.urlopen(a.url, timeout=a.timeout) as r:
-            code, body = r.status, r.read(65536).decode("utf-8", "replace")
-    except urllib.error.HTTPError as e:
-        code, body = e.code, e.read(65536).decode("utf-8", "replace")
-    except (OSError, ValueError) as e:
-        _out({"healthy": False, "error": str(e)})
-        return
-    try:
-        data = json.loads(body)
-    except ValueError:
-        data = {}
-    version = data.get("version") if isinstance(data, dict) else None
-    healthy = code == 200 and (not a.expect_version or version == a.expect_version)
-    _out({"healthy": healthy, "code": code, "version": version, "body": body[:500]})
-
-
-def lock(a):
-    """Take the per-host deploy lock (mkdir is atomic); report who holds it otherwise."""
-    path = os.path.join(a.root, ".sgpfab", "lock")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    if a.release:
-        info_path = os.path.join(path, "info.json")
-        if a.token and os.path.exists(info_path):
-            with open(info_path) as f:
-                if json.load(f).get("token") != a.token:
-                    raise Fail("the lock is held by another deploy")
-        shutil.rmtree(path, ignore_errors=True)
-        _out({"locked": False})
-        return
-    try:
-        os.mkdir(path)
-    except FileExistsError:
-        try:
-            with open(os.path.join(path, "info.json")) as f:
-                holder = json.load(f)
-        except (OSError, ValueError):
-            holder = {}
-        _out({"locked": False, "holder": holder})
-        return
-    info = {"token": a.token, "who": a.who, "what": a.what, "since": _now(), "host": socket.gethostname(),
-            "controller": a.controller, "pid": a.pid}
-    with open(os.path.join(path, "info.json"), "w") as f:
-        json.dump(info, f)
-    _out({"locked": True})
-
-
-def audit(a):
-    """Append one JSON line to the host's audit log (O_APPEND: concurrent writers stay whole)."""
-    record = json.loads(a.record)
-    record.setdefault("time", _now())
-    record.setdefault("remote_user", getpass.getuser())
-    path = os.path.join(a.root, ".sgpfab", "audit.jsonl")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
-    try:
-        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
-    finally:
-        os.close(fd)
-    _out({"ok": True})
-
-
-def history(a):
-    path = os.path.join(a.root, ".sgpfab", "audit.jsonl")
-    lines = []
-    if os.path.exists(path):
-        with open(path) as f:
-            lines = [json.loads(x) for x in f if x.strip()]
-    _out({"records": lines[-a.last:]})
-
-
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def verify(a):
+def verify(a, h):
     """Check a release copied into releases/.partial-NAME against its bundle's manifest (uploaded
-    to incoming/NAME/): exactly the listed files, each with its SHA-256, and every wheel in the
-    wheelhouse. On any mismatch the partial release and the upload are deleted (a corrupted
-    wheel too), so nothing untrusted is kept and a retry uploads again."""
-    name = _check_name(a.name)
-    incoming = os.path.join(a.root, "incoming", name)
-    partial = os.path.join(_releases_dir(a.root), PARTIAL_PREFIX + name)
+    to incoming/NAME/): exactly the listed files, each with its SHA-256, and every wheel. On any
+    mismatch the partial release, the upload and a corrupt wheel are deleted (a retry uploads
+    again) so nothing untrusted is kept."""
+    name = a.name
+    incoming = h.p("incoming", name) if _safe_leaf(name) else None
+    partial = os.path.join(h.releases, h.partial_prefix + name) if _safe_leaf(name) else None
     try:
-        manifest = _load_manifest(a.root, name, incoming)
+        _check_name(name)
+        manifest = _load_manifest(h, name, incoming)
         seen = _tree_digests(partial)
         if seen != manifest["files"]:
             bad = sorted(set(seen.items()) ^ set(manifest["files"].items()))[0][0]
             raise Fail("bundle file %s does not match the manifest (corrupt or tampered)" % bad)
     except Fail:
-        shutil.rmtree(incoming, ignore_errors=True)
-        shutil.rmtree(partial, ignore_errors=True)
+        for path in (incoming, partial):
+            if path:
+                shutil.rmtree(path, ignore_errors=True)
         raise
     _out({"verified": name, "files": len(seen)})
 
 
-def _load_manifest(root, name, incoming):
+def _load_manifest(h, name, incoming):
     try:
         with open(os.path.join(incoming, "manifest.json")) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise Fail("bundle for %s has no readable manifest: %s" % (name, e))
-    if "v" + str(manifest.get("version")) != name:
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+        raise Fail("bundle for %s has a malformed manifest" % name)
+    if h.conf["release_prefix"] + str(manifest.get("version")) != name:
         raise Fail("bundle is version %s, not %s" % (manifest.get("version"), name))
-    wheelhouse = os.path.join(root, "wheelhouse")
-    for wheel, digest in sorted(manifest["wheels"].items()):
+    wheelhouse = h.p("wheelhouse")
+    for wheel, digest in sorted((manifest.get("wheels") or {}).items()):
         path = os.path.join(wheelhouse, os.path.basename(wheel))
         if not os.path.isfile(path) or _sha256(path) != digest:
             if os.path.isfile(path):
@@ -315,9 +266,17 @@ def _load_manifest(root, name, incoming):
     return manifest
 
 
+def _sha256(path):
+    d = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            d.update(chunk)
+    return d.hexdigest()
+
+
 def _tree_digests(partial):
     """SHA-256 of every file in a release tree; links and special files are refused."""
-    if not os.path.isdir(partial):
+    if not partial or not os.path.isdir(partial):
         raise Fail("no staged release at %s" % partial)
     seen = {}
     for dirpath, dirnames, filenames in os.walk(partial):
@@ -333,29 +292,199 @@ def _tree_digests(partial):
     return seen
 
 
-def backups(a):
-    d = os.path.join(a.root, "backups")
-    out = []
-    if os.path.isdir(d):
-        for n in sorted(os.listdir(d)):
-            if BACKUP_RE.fullmatch(n):
-                st = os.stat(os.path.join(d, n))
-                out.append({"name": n, "bytes": st.st_size})
-    _out({"backups": out})
+def finalize(a, h):
+    """Mark a built release complete (metadata from stdin) and move it to its final name."""
+    name = _check_name(a.name)
+    src = os.path.join(h.releases, h.partial_prefix + name)
+    dst = h.release(name)
+    if not os.path.isdir(src):
+        raise Fail("no staged release %s" % src)
+    if os.path.exists(dst):
+        raise Fail("release %s already exists" % name)
+    meta = _stdin_json() or {}
+    if not isinstance(meta, dict):
+        raise Fail("release metadata must be a JSON object")
+    meta.update({"name": name, "finalized_at": _now()})
+    _write_atomic(os.path.join(src, h.marker), json.dumps(meta, sort_keys=True))
+    os.rename(src, dst)
+    _fsync_dir(h.releases)
+    shutil.rmtree(h.p("incoming", name), ignore_errors=True)
+    _out({"release": name})
 
 
-def restore(a):
-    """Replace shared/db/app.db with a backup (sqlite backup API). The caller stops the service
-    and saves the current database first."""
-    if not BACKUP_RE.fullmatch(a.name):
-        raise Fail("invalid backup name %r" % a.name)
-    src_path = os.path.join(a.root, "backups", a.name)
-    if not os.path.isfile(src_path):
-        raise Fail("no backup named %s" % a.name)
-    db = os.path.join(a.root, "shared", "db", "app.db")
-    os.makedirs(os.path.dirname(db), exist_ok=True)
-    src = sqlite3.connect("file:%s?mode=ro" % src_path, uri=True)
-    dst = sqlite3.connect(db)
+def switch(a, h):
+    """Point releases/current at a complete release, atomically (symlink + rename on POSIX; on
+    Windows a new junction is made beside the old one and swapped by two renames, and a missing
+    `current` left by a crash between them is repaired by `repair`)."""
+    name = _check_name(a.to)
+    if not os.path.isfile(os.path.join(h.release(name), h.marker)):
+        raise Fail("release %s is missing or incomplete" % name)
+    _repair_current(h)
+    previous = _current(h)
+    link = os.path.join(h.releases, "current")
+    if WINDOWS:
+        import _winapi
+        new, old = link + ".new", link + ".old"
+        for stale in (new, old):
+            if os.path.lexists(stale):
+                os.rmdir(stale)  # a junction: removes the link only, never its target
+        _winapi.CreateJunction(h.release(name), new)
+        if os.path.lexists(link):
+            os.rename(link, old)
+        os.rename(new, link)
+        if os.path.lexists(old):
+            os.rmdir(old)
+    else:
+        tmp = os.path.join(h.releases, ".current.%d" % os.getpid())
+        if os.path.lexists(tmp):
+            os.unlink(tmp)
+        os.symlink(name, tmp)
+        os.replace(tmp, link)
+        _fsync_dir(h.releases)
+    _out({"previous": previous, "current": name})
+
+
+def _repair_current(h):
+    """Windows only: finish or undo a junction swap that a crash cut between its two renames."""
+    link = os.path.join(h.releases, "current")
+    if not WINDOWS or os.path.lexists(link):
+        return
+    for leftover in (link + ".new", link + ".old"):
+        if os.path.lexists(leftover):
+            os.rename(leftover, link)
+            return
+
+
+def unlink_current(a, h):
+    link = os.path.join(h.releases, "current")
+    if os.path.lexists(link):
+        if WINDOWS:
+            os.rmdir(link)
+        else:
+            os.unlink(link)
+            _fsync_dir(h.releases)
+    _out({"current": None})
+
+
+def mark(a, h):
+    path = h.release(_check_name(a.name))
+    if not os.path.isdir(path):
+        raise Fail("no release %s" % a.name)
+    flag = os.path.join(path, ".sgpfab-bad")
+    if a.bad:
+        _write_atomic(flag, (a.reason or "")[:300])
+    elif os.path.exists(flag):
+        os.unlink(flag)
+    _out({"release": a.name, "bad": bool(a.bad)})
+
+
+def remove(a, h):
+    """Delete releases, staged partials, leftover uploads and junk; never the active release."""
+    active = _current(h)
+    targets = []
+    for name in a.names:  # check every name before deleting anything
+        if not _safe_leaf(name):
+            raise Fail("invalid name %r" % name)
+        if name == active or name == "current":
+            raise Fail("refusing to remove the active release %s" % name)
+        targets.append(name)
+    removed = []
+    for name in targets:
+        for path in (h.release(name), h.p("incoming", name)):
+            if os.path.lexists(path):
+                if os.path.isdir(path) and not os.path.islink(path):
+                    shutil.rmtree(path)
+                else:
+                    os.unlink(path)
+                removed.append(name)
+    _out({"removed": sorted(set(removed))})
+
+
+# -- journal of an interrupted switch -------------------------------------------------------------
+def _journal_path(h):
+    return h.p(".sgpfab", "journal.json")
+
+
+def _read_journal(h):
+    try:
+        with open(_journal_path(h)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def journal(a, h):
+    """begin: record an activation (stdin JSON: op, from, to) durably before anything changes;
+    clear: it finished or was undone."""
+    if a.action == "begin":
+        rec = _stdin_json()
+        if not isinstance(rec, dict) or "to" not in rec:
+            raise Fail("journal record needs at least 'to'")
+        rec["since"] = _now()
+        _write_atomic(_journal_path(h), json.dumps(rec, sort_keys=True))
+        _out({"journal": rec})
+    else:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(_journal_path(h))
+        _fsync_dir(h.p(".sgpfab"))
+        _out({"journal": None})
+
+
+# -- database -------------------------------------------------------------------------------------
+def _backup_dir(h):
+    return h.p("backups")
+
+
+def _prune_partials(h):
+    """Remove backups a killed run left half-written (called with the backup lock held)."""
+    d = _backup_dir(h)
+    gone = []
+    for n in os.listdir(d) if os.path.isdir(d) else []:
+        if n.endswith(".partial"):
+            with contextlib.suppress(OSError):
+                os.unlink(os.path.join(d, n))
+                gone.append(n)
+    return gone
+
+
+def backup(a, h):
+    """A consistent backup of the app's database into backups/, pruned to the newest N."""
+    dest_dir = _backup_dir(h)
+    os.makedirs(dest_dir, exist_ok=True)
+    with _ops_lock(h), _flock(os.path.join(dest_dir, ".lock")):
+        stale = _prune_partials(h)
+        if h.engine == "none" or (h.engine == "sqlite" and not os.path.exists(h.db)):
+            _out({"backup": None, "stale_removed": stale})
+            return
+        label = re.sub(r"[^0-9A-Za-z.+-]", "_", a.label or "manual")[:80]
+        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        ext = "db" if h.engine == "sqlite" else "dump"
+        dest = os.path.join(dest_dir, "app-%s-%s.%s" % (stamp, label, ext))
+        tmp = dest + ".partial"
+        try:
+            (_sqlite_backup if h.engine == "sqlite" else _pg_backup)(h, tmp)
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        _fsync_dir(dest_dir)
+        pruned = _prune_backups(dest_dir, a.keep)
+    _out({"backup": dest, "name": os.path.basename(dest), "bytes": os.path.getsize(dest), "pruned": pruned,
+          "stale_removed": stale})
+
+
+def _create_private(path):
+    """Create an empty file readable by its owner only, from the first byte."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.close(fd)
+
+
+def _sqlite_backup(h, tmp):
+    """sqlite3's online backup API: consistent under WAL and concurrent writers, unlike cp."""
+    _create_private(tmp)
+    src = sqlite3.connect("file:%s?mode=ro" % h.db, uri=True, timeout=30)
+    dst = sqlite3.connect(tmp)
     try:
         src.backup(dst)
         ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
@@ -363,8 +492,164 @@ def restore(a):
         dst.close()
         src.close()
     if ok != "ok":
-        raise Fail("restored database failed its integrity check: %s" % ok)
+        raise Fail("backup failed its integrity check: %s" % ok)
+
+
+def _read_env_files(h):
+    """The app's settings as its processes see them (env, then overrides)."""
+    env = {}
+    for name in ("env", "overrides.env"):
+        path = h.p("shared", "config", name)
+        try:
+            with open(path) as f:
+                env.update(parse_env(f.read()))
+        except OSError:
+            pass
+    return env
+
+
+def parse_env(text):
+    """The subset of systemd's EnvironmentFile syntax that sgpfab writes: KEY='v' or KEY="v"."""
+    out = {}
+    for line in text.splitlines():
+        if not line or line[0] in "#;" or "=" not in line:
+            continue
+        key, val = line.split("=", 1)
+        if len(val) >= 2 and val[0] == "'" and val[-1] == "'":
+            val = val[1:-1]
+        elif len(val) >= 2 and val[0] == '"' and val[-1] == '"':
+            val = re.sub(r'\\(.)', r"\1", val[1:-1])
+        out[key.strip()] = val
+    return out
+
+
+def format_env(env):
+    """KEY=VALUE lines systemd's EnvironmentFile reads back exactly (single line values only)."""
+    lines = []
+    for key in sorted(env):
+        val = env[key]
+        if not ENV_KEY_RE.fullmatch(key) or re.search(r"[\x00-\x08\x0a-\x1f\x7f]", val):
+            raise Fail("invalid setting %r" % key)
+        if "'" not in val:
+            lines.append("%s='%s'" % (key, val))
+        else:
+            lines.append('%s="%s"' % (key, re.sub(r'([\\"$`])', r"\\\1", val)))
+    return "".join(line + "\n" for line in lines)
+
+
+def _pg_params(h):
+    """Connection parameters of the app's PostgreSQL database, from its settings."""
+    key = h.conf["database"].get("env") or "DATABASE_URL"
+    url = _read_env_files(h).get(key)
+    if not url:
+        raise Fail("no %s in the app's settings: cannot reach PostgreSQL" % key)
+    u = urllib.parse.urlsplit(url)
+    scheme = u.scheme.split("+", 1)[0]
+    if scheme not in ("postgres", "postgresql") or not u.path.strip("/"):
+        raise Fail("%s is not a postgresql://USER:PASSWORD@HOST:PORT/DB URL" % key)
+    q = dict(urllib.parse.parse_qsl(u.query))
+    return {"host": u.hostname or q.get("host") or "localhost", "port": str(u.port or 5432),
+            "user": urllib.parse.unquote(u.username or ""), "password": urllib.parse.unquote(u.password or ""),
+            "dbname": urllib.parse.unquote(u.path.strip("/")), "sslmode": q.get("sslmode", "")}
+
+
+@contextlib.contextmanager
+def _pg_env(h):
+    """Environment for pg_dump/pg_restore/psql: the password in a private PGPASSFILE, never argv."""
+    p = _pg_params(h)
+    d = tempfile.mkdtemp(prefix="sgpfab-pg-")
+    try:
+        passfile = os.path.join(d, "pgpass")
+        fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        esc = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
+        with os.fdopen(fd, "w") as f:
+            f.write("%s:%s:%s:%s:%s\n" % (esc(p["host"]), p["port"], esc(p["dbname"]), esc(p["user"]),
+                                          esc(p["password"])))
+        env = {k: val for k, val in os.environ.items() if not k.startswith("PG")}
+        env.update(PGPASSFILE=passfile, PGHOST=p["host"], PGPORT=p["port"], PGUSER=p["user"],
+                   PGDATABASE=p["dbname"], PGCONNECT_TIMEOUT="10")
+        if p["sslmode"]:
+            env["PGSSLMODE"] = p["sslmode"]
+        yield env
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def _run_pg(args, env, what):
+    if not shutil.which(args[0]):
+        raise Fail("%s is not installed on this host (Debian: apt install postgresql-client)" % args[0])
+    r = subprocess.run(args + ["--no-password"], env=env, capture_output=True, text=True)
+    if r.returncode:
+        lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()] or ["(no output)"]
+        raise Fail("%s failed: %s" % (what, lines[0][:300]))
+    return r.stdout
+
+
+def _pg_backup(h, tmp):
+    _create_private(tmp)
+    with _pg_env(h) as env:
+        _run_pg(["pg_dump", "--format=custom", "--file", tmp], env, "pg_dump")
+
+
+def backups(a, h):
+    d = _backup_dir(h)
+    out = []
+    if os.path.isdir(d):
+        for n in sorted(os.listdir(d)):
+            if BACKUP_RE.fullmatch(n):
+                out.append({"name": n, "bytes": os.path.getsize(os.path.join(d, n))})
+    _out({"backups": out})
+
+
+def restore(a, h):
+    """Replace the app's database with a backup. The caller has stopped every process of the app
+    and saved the current database first."""
+    if not BACKUP_RE.fullmatch(a.name):
+        raise Fail("invalid backup name %r" % a.name)
+    src_path = os.path.join(_backup_dir(h), a.name)
+    if not os.path.isfile(src_path):
+        raise Fail("no backup named %s" % a.name)
+    with _ops_lock(h):
+        if a.name.endswith(".db"):
+            if h.engine != "sqlite":
+                raise Fail("%s is a SQLite backup; this app's database is %s" % (a.name, h.engine))
+            os.makedirs(os.path.dirname(h.db), exist_ok=True)
+            src = sqlite3.connect("file:%s?mode=ro" % src_path, uri=True)
+            dst = sqlite3.connect(h.db, timeout=30)
+            try:
+                src.backup(dst)
+                ok = dst.execute("PRAGMA integrity_check").fetchone()[0]
+            finally:
+                dst.close()
+                src.close()
+            if ok != "ok":
+                raise Fail("restored database failed its integrity check: %s" % ok)
+        else:
+            if h.engine != "postgresql":
+                raise Fail("%s is a PostgreSQL dump; this app's database is %s" % (a.name, h.engine))
+            with _pg_env(h) as env:
+                _run_pg(["pg_restore", "--clean", "--if-exists", "--single-transaction", "--no-owner",
+                         "--dbname", env["PGDATABASE"], src_path], env, "pg_restore")
     _out({"restored": a.name})
+
+
+def dbcheck(a, h):
+    """Can the app's database be reached with its settings (and are the backup tools there)?"""
+    if h.engine != "postgresql":
+        _out({"ok": True, "engine": h.engine})
+        return
+    for tool in ("pg_dump", "pg_restore", "psql"):
+        if not shutil.which(tool):
+            raise Fail("%s is not installed on this host (Debian: apt install postgresql-client)" % tool)
+    with _pg_env(h) as env:
+        out = _run_pg(["psql", "-X", "-A", "-t", "-c",
+                       "select current_user, has_database_privilege(current_database(), 'CREATE'),"
+                       " has_schema_privilege('public', 'CREATE'), current_setting('server_version')"],
+                      env, "connecting to PostgreSQL")
+    user, db_create, schema_create, version = (out.strip().split("|") + ["", "", "", ""])[:4]
+    if schema_create != "t":
+        raise Fail("PostgreSQL user %s may not create tables in schema public of %s" % (user, env["PGDATABASE"]))
+    _out({"ok": True, "engine": "postgresql", "user": user, "server_version": version})
 
 
 def _prune_backups(dest_dir, keep):
@@ -375,19 +660,379 @@ def _prune_backups(dest_dir, keep):
     return doomed
 
 
-def _now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
-
-
-def _fsync_dir(path):
-    """Make a rename durable (POSIX); Windows cannot open a directory for fsync."""
-    if os.name == "nt":
+def prune(a, h):
+    """Remove half-written backups left by killed runs (when no backup is running)."""
+    d = _backup_dir(h)
+    if not os.path.isdir(d):
+        _out({"stale_removed": []})
         return
-    fd = os.open(path, os.O_RDONLY)
+    with _flock(os.path.join(d, ".lock"), wait=False) as got:
+        _out({"stale_removed": _prune_partials(h) if got else []})
+
+
+# -- settings -------------------------------------------------------------------------------------
+def _hmac_key(h):
+    path = h.p("shared", "config", ".fingerprint-key")
     try:
-        os.fsync(fd)
+        with open(path, "rb") as f:
+            key = f.read()
+        if len(key) >= 32:
+            return key
+    except OSError:
+        pass
+    key = _secrets.token_bytes(32)
+    _write_atomic(path, key, 0o600)
+    return key
+
+
+def _fingerprint(h, env, files):
+    """A keyed digest of settings: changes when a value changes, reveals nothing about values."""
+    canon = json.dumps({"env": env, "files": files}, sort_keys=True).encode()
+    return hmac.new(_hmac_key(h), canon, hashlib.sha256).hexdigest()
+
+
+def _settings_input():
+    data = _stdin_json()
+    if not isinstance(data, dict):
+        raise Fail("settings must be a JSON object")
+    env, files, secret = data.get("env") or {}, data.get("files") or {}, data.get("secret_keys") or []
+    for k, val in env.items():
+        if not ENV_KEY_RE.fullmatch(k) or not isinstance(val, str):
+            raise Fail("invalid setting %r" % k)
+    for k, val in files.items():
+        if not SECRET_FILE_RE.fullmatch(k) or not isinstance(val, str):
+            raise Fail("invalid secret file name %r" % k)
+    return env, files, list(secret)
+
+
+def _settings_files(cfg):
+    """The current settings: (env text, {secret file name: content})."""
+    env = ""
+    with contextlib.suppress(OSError):
+        with open(os.path.join(cfg, "env")) as f:
+            env = f.read()
+    files = {}
+    fdir = os.path.join(cfg, "files")
+    for n in sorted(os.listdir(fdir)) if os.path.isdir(fdir) else []:
+        if SECRET_FILE_RE.fullmatch(n):
+            with open(os.path.join(fdir, n)) as f:
+                files[n] = f.read()
+    return env, files
+
+
+def _put_settings(cfg, env_text, files, keys):
+    fdir = os.path.join(cfg, "files")
+    os.makedirs(fdir, mode=0o700, exist_ok=True)
+    for name, content in files.items():
+        _write_atomic(os.path.join(fdir, name), content, 0o600)
+    for stale in set(os.listdir(fdir)) - set(files):
+        if SECRET_FILE_RE.fullmatch(stale):
+            os.unlink(os.path.join(fdir, stale))
+    _write_atomic(os.path.join(cfg, "env"), env_text, 0o600)
+    _write_atomic(os.path.join(cfg, "keys.json"), json.dumps(keys), 0o600)
+
+
+def settings(a, h):
+    """The app's settings (shared/config: env, files/, keys.json, overrides.env; all 0600).
+
+    write: replace them (stdin JSON: env, files, secret_keys), keeping the old ones as a snapshot
+    until `commit` (drop the snapshot) or `revert` (put it back); fingerprint: the keyed digest
+    those settings would have (nothing written); show: names and values, secrets masked;
+    override-set / override-unset: host-local overrides that win over deployed settings."""
+    cfg = h.p("shared", "config")
+    os.makedirs(cfg, mode=0o700, exist_ok=True)
+    snap = os.path.join(cfg, "previous.json")
+    if a.action in ("write", "fingerprint"):
+        env, files, secret = _settings_input()
+        if a.action == "write":
+            if not os.path.exists(snap):
+                old_env, old_files = _settings_files(cfg)
+                keys = {}
+                with contextlib.suppress(OSError, ValueError):
+                    with open(os.path.join(cfg, "keys.json")) as f:
+                        keys = json.load(f)
+                _write_atomic(snap, json.dumps({"env": old_env, "files": old_files, "keys": keys,
+                                                "existed": os.path.exists(os.path.join(cfg, "env"))}), 0o600)
+            _put_settings(cfg, format_env(env), files, {"secret": sorted(secret)})
+        _out({"fingerprint": _fingerprint(h, env, files)})
+    elif a.action in ("commit", "revert"):
+        if a.action == "revert" and os.path.exists(snap):
+            with open(snap) as f:
+                old = json.load(f)
+            if old.get("existed"):
+                _put_settings(cfg, old["env"], old["files"], old.get("keys") or {})
+            else:
+                for n in ("env", "keys.json"):
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(os.path.join(cfg, n))
+                shutil.rmtree(os.path.join(cfg, "files"), ignore_errors=True)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(snap)
+        _out({"settings": a.action})
+    elif a.action == "show":
+        secret = set()
+        with contextlib.suppress(OSError, ValueError):
+            with open(os.path.join(cfg, "keys.json")) as f:
+                secret = set(json.load(f).get("secret", []))
+        env_text, files = _settings_files(cfg)
+        env = parse_env(env_text)
+        over = {}
+        with contextlib.suppress(OSError):
+            with open(os.path.join(cfg, "overrides.env")) as f:
+                over = parse_env(f.read())
+        mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}  # noqa: E731
+        _out({"env": mask(env), "overrides": mask(over), "files": sorted(files),
+              "fingerprint": _fingerprint(h, env, files) if env_text else None})
+    else:
+        path = os.path.join(cfg, "overrides.env")
+        cur = {}
+        with contextlib.suppress(OSError):
+            with open(path) as f:
+                cur = parse_env(f.read())
+        data = _stdin_json() or {}
+        if a.action == "override-set":
+            for k, val in (data.get("env") or {}).items():
+                if not ENV_KEY_RE.fullmatch(k) or not isinstance(val, str):
+                    raise Fail("invalid setting %r" % k)
+                cur[k] = val
+        else:
+            for k in data.get("keys") or []:
+                cur.pop(k, None)
+        _write_atomic(path, format_env(cur), 0o600)
+        _out({"overrides": sorted(cur)})
+
+
+def meta_update(a, h):
+    """Merge stdin JSON into a complete release's marker (e.g. the settings it runs with)."""
+    path = os.path.join(h.release(_check_name(a.name)), h.marker)
+    try:
+        with open(path) as f:
+            meta = json.load(f)
+    except (OSError, ValueError):
+        raise Fail("release %s is missing or incomplete" % a.name)
+    extra = _stdin_json()
+    if not isinstance(extra, dict):
+        raise Fail("metadata must be a JSON object")
+    meta.update(extra)
+    _write_atomic(path, json.dumps(meta, sort_keys=True))
+    _out({"release": a.name})
+
+
+# -- health ---------------------------------------------------------------------------------------
+def _probe(a, token):
+    req = urllib.request.Request(a.url, headers={"User-Agent": "sgpfab-health"})
+    if token:
+        req.add_header("X-Sgpfab-Probe", token)
+    if a.host_header:
+        req.add_header("Host", a.host_header)
+    try:
+        with urllib.request.urlopen(req, timeout=a.timeout) as r:
+            code, headers, body = r.status, r.headers, r.read(65536).decode("utf-8", "replace")
+    except urllib.error.HTTPError as e:
+        code, headers, body = e.code, e.headers, e.read(65536).decode("utf-8", "replace")
+    except (OSError, ValueError) as e:
+        return {"ok": False, "error": str(getattr(e, "reason", e))[:200]}
+    release = headers.get("X-Sgpfab-Release") if headers else None
+    version = None
+    if a.expect_version:
+        with contextlib.suppress(ValueError):
+            data = json.loads(body)
+            version = data.get("version") if isinstance(data, dict) else None
+    reasons = []
+    if code not in a.status:
+        reasons.append("HTTP %s" % code)
+    if a.body and not re.search(a.body, body):
+        reasons.append("body does not match %r" % a.body)
+    if a.expect_version and version != a.expect_version:
+        reasons.append("version %r, expected %r" % (version, a.expect_version))
+    return {"ok": not reasons, "code": code, "release": release, "version": version,
+            "reason": "; ".join(reasons), "body": body[:300]}
+
+
+def _unit_states(units):
+    """ActiveState, SubState, NRestarts, MainPID of systemd units (one systemctl call)."""
+    if not units:
+        return {}
+    r = subprocess.run(["systemctl", "show", "--property=Id,ActiveState,SubState,NRestarts,MainPID", "--"]
+                       + list(units), capture_output=True, text=True)
+    out, cur = {}, {}
+    for line in r.stdout.splitlines() + [""]:
+        if not line.strip():
+            if cur.get("Id"):
+                out[cur["Id"]] = {"active": cur.get("ActiveState"), "sub": cur.get("SubState"),
+                                  "restarts": int(cur.get("NRestarts") or 0), "pid": int(cur.get("MainPID") or 0)}
+            cur = {}
+            continue
+        k, _, val = line.partition("=")
+        cur[k] = val
+    return out
+
+
+def _token(h):
+    with contextlib.suppress(OSError):
+        with open(h.p(".sgpfab", "launch.env")) as f:
+            return parse_env(f.read()).get("SGPFAB_PROBE_TOKEN", "")
+    return ""
+
+
+def health(a, h):
+    """One probe of the app (and the states of the given units)."""
+    result = _probe(a, _token(h)) if a.url else {"ok": True}
+    result["units"] = _unit_states(a.unit) if a.unit else {}
+    _out(result)
+
+
+def gate(a, h):
+    """Wait until a release is serving: HTTP probes answered by that release (the launcher marks
+    its responses for probes that carry the host's token) and its units running without
+    restarts; give up at the deadline, at once when a unit keeps crashing, and after a few
+    consecutive unhealthy answers from the release itself (a deterministic failure)."""
+    token = _token(h) if a.release else ""
+    deadline = time.monotonic() + a.deadline
+    started = time.monotonic()
+    delay, bad_in_row, good_in_row, seen = 0.05, 0, 0, []
+    last = {"ok": False, "error": "not probed yet"}
+    while True:
+        units = _unit_states(a.unit)
+        crashed = [u for u, st in units.items() if st["restarts"] >= a.max_restarts or st["active"] == "failed"]
+        if crashed:
+            _out({"ok": False, "why": "crashing", "units": units, "last": last, "crashed": crashed})
+            return
+        stopped = [u for u, st in units.items() if st["active"] not in ("active", "activating", "reloading")]
+        if a.url:
+            last = _probe(a, token)
+            mine = not a.release or last.get("release") == a.release
+            if last.get("code") is not None and mine:
+                if last["ok"]:
+                    good_in_row, bad_in_row = good_in_row + 1, 0
+                elif last.get("code", 0) >= 400:
+                    good_in_row, bad_in_row = 0, bad_in_row + 1
+            elif last.get("code") is None:
+                good_in_row = 0
+        else:
+            good_in_row = good_in_row + 1 if not stopped else 0
+        seen.append(last.get("release") or last.get("error") or last.get("code"))
+        settled = time.monotonic() - started >= a.settle
+        if good_in_row >= a.need and not stopped and settled:
+            _out({"ok": True, "units": units, "last": last, "seconds": round(time.monotonic() - started, 2)})
+            return
+        if bad_in_row >= a.fail_after:
+            _out({"ok": False, "why": "unhealthy", "units": units, "last": last})
+            return
+        if time.monotonic() + delay > deadline:
+            why = "timeout"
+            if a.release and not any(x == a.release for x in seen):
+                why = "timeout: release %s never answered" % a.release
+            _out({"ok": False, "why": why, "units": units, "last": last})
+            return
+        time.sleep(delay)
+        delay = min(delay * 1.5, 1.0)
+
+
+# -- lock -----------------------------------------------------------------------------------------
+def lock(a, h):
+    """The per-app deploy lock. Every change to it happens under a host-wide mutex, so taking
+    over a stale lock is a compare-and-swap on its holder's token, and a lock is released only
+    by the run that holds it."""
+    base = h.p(".sgpfab")
+    os.makedirs(base, exist_ok=True)
+    info_path = os.path.join(base, "lock", "info.json")
+
+    def holder():
+        with contextlib.suppress(OSError, ValueError):
+            with open(info_path) as f:
+                return json.load(f)
+        return None
+
+    with _flock(os.path.join(base, "lock.mutex")):
+        cur = holder()
+        held = cur is not None or os.path.isdir(os.path.join(base, "lock"))
+        if a.action == "release":
+            if held and (a.force or (cur or {}).get("token") == a.token):
+                shutil.rmtree(os.path.join(base, "lock"), ignore_errors=True)
+                _out({"locked": False, "released": True})
+            else:
+                _out({"locked": held, "released": False, "holder": cur or {}})
+            return
+        if held and a.action == "take":
+            _out({"locked": False, "holder": cur or {}})
+            return
+        if held and a.action == "takeover" and (cur or {}).get("token") != a.expect_token:
+            _out({"locked": False, "holder": cur or {}})  # someone else took it meanwhile
+            return
+    if held and a.action == "takeover":
+        # Wait for whatever the dead holder left running on this host (backups, hooks).
+        with _ops_lock(h, exclusive=True):
+            pass
+    with _flock(os.path.join(base, "lock.mutex")):
+        cur = holder()
+        if a.action == "takeover" and (cur or {}).get("token") != a.expect_token:
+            _out({"locked": False, "holder": cur or {}})
+            return
+        if a.action == "take" and (cur is not None or os.path.isdir(os.path.join(base, "lock"))):
+            _out({"locked": False, "holder": cur or {}})
+            return
+        shutil.rmtree(os.path.join(base, "lock"), ignore_errors=True)
+        os.mkdir(os.path.join(base, "lock"))
+        info = _stdin_json() or {}
+        info.update({"token": a.token, "since": _now(), "host": socket.gethostname()})
+        _write_atomic(info_path, json.dumps(info, sort_keys=True))
+    _out({"locked": True, "took_over": a.action == "takeover"})
+
+
+# -- audit ----------------------------------------------------------------------------------------
+def audit(a, h):
+    """Append one JSON line (stdin) to the audit log (O_APPEND: concurrent writers stay whole)."""
+    record = _stdin_json()
+    if not isinstance(record, dict):
+        raise Fail("audit record must be a JSON object")
+    record.setdefault("time", _now())
+    record.setdefault("remote_user", getpass.getuser())
+    path = h.p(".sgpfab", "audit.jsonl")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o640)
+    try:
+        os.write(fd, (json.dumps(record, sort_keys=True) + "\n").encode())
     finally:
         os.close(fd)
+    _out({"ok": True})
+
+
+def history(a, h):
+    path = h.p(".sgpfab", "audit.jsonl")
+    lines = []
+    if os.path.exists(path):
+        with open(path) as f:
+            for x in f:
+                with contextlib.suppress(ValueError):
+                    if x.strip():
+                        lines.append(json.loads(x))
+    _out({"records": lines[-a.last:] if a.last > 0 else []})
+
+
+# -- facts ----------------------------------------------------------------------------------------
+def preflight(a, h):
+    """What the controller checks before uploading: interpreter, platform, free space, tools."""
+    import platform
+    probe_dir = h.root
+    while not os.path.exists(probe_dir):
+        probe_dir = os.path.dirname(probe_dir) or "/"
+    free = shutil.disk_usage(probe_dir).free
+    glibc = ""
+    with contextlib.suppress(Exception):
+        glibc = os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+    python = a.python or sys.executable
+    try:
+        r = subprocess.run([python, "-c", "import platform,sys; print(platform.python_version());"
+                            "print(sys.implementation.name)"], capture_output=True, text=True, timeout=30)
+        pv, impl = (r.stdout.split() + ["", ""])[:2] if r.returncode == 0 else ("", "")
+    except OSError:
+        pv, impl = "", ""
+    tools = {t: bool(shutil.which(t)) for t in ("rsync", "systemctl", "systemd-run", "pg_dump", "pg_restore", "psql",
+                                                "flock", "nssm.exe")}
+    _out({"python": pv, "implementation": impl, "interpreter": python, "glibc": glibc,
+          "arch": platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64"),
+          "free_bytes": free, "tools": tools, "os": "windows" if WINDOWS else "linux"})
 
 
 def parser():
@@ -395,13 +1040,14 @@ def parser():
     p.add_argument("--root", required=True)
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("state").set_defaults(fn=state)
-    s = sub.add_parser("finalize")
-    s.add_argument("--name", required=True)
-    s.add_argument("--meta", default="{}")
-    s.set_defaults(fn=finalize)
+    for name, fn in (("verify", verify), ("finalize", finalize)):
+        s = sub.add_parser(name)
+        s.add_argument("--name", required=True)
+        s.set_defaults(fn=fn)
     s = sub.add_parser("switch")
     s.add_argument("--to", required=True)
     s.set_defaults(fn=switch)
+    sub.add_parser("unlink-current").set_defaults(fn=unlink_current)
     s = sub.add_parser("mark")
     s.add_argument("--name", required=True)
     s.add_argument("--bad", action="store_true")
@@ -410,45 +1056,69 @@ def parser():
     s = sub.add_parser("remove")
     s.add_argument("names", nargs="+")
     s.set_defaults(fn=remove)
+    s = sub.add_parser("journal")
+    s.add_argument("action", choices=("begin", "clear"))
+    s.set_defaults(fn=journal)
     s = sub.add_parser("backup")
     s.add_argument("--label", default="manual")
     s.add_argument("--keep", type=int, default=0, help="keep only the newest N backups (0: all)")
     s.set_defaults(fn=backup)
-    s = sub.add_parser("verify")
-    s.add_argument("--name", required=True)
-    s.set_defaults(fn=verify)
     sub.add_parser("backups").set_defaults(fn=backups)
+    sub.add_parser("prune").set_defaults(fn=prune)
+    sub.add_parser("dbcheck").set_defaults(fn=dbcheck)
     s = sub.add_parser("restore")
     s.add_argument("--name", required=True)
     s.set_defaults(fn=restore)
-    s = sub.add_parser("health")
-    s.add_argument("--url", required=True)
-    s.add_argument("--expect-version", default="")
-    s.add_argument("--timeout", type=float, default=3.0)
-    s.set_defaults(fn=health)
+    s = sub.add_parser("settings")
+    s.add_argument("action", choices=("write", "fingerprint", "commit", "revert", "show", "override-set",
+                                      "override-unset"))
+    s.set_defaults(fn=settings)
+    s = sub.add_parser("meta-update")
+    s.add_argument("--name", required=True)
+    s.set_defaults(fn=meta_update)
+    for name, fn in (("health", health), ("gate", gate)):
+        s = sub.add_parser(name)
+        s.add_argument("--url", default="")
+        s.add_argument("--status", type=int, action="append", default=None)
+        s.add_argument("--body", default="")
+        s.add_argument("--expect-version", default="")
+        s.add_argument("--host-header", default="")
+        s.add_argument("--release", default="", help="only answers from this release count")
+        s.add_argument("--unit", action="append", default=[], help="systemd units that must keep running")
+        s.add_argument("--timeout", type=float, default=3.0, help="seconds per probe")
+        s.add_argument("--deadline", type=float, default=60.0)
+        s.add_argument("--settle", type=float, default=0.0, help="seconds the units must stay up")
+        s.add_argument("--need", type=int, default=1, help="consecutive good answers required")
+        s.add_argument("--fail-after", type=int, default=3, help="consecutive bad answers that fail")
+        s.add_argument("--max-restarts", type=int, default=2)
+        s.set_defaults(fn=fn)
     s = sub.add_parser("lock")
-    s.add_argument("--release", action="store_true")
+    s.add_argument("action", choices=("take", "takeover", "release"))
     s.add_argument("--token", default="")
-    s.add_argument("--who", default="")
-    s.add_argument("--what", default="")
-    s.add_argument("--controller", default="", help="the machine running the deploy")
-    s.add_argument("--pid", type=int, default=0, help="the deploying process on that machine")
+    s.add_argument("--expect-token", default="", help="takeover: the stale holder's token")
+    s.add_argument("--force", action="store_true", help="release whoever holds it")
     s.set_defaults(fn=lock)
-    s = sub.add_parser("audit")
-    s.add_argument("--record", required=True)
-    s.set_defaults(fn=audit)
+    sub.add_parser("audit").set_defaults(fn=audit)
     s = sub.add_parser("history")
     s.add_argument("--last", type=int, default=50)
     s.set_defaults(fn=history)
+    s = sub.add_parser("preflight")
+    s.add_argument("--python", default="")
+    s.set_defaults(fn=preflight)
     return p
 
 
 def main(argv=None):
     a = parser().parse_args(argv)
+    if getattr(a, "status", False) is None:
+        a.status = [200]
     try:
-        a.fn(a)
+        a.fn(a, Host(os.path.abspath(a.root)))
     except Fail as e:
         sys.stderr.write("hostctl: %s\n" % e)
+        return 2
+    except OSError as e:
+        sys.stderr.write("hostctl: %s: %s\n" % (e.strerror or type(e).__name__, e.filename or e))
         return 2
     return 0
 

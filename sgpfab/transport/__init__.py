@@ -1,15 +1,22 @@
-"""Transports run commands on a host and move files there. They decide nothing."""
+"""Transports run commands on a host and move files there; they decide nothing.
 
-from dataclasses import dataclass
+`base.Transport` is the one interface; `ssh` (Linux over SSH + rsync), `winrm` (Windows) and
+`local` (this machine, for on-server apply) implement it, and `open_transport` picks one.
+"""
+
+from .base import Result, SyncStats, Transport
+
+__all__ = ["Result", "SyncStats", "Transport", "open_transport"]
 
 
-@dataclass
-class Result:
-    command: str
-    stdout: str
-    stderr: str
-    exited: int
-
-    @property
-    def ok(self) -> bool:
-        return self.exited == 0
+def open_transport(host, inventory) -> Transport:
+    """The transport for a host (not yet opened): ssh, winrm or local, as the inventory says."""
+    kind = host.transport_kind
+    if kind == "local":
+        from .local import LocalTransport
+        return LocalTransport(host)
+    if kind == "winrm":
+        from .winrm import WinRMTransport
+        return WinRMTransport(host, inventory)
+    from .ssh import SSHTransport
+    return SSHTransport(host, inventory)

@@ -1,25 +1,25 @@
-"""SSH transport: Fabric Connection (with verified host keys) plus rsync over the same ssh setup."""
+"""SSH transport: a Fabric Connection (host keys verified) plus rsync over the same ssh setup."""
 
 from __future__ import annotations
 
 import logging
 import os
 import re
+import select
 import shlex
 import socket
 import subprocess
+import time
 from pathlib import Path
 
 import paramiko
 from fabric import Config, Connection
-from invoke.exceptions import CommandTimedOut
-from tenacity import Retrying, retry_if_exception_type, stop_after_attempt, wait_exponential, before_sleep_log
+from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..errors import RemoteError
-from ..inventory import Host, Inventory
-from . import Result
+from .base import Result, SyncStats, Transport
 
-log = logging.getLogger(__name__)
+log = logging.getLogger("sgpfab")
 
 
 class TransientError(RemoteError):
@@ -27,12 +27,14 @@ class TransientError(RemoteError):
 
 
 TRANSIENT = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
+RSYNC_PERMANENT = {1: "syntax or usage error", 2: "protocol incompatibility", 3: "errors selecting files",
+                   4: "unsupported action", 11: "error in file I/O"}
 
 
-class SSHTransport:
-    """Runs commands on one Linux host. Unknown or changed host keys are refused."""
+class SSHTransport(Transport):
+    """Runs POSIX shell commands on one Linux host. Unknown or changed host keys are refused."""
 
-    def __init__(self, host: Host, inventory: Inventory, connect_timeout: int = 10):
+    def __init__(self, host, inventory, connect_timeout: int = 10):
         self.host = host
         self.inventory = inventory
         cfg = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
@@ -53,41 +55,94 @@ class SSHTransport:
         return files
 
     def open(self) -> None:
-        for attempt in Retrying(retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(3),
-                                wait=wait_exponential(multiplier=0.5, max=4), reraise=True,
-                                before_sleep=before_sleep_log(log, logging.WARNING)):
-            with attempt:
-                try:
+        try:
+            for attempt in Retrying(retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(3),
+                                    wait=wait_exponential(multiplier=0.5, max=4), reraise=True,
+                                    before_sleep=before_sleep_log(log, logging.WARNING)):
+                with attempt:
                     self.conn.open()
-                except paramiko.ssh_exception.SSHException as e:
-                    if "not found in known_hosts" in str(e) or isinstance(e, paramiko.BadHostKeyException):
-                        raise RemoteError(f"{self.host.name}: host key not trusted ({e}); "
-                                          "add it to known_hosts after checking its fingerprint") from None
-                    raise
+        except paramiko.BadHostKeyException as e:
+            raise RemoteError(f"{self.host.name}: host key CHANGED ({e}); if the host was reinstalled, "
+                              "check its fingerprint and update known_hosts") from None
+        except paramiko.SSHException as e:
+            if "not found in known_hosts" in str(e):
+                raise RemoteError(f"{self.host.name}: host key not trusted ({e}); "
+                                  "add it to known_hosts after checking its fingerprint") from None
+            raise RemoteError(f"{self.host.name}: cannot connect: {e}") from None
+        except (OSError, EOFError) as e:
+            raise RemoteError(f"{self.host.name}: cannot connect: {_oneline(e)}") from None
 
-    def run(self, command: str, *, sudo: bool = False, check: bool = True, timeout: int | None = 600) -> Result:
-        """Run through `sh -c`; with sudo=True via `sudo -n` unless we are root already."""
-        if sudo and self.login_user != "root":
+    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
+            stdin: bytes | None = None) -> Result:
+        """Run through the login shell; privileged: via `sudo -n` unless we are root already."""
+        if privileged and self.login_user != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
         try:
-            r = self.conn.run(command, hide=True, warn=True, timeout=timeout, in_stream=False)
-        except CommandTimedOut:
+            out, err, code = self._exec(command, stdin, timeout)
+        except socket.timeout:
             raise RemoteError(f"{self.host.name}: command timed out after {timeout}s: {command[:120]}") from None
-        res = Result(command, r.stdout, r.stderr, r.exited)
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(f"{self.host.name}: connection lost: {_oneline(e)}") from None
+        res = Result(command, out.decode("utf-8", "replace"), err.decode("utf-8", "replace"), code)
         if check and not res.ok:
-            detail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or ["(no output)"]
-            raise RemoteError(f"{self.host.name}: exit {res.exited}: {detail[0]}")
+            raise self.fail(res)
         return res
 
-    def put(self, local: str | os.PathLike, remote: str, mode: int | None = None) -> None:
-        self.conn.put(str(local), remote)
-        self.bytes_sent += os.path.getsize(local)
-        if mode is not None:
-            self.conn.sftp().chmod(remote, mode)
+    def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> tuple[bytes, bytes, int]:
+        """One command on a new channel of the open connection: stdin written whole, then both
+        output streams drained together (neither can fill up and stall the other)."""
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("the connection is closed")
+        chan = transport.open_session(timeout=30)
+        try:
+            deadline = None if timeout is None else time.monotonic() + timeout
+            chan.exec_command(command)
+            if stdin:
+                chan.sendall(stdin)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            while True:
+                if chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                elif chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                elif chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                else:
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise socket.timeout()
+                    select.select([chan], [], [], 0.05)
+            while chan.recv_ready():
+                out += chan.recv(1 << 16)
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
+            return bytes(out), bytes(err), chan.recv_exit_status()
+        finally:
+            chan.close()
 
-    def rsync_command(self, src: str, dest: str, excludes: list[str] = (), link_dest: str | None = None,
-                      delete: bool = True, checksum: bool = False) -> list[str]:
-        """rsync with the same ssh_config, identity, port and known_hosts as the Connection."""
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
+        """SFTP to a temporary name, then rename: the file is never seen half-written."""
+        tmp = remote + ".sgpfab-upload"
+        try:
+            sftp = self.conn.sftp()
+            sftp.put(str(local), tmp)
+            if mode is not None:
+                sftp.chmod(tmp, mode)
+            sftp.posix_rename(tmp, remote)
+        except (OSError, paramiko.SSHException) as e:
+            raise RemoteError(f"{self.host.name}: upload of {Path(local).name} to {remote} failed: {_oneline(e)}") from None
+        self.bytes_sent += os.path.getsize(local)
+
+    def read_file(self, remote: str) -> bytes:
+        try:
+            with self.conn.sftp().open(remote, "rb") as f:
+                return f.read()
+        except (OSError, paramiko.SSHException) as e:
+            raise RemoteError(f"{self.host.name}: cannot read {remote}: {_oneline(e)}") from None
+
+    def ssh_command(self) -> list[str]:
+        """ssh with the same ssh_config, identity, port and known_hosts as the Connection."""
         ssh = ["ssh", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
         if self.inventory.ssh_config:
             ssh += ["-F", str(self.inventory.ssh_config)]
@@ -97,45 +152,63 @@ class SSHTransport:
             ssh += ["-p", str(self.host.ssh_port)]
         if self.host.user:
             ssh += ["-l", self.host.user]
-        cmd = ["rsync", "-a", "--stats", "-e", " ".join(shlex.quote(x) for x in ssh)]
+        return ssh
+
+    def rsync_command(self, src: str, dest: str, excludes: tuple[str, ...] = (), link_dest: str | None = None,
+                      delete: bool = True) -> list[str]:
+        """rsync comparing by checksum (a changed file of the same size and mtime is still sent)."""
+        cmd = ["rsync", "-a", "--checksum", "--stats", "-e", " ".join(shlex.quote(x) for x in self.ssh_command())]
         if delete:
             cmd.append("--delete")
-        if checksum:
-            cmd.append("--checksum")
         if link_dest:
             cmd.append(f"--link-dest={link_dest}")
         if self.host.bwlimit_kbps:
             cmd.append(f"--bwlimit={self.host.bwlimit_kbps}")
         cmd += [f"--exclude={e}" for e in excludes]
-        cmd += [src.rstrip("/") + "/", f"{self.host.address}:{dest.rstrip('/')}/"]
+        cmd += [str(src).rstrip("/") + "/", f"{self.host.address}:{dest.rstrip('/')}/"]
         return cmd
 
-    def sync(self, src: str, dest: str, **kw) -> str:
-        """Copy a directory's contents to the host; retries transient failures; returns rsync's stats."""
-        cmd = self.rsync_command(src, dest, **kw)
+    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
+             delete: bool = True) -> SyncStats:
+        """Copy a directory's contents to the host; retries transient failures."""
+        cmd = self.rsync_command(str(src), dest, excludes, link_dest, delete)
         for attempt in Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(3),
                                 wait=wait_exponential(multiplier=1, max=8), reraise=True,
                                 before_sleep=before_sleep_log(log, logging.WARNING)):
             with attempt:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=1800)
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
                 if r.returncode in (0, 24):  # 24: files vanished on the source side
-                    m = re.search(r"^Total bytes sent: ([\d,.]+)", r.stdout, re.M)
-                    self.bytes_sent += int(re.sub(r"[,.]", "", m.group(1))) if m else 0
-                    return r.stdout
-                if r.returncode in (1, 2, 3, 4, 11):  # usage/protocol/IO errors: not transient
-                    raise RemoteError(f"{self.host.name}: rsync failed ({r.returncode}): {r.stderr.strip()[-300:]}")
-                raise TransientError(f"{self.host.name}: rsync failed ({r.returncode}): {r.stderr.strip()[-300:]}")
+                    sent = _stat(r.stdout, "Total bytes sent")
+                    self.bytes_sent += sent
+                    return SyncStats(_stat(r.stdout, "Number of regular files transferred"), sent)
+                cause = _rsync_cause(r.stderr)
+                msg = f"{self.host.name}: upload to {dest} failed (rsync exit {r.returncode}): {cause}"
+                if r.returncode in RSYNC_PERMANENT or "No space left" in r.stderr:
+                    raise RemoteError(msg)
+                raise TransientError(msg)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
 
-    def __enter__(self):
-        self.open()
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
+def _stat(text: str, label: str) -> int:
+    m = re.search(rf"^{label}: ([\d,.]+)", text, re.M)
+    return int(re.sub(r"[,.]", "", m.group(1))) if m else 0
+
+
+def _rsync_cause(stderr: str) -> str:
+    """rsync's first real complaint (with the path it concerns), not its closing summary line."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip()]
+    for ln in lines:
+        if not ln.startswith("rsync error:") and ("rsync:" in ln or "No space" in ln or "denied" in ln):
+            return ln[:300]
+    return (lines[-1] if lines else "(no output)")[:300]
+
+
+def _oneline(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return (text[0] if text else type(e).__name__)[:200]
 
 
 def _verify_host_keys(conn: Connection, files: list[Path]) -> None:

@@ -22,9 +22,8 @@ from pathlib import Path
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..errors import InputError, RemoteError
-from ..inventory import Host, Inventory
 from ..windows import PRELUDE, q
-from . import Result
+from .base import Result, SyncStats, Transport
 
 log = logging.getLogger(__name__)
 ENVELOPE_OVERHEAD = 4096  # bytes of SOAP around the stdin payload, with room to spare
@@ -69,7 +68,7 @@ def chunk_size(max_envelope_kb: int) -> int:
     return max(3, (room * 9 // 16) // 3 * 3)
 
 
-def credentials(host: Host) -> tuple[str, str]:
+def credentials(host) -> tuple[str, str]:
     user = os.environ.get("SGPFAB_WINRM_USER") or host.user
     password = os.environ.get("SGPFAB_WINRM_PASSWORD")
     if password is None:
@@ -84,7 +83,7 @@ def credentials(host: Host) -> tuple[str, str]:
     return user or "", password or ""
 
 
-def make_protocol(host: Host):
+def make_protocol(host):
     from winrm.protocol import Protocol
 
     user, password = credentials(host)
@@ -100,10 +99,10 @@ def make_protocol(host: Host):
     return Protocol(**kwargs)
 
 
-class WinRMTransport:
+class WinRMTransport(Transport):
     """Runs PowerShell on one Windows host; the same interface as SSHTransport."""
 
-    def __init__(self, host: Host, inventory: Inventory | None = None, protocol=None):
+    def __init__(self, host, inventory=None, protocol=None):
         self.host = host
         self.protocol = protocol
         self.shell_id: str | None = None
@@ -127,7 +126,8 @@ class WinRMTransport:
             self.protocol = make_protocol(self.host)
         for attempt in self._retrying(()):
             with attempt:
-                self.shell_id = self.protocol.open_shell(noprofile=True)
+                # UTF-8 console (output is decoded as UTF-8 here)
+                self.shell_id = self.protocol.open_shell(noprofile=True, codepage=65001)
 
     def close(self) -> None:
         if self.shell_id is not None:
@@ -141,7 +141,7 @@ class WinRMTransport:
         p = self.protocol
         command_id = p.run_command(self.shell_id, "powershell.exe",
                                    ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-                                    "-EncodedCommand", encode_command(script)])
+                                    "-EncodedCommand", encode_command(script)], console_mode_stdin=False)
         try:
             pending = None
             for piece in stdin_lines:
@@ -155,19 +155,25 @@ class WinRMTransport:
         finally:
             p.cleanup_command(self.shell_id, command_id)
 
-    def run(self, command: str, *, sudo: bool = False, check: bool = True, timeout: int | None = None) -> Result:
-        """Run a PowerShell script (sent on stdin, any length). `sudo` has no meaning here: WinRM
-        sessions run as the (administrator) deploy account."""
-        data = (PRELUDE + command).encode("utf-8")
+    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
+            stdin: bytes | None = None) -> Result:
+        """Run a PowerShell script (sent on stdin, any length). `privileged` has no meaning here:
+        WinRM sessions run as the (administrator) deploy account. `stdin` reaches the script as
+        the string $SgpfabStdin (UTF-8), which builders pipe to a native program. `timeout` is
+        the server-side operation timeout of pywinrm's protocol, not enforced per command."""
+        prefix = ""
+        if stdin is not None:
+            prefix = ("$SgpfabStdin = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String("
+                      + q(base64.b64encode(stdin).decode("ascii")) + "))\n")
+        data = (PRELUDE + prefix + command).encode("utf-8")
         pieces = [data[i:i + self.chunk] for i in range(0, len(data), self.chunk)] or [b""]
         stdout, stderr, code = self._powershell(BOOTSTRAP, pieces)
         res = Result(command, stdout.decode("utf-8", "replace"), _clean_stderr(stderr), code)
         if check and not res.ok:
-            detail = (res.stderr.strip() or res.stdout.strip()).splitlines()[-1:] or ["(no output)"]
-            raise RemoteError(f"{self.host.name}: exit {res.exited}: {detail[0]}")
+            raise self.fail(res)
         return res
 
-    def put(self, local: str | os.PathLike, remote: str, mode: int | None = None) -> None:
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
         """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch."""
         raw = Path(local).read_bytes()
         sha = hashlib.sha256(raw).hexdigest()
@@ -189,16 +195,13 @@ class WinRMTransport:
         r = self.run(f"[Convert]::ToBase64String([IO.File]::ReadAllBytes({q(remote)}))")
         return base64.b64decode(r.stdout.strip())
 
-    def sync(self, src: str, dest: str, excludes=(), link_dest: str | None = None, delete: bool = True,
-             checksum: bool = True) -> str:
-        """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent
-        (always by checksum). `delete` removes files that `src` does not have; `link_dest` has no
-        meaning here."""
-        from ..artifacts import source_files
-
+    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
+             delete: bool = True) -> SyncStats:
+        """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent.
+        `delete` removes files that `src` does not have; `link_dest` has no meaning here."""
         base = Path(src)
         wanted = {rel: hashlib.sha256((base / rel).read_bytes()).hexdigest()
-                  for rel in source_files(base, list(excludes))}
+                  for rel in _files(base, excludes)}
         listing = self.run(
             f"$root = {q(dest)}; New-Item -ItemType Directory -Force -Path $root | Out-Null\n"
             "Get-ChildItem -LiteralPath $root -Recurse -File | ForEach-Object {"
@@ -206,20 +209,34 @@ class WinRMTransport:
             " $rel + ' ' + (Get-FileHash -Algorithm SHA256 -LiteralPath $_.FullName).Hash.ToLower() }").stdout
         have = dict(line.rsplit(" ", 1) for line in listing.splitlines() if " " in line)
         sent = [rel for rel, digest in wanted.items() if have.get(rel) != digest]
+        before = self.bytes_sent
         for rel in sent:
             self.put(base / rel, dest.rstrip("\\") + "\\" + rel.replace("/", "\\"))
         extra = [rel for rel in have if rel not in wanted]
         if delete and extra:
             paths = ", ".join(q(dest.rstrip("\\") + "\\" + rel.replace("/", "\\")) for rel in extra)
             self.run(f"foreach ($p in @({paths})) {{ Remove-Item -LiteralPath $p -Force }}")
-        return f"sent {len(sent)} of {len(wanted)} files"
+        return SyncStats(len(sent), self.bytes_sent - before)
 
-    def __enter__(self):
-        self.open()
-        return self
 
-    def __exit__(self, *exc):
-        self.close()
+def _files(base: Path, excludes: tuple[str, ...]) -> list[str]:
+    """Relative paths of the files under `base`, minus rsync-style excludes ('dir/' or 'name')."""
+    import fnmatch
+    out = []
+    for p in sorted(base.rglob("*")):
+        if not p.is_file():
+            continue
+        rel = p.relative_to(base).as_posix()
+        parts = rel.split("/")
+        skip = False
+        for pat in excludes:
+            if pat.endswith("/"):
+                skip = skip or any(fnmatch.fnmatch(d, pat[:-1]) for d in parts[:-1])
+            else:
+                skip = skip or fnmatch.fnmatch(parts[-1], pat) or fnmatch.fnmatch(rel, pat)
+        if not skip:
+            out.append(rel)
+    return out
 
 
 def _clean_stderr(stderr: bytes) -> str:

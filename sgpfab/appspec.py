@@ -1,0 +1,230 @@
+"""What an app is: its processes, hooks, dependencies and targets (recorded in every bundle).
+
+These models are the `apps.NAME` part of the inventory that describes the app itself; a bundle
+records them (validated again when a bundle is loaded) and its content digest covers them, so
+what runs on a host is exactly what was built and verified.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from . import validate as v
+
+SERVERS = ("uvicorn", "gunicorn", "command")
+# The servers sgpfab adds to a release venv when the app's own dependencies lack them.
+SERVER_PINS = {
+    "gunicorn": "gunicorn==27.0.1",
+    "uvicorn": "uvicorn==0.54.0",
+    "uvicorn-worker": "uvicorn-worker==0.4.0",
+}
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WebProcess(Strict):
+    """The process that serves HTTP on the app's port."""
+
+    server: Literal["uvicorn", "gunicorn", "command"] = "uvicorn"
+    app: str | None = None  # 'module:attr' (uvicorn, gunicorn); gunicorn also 'module:factory()'
+    factory: bool = False  # uvicorn: `app` is a factory to call
+    interface: Literal["wsgi", "asgi"] = "wsgi"  # gunicorn: asgi runs uvicorn's worker class
+    workers: int = Field(default=1, ge=1, le=64)
+    args: tuple[str, ...] = ()  # extra server arguments, one token each
+    command: str | None = None  # server: command — any command that serves on $PORT
+    socket: bool = False  # server: command — the command takes the listening socket (LISTEN_FDS)
+
+    @field_validator("app")
+    @classmethod
+    def _app(cls, value: str | None) -> str | None:
+        return None if value is None else v.check(v.APP_PATH, value, "app path")
+
+    @field_validator("args")
+    @classmethod
+    def _args(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.check(v.SERVER_ARG, a, "server argument") for a in value)
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        return None if value is None else v.one_line(value, "web command")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "WebProcess":
+        if self.server == "command":
+            if not self.command:
+                raise ValueError("server: command needs a command")
+        else:
+            if not self.app:
+                raise ValueError(f"server: {self.server} needs app: MODULE:ATTRIBUTE")
+            if self.command or self.socket:
+                raise ValueError("command and socket are for server: command only")
+        if self.server != "uvicorn" and self.factory:
+            raise ValueError("factory: true is for uvicorn; with gunicorn write app: 'module:create_app()'")
+        if self.server == "uvicorn" and self.app and self.app.endswith("()"):
+            raise ValueError("with uvicorn, name the factory without () and set factory: true")
+        return self
+
+    @property
+    def overlaps(self) -> bool:
+        """Whether a new release's web process starts beside the old one on the shared socket
+        (sgpfab's launchers can tell the two apart; an arbitrary command cannot)."""
+        return self.server in ("uvicorn", "gunicorn")
+
+    @property
+    def socket_activated(self) -> bool:
+        return self.server != "command" or self.socket
+
+
+class Process(Strict):
+    """Any other long-running process of the release (a worker, a scheduler)."""
+
+    command: str
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        return v.one_line(value, "process command")
+
+
+class Target(Strict):
+    """A kind of host the bundle's wheels must install on."""
+
+    arch: Literal["x86_64", "aarch64"] = "x86_64"
+    glibc: str = "2.36"
+    python: str = "3.11"
+
+    @field_validator("glibc", "python")
+    @classmethod
+    def _dotted(cls, value: str) -> str:
+        import re
+        if not re.fullmatch(r"\d{1,2}\.\d{1,3}", value, re.ASCII):
+            raise ValueError(f"expected MAJOR.MINOR, got {value!r}")
+        return value
+
+    @property
+    def key(self) -> str:
+        return f"cp{self.python.replace('.', '')}-{self.arch}-glibc{self.glibc}"
+
+    def covers(self, arch: str, glibc: str, python: str) -> bool:
+        """Whether wheels for this target install on a host with this arch, glibc and Python."""
+        return (arch == self.arch and _ver(python)[:2] == _ver(self.python)
+                and _ver(glibc) >= _ver(self.glibc))
+
+
+def _ver(text: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in text.split(".") if p.isdigit())
+
+
+class Dependencies(Strict):
+    """Where the app's dependencies come from."""
+
+    source: Literal["auto", "uv", "requirements"] = "auto"
+    file: str = "requirements.txt"  # source: requirements
+    extras: tuple[str, ...] = ()  # uv: optional dependency groups to include
+    install_project: Literal["auto", "yes", "no"] = "auto"  # uv: install the project itself
+
+    @field_validator("file")
+    @classmethod
+    def _file(cls, value: str) -> str:
+        return v.rel_path(value, "requirements file")
+
+    @field_validator("extras")
+    @classmethod
+    def _extras(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.check(v.NAME, e, "extra") for e in value)
+
+
+class Schema(Strict):
+    """How schema.sql is made: `auto` detects Alembic, Django or SQLAlchemy/SQLModel metadata;
+    `command` prints the SQL (run in the app's environment on the controller); `none` omits it."""
+
+    source: Literal["auto", "command", "none"] = "auto"
+    command: str | None = None
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str | None) -> str | None:
+        return None if value is None else v.one_line(value, "schema command")
+
+    @model_validator(mode="after")
+    def _shape(self) -> "Schema":
+        if (self.source == "command") != bool(self.command):
+            raise ValueError("schema: set command together with source: command")
+        return self
+
+
+class AppSpec(Strict):
+    """The app itself, as configured under `apps.NAME` (minus where and how it runs on a host)."""
+
+    processes: dict[str, WebProcess | Process]
+    release: tuple[str, ...] = ()  # run in the new release before the switch (migrate, collectstatic)
+    build: tuple[str, ...] = ()  # run on the controller before bundling (compiled assets)
+    writable: tuple[str, ...] = ()  # release directories the service user may write (collectstatic)
+    dependencies: Dependencies = Dependencies()
+    targets: tuple[Target, ...] = (Target(),)
+    include: tuple[str, ...] = ()  # gitignore-style patterns kept even when ignored
+    exclude: tuple[str, ...] = ()  # gitignore-style patterns left out
+    schema_: Schema = Field(default=Schema(), alias="schema")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("processes", mode="before")
+    @classmethod
+    def _processes(cls, value):
+        if not isinstance(value, dict) or not value:
+            raise ValueError("processes: give at least one process")
+        out = {}
+        for name, p in value.items():
+            v.check(v.PROCESS, name, "process name (lower case letters, digits, _)")
+            if name == "web":
+                out[name] = WebProcess.model_validate(p) if not isinstance(p, WebProcess) else p
+            elif isinstance(p, str):
+                out[name] = Process(command=p)
+            else:
+                out[name] = Process.model_validate(p) if not isinstance(p, Process) else p
+        return out
+
+    @field_validator("release", "build")
+    @classmethod
+    def _hooks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.one_line(c, "hook command") for c in value)
+
+    @field_validator("writable")
+    @classmethod
+    def _writable(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.rel_path(p, "writable directory") for p in value)
+
+    @field_validator("include", "exclude")
+    @classmethod
+    def _patterns(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        return tuple(v.one_line(p, "file pattern", 500) for p in value)
+
+    @field_validator("targets")
+    @classmethod
+    def _targets(cls, value: tuple[Target, ...]) -> tuple[Target, ...]:
+        if not value:
+            raise ValueError("targets: give at least one")
+        return value
+
+    @property
+    def web(self) -> WebProcess | None:
+        p = self.processes.get("web")
+        return p if isinstance(p, WebProcess) else None
+
+    @property
+    def others(self) -> dict[str, Process]:
+        return {n: p for n, p in self.processes.items() if isinstance(p, Process)}
+
+    def servers_needed(self) -> list[str]:
+        """Distributions sgpfab's launchers need for the web process (added when missing)."""
+        web = self.web
+        if web is None or web.server == "command":
+            return []
+        if web.server == "uvicorn":
+            return ["uvicorn"]
+        return ["gunicorn", "uvicorn-worker", "uvicorn"] if web.interface == "asgi" else ["gunicorn"]

@@ -1,0 +1,22 @@
+"""gunicorn settings sgpfab adds to the app's own (`gunicorn -c` this file).
+
+The listening socket comes from systemd (LISTEN_FDS; gunicorn reads it itself). Each worker's
+app is wrapped so that health probes can tell which release answered. Workers load the app
+before they accept, so the kernel hands connections only to ready workers.
+"""
+
+import os
+import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import sgpfab_probe  # noqa: E402
+
+control_socket_disable = True  # gunicorn >= 27 would otherwise open a socket in $HOME
+graceful_timeout = int(os.environ.get("SGPFAB_GRACEFUL_TIMEOUT", "20"))
+
+
+def post_worker_init(worker):
+    asgi = "uvicorn" in type(worker).__module__ or "asgi" in type(worker).__name__.lower()
+    app = getattr(worker, "wsgi", None)
+    if app is not None:
+        worker.wsgi = sgpfab_probe.wrap_asgi(app) if asgi else sgpfab_probe.wrap_wsgi(app)

@@ -1,0 +1,45 @@
+"""Marks the app's answers to sgpfab's health probes with the release that gave them.
+
+A probe carries the host's secret token in `X-Sgpfab-Probe`; only then does the response get
+`X-Sgpfab-Release: <release>`, so the health gate can tell the new release's processes from the
+old ones while both serve on the same socket. Other requests pass through untouched.
+(Uploaded to API_ROOT/.sgpfab/launch/ on every host; stdlib only.)
+"""
+
+import hmac
+import os
+
+TOKEN = os.environ.get("SGPFAB_PROBE_TOKEN", "")
+RELEASE = os.environ.get("SGPFAB_RELEASE", "")
+
+
+def _is_probe(value):
+    return bool(TOKEN) and value is not None and hmac.compare_digest(value, TOKEN)
+
+
+def wrap_wsgi(app):
+    def wrapped(environ, start_response):
+        if not _is_probe(environ.get("HTTP_X_SGPFAB_PROBE")):
+            return app(environ, start_response)
+
+        def marked(status, headers, exc_info=None):
+            return start_response(status, list(headers) + [("X-Sgpfab-Release", RELEASE)], exc_info)
+        return app(environ, marked)
+    return wrapped
+
+
+def wrap_asgi(app):
+    async def wrapped(scope, receive, send):
+        if scope.get("type") != "http":
+            return await app(scope, receive, send)
+        probe = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-sgpfab-probe"), None)
+        if not _is_probe(probe):
+            return await app(scope, receive, send)
+
+        async def marked(message):
+            if message.get("type") == "http.response.start":
+                headers = list(message.get("headers", [])) + [(b"x-sgpfab-release", RELEASE.encode())]
+                message = dict(message, headers=headers)
+            await send(message)
+        return await app(scope, receive, marked)
+    return wrapped

@@ -1,0 +1,479 @@
+"""sgpfab's Fabric tasks: `fab --list`, `fab -h deploy`, `fab -H prod1,prod2 deploy --version 1.0.5`.
+
+A project uses them with a one-line fabfile.py (`from sgpfab.tasks import ns`; `sgpfab init`
+writes it). The inventory is hosts/fleet.yaml (in the directory `fab` runs in) unless
+SGPFAB_INVENTORY names another file; bundles go to dist/APP/releases/ unless SGPFAB_DIST names
+another directory. `-H` takes host and group names (and `all`), comma separated; `--app` picks
+the app when the inventory has several.
+
+Exit codes: 0 done everywhere; 1 bad input, or nothing succeeded; 2 partial (some hosts failed,
+were skipped or were undone), or `status` found drift or an unhealthy host.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import sys
+from contextlib import ExitStack
+from pathlib import Path
+
+from invoke import Collection, Exit, task
+
+from . import fleetops, hosttools
+from .bundle import Bundle, build, bundle_dir
+from .deploy import Plan
+from .errors import InputError, SgpfabError
+from .inventory import Inventory, default_inventory_path
+from .ops import backup_host, check_backup, cleanup_host, restore_host
+from .report import (Progress, backups_table, console, emit_json, history_table, outcome_dict, outcomes_table,
+                     plan_table, releases_dict, releases_table, say, say_err, settings_table, status_table)
+from .rollout import Policy, Rollout, make_policy, run
+from .runner import Fleet, open_sessions
+from .settings import SecretStore, resolve
+from .versions import Version
+
+ROLLOUT_HELP = {
+    "parallel": "how many hosts to work on at once (default 1)",
+    "waves": "roll out in waves of cumulative host counts or percentages, e.g. 1,25%,100% (default: one wave)",
+    "max_fail": "failed hosts tolerated before the rollout stops: a count or a percentage (default 0)",
+    "soak": "seconds to wait after each wave before checking its hosts' health again (default 0)",
+    "undo": "when the rollout stops, put hosts already changed back on their previous release "
+            "(default; --no-undo leaves them)",
+    "force_unlock": "first remove a deploy lock left behind by a crashed run",
+    "app": "the app to work on (needed when the inventory has several)",
+    "json": "print the result as JSON (schema sgpfab/1) instead of tables; progress goes to stderr",
+    "timings": "show how long each step took on each host",
+}
+
+
+def _setup_logging() -> None:
+    if getattr(_setup_logging, "done", False):
+        return
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("warning: %(message)s"))
+    log = logging.getLogger("sgpfab")
+    log.addHandler(handler)
+    log.setLevel(logging.WARNING)
+    log.propagate = False
+    for noisy in ("paramiko", "invoke", "fabric"):  # a host dying mid-run is reported once, by us
+        logging.getLogger(noisy).setLevel(logging.CRITICAL)
+    _setup_logging.done = True  # type: ignore[attr-defined]
+
+
+def _inventory() -> Inventory:
+    return Inventory.load(default_inventory_path(Path.cwd()))
+
+
+def _hosts(c) -> list[str]:
+    return (c.config.get("sgpfab") or {}).get("hosts") or []
+
+
+def _fleet(c, app: str | None, names=None) -> Fleet:
+    inv = _inventory()
+    return Fleet.select(inv, app, names if names is not None else _hosts(c))
+
+
+def _dist() -> Path:
+    return Path(os.environ.get("SGPFAB_DIST") or Path.cwd() / "dist")
+
+
+def guard(fn):
+    """sgpfab errors become one `error:` line and exit code 1 (a JSON document with --json); no
+    traceback reaches the user (SGPFAB_DEBUG=1 shows one for an unexpected failure)."""
+    @functools.wraps(fn)
+    def wrapper(c, *a, **kw):
+        _setup_logging()
+        as_json = bool(kw.get("json"))
+        if getattr(c, "host", None) is not None:  # Fabric's own executor: once per host, wrong here
+            raise Exit("error: sgpfab's tasks need Fabric's config to name its executor: put fabric.yaml"
+                       " (written by `sgpfab init`) beside fabfile.py", code=1)
+        try:
+            return fn(c, *a, **kw)
+        except SgpfabError as e:
+            message = str(e).splitlines()[0] if not as_json else str(e)
+        except KeyboardInterrupt:
+            message = "interrupted"
+        except Exit:
+            raise
+        except Exception as e:
+            if os.environ.get("SGPFAB_DEBUG"):
+                raise
+            message = f"internal error: {type(e).__name__}: {e} (SGPFAB_DEBUG=1 shows where)"
+        if as_json:
+            emit_json("error", error=message)
+            raise Exit(code=1)
+        raise Exit(f"error: {message}", code=1)
+    return wrapper
+
+
+def _finish(result: Rollout, title: str, as_json: bool = False, timings: bool = False) -> None:
+    """Summary (table or JSON), failures in full, and an exit code scripts can act on."""
+    if as_json:
+        emit_json("rollout", title=title, stopped=result.stopped or None, exit_code=result.exit_code,
+                  outcomes=[outcome_dict(o) for o in result.outcomes])
+    else:
+        console.print(outcomes_table(result.outcomes, title, timings))
+        for o in result.outcomes:
+            if not o.ok and o.message and not o.message.startswith("skipped"):
+                text = o.message if o.message.startswith(f"{o.host}:") else f"{o.host}: {o.message}"
+                console.print(text, markup=False, highlight=False, style="red")
+        if result.stopped:
+            console.print(f"rollout {result.stopped}", style="red", markup=False)
+    if result.exit_code:
+        raise Exit(code=result.exit_code)
+
+
+def _version_from(version: str | None, source: Path) -> Version:
+    if version:
+        return Version.parse(version)
+    vf = source / "VERSION"
+    if vf.is_file():
+        return Version.parse(vf.read_text().strip())
+    raise InputError("no version: pass --version X.Y.Z (or put a VERSION file in the app)")
+
+
+def _bundle_for(fleet_app, version: str | None, source: str | None, bundle: str | None, say_fn) -> Bundle:
+    """The verified bundle to deploy: given (a directory, or a version in dist/), or built from source."""
+    if bundle:
+        if source:
+            raise InputError("give either --bundle or --source, not both")
+        p = Path(bundle)
+        if not p.exists() and os.sep not in bundle:
+            p = bundle_dir(_dist(), fleet_app.name, Version.parse(bundle))
+        if not p.exists():
+            raise InputError(f"no bundle at {p}")
+        b = Bundle.load(p)
+        if b.app != fleet_app.name:
+            raise InputError(f"the bundle at {p} is of app {b.app}, not {fleet_app.name}")
+        if version and Version.parse(version) != b.version:
+            raise InputError(f"--version {version} does not match the bundle's version {b.version}")
+        return b
+    src = Path(source).resolve() if source else fleet_app.source
+    return build(fleet_app, _version_from(version, src), _dist(), say_fn, src=src)
+
+
+def _settings(fleet: Fleet) -> dict:
+    """Every host's settings, resolved on the controller before anything connects."""
+    store = SecretStore(fleet.inventory.secrets_file)
+    return {h.name: resolve(fleet.inventory.instance(fleet.app.name, h.name), store) for h in fleet.hosts}
+
+
+def _unlock(sessions) -> None:
+    for s in sessions:
+        s.force_unlock()
+        s.note("deploy lock removed")
+
+
+def _policy(n, waves, parallel, max_fail, soak, undo) -> Policy:
+    return make_policy(n, waves=waves, parallel=parallel, max_fail=max_fail, soak=soak, undo=undo)
+
+
+@task(help={
+    "version": "semantic version to build, e.g. 1.0.5 (default: the app's VERSION file)",
+    "source": "app folder (default: the inventory's apps.NAME.source)",
+    "app": ROLLOUT_HELP["app"],
+})
+@guard
+def bundle(c, version=None, source=None, app=None):
+    """Build a verified release bundle in dist/APP/releases/vX.Y.Z/ (or $SGPFAB_DIST/...).
+
+    It holds the app's files as a tar.gz, its wheels for every target, the requirements per
+    target, a SHA-256 manifest, CHANGELOG.md, schema.sql and metadata. Rebuilding a version with
+    different content is refused.
+    """
+    inv = _inventory()
+    a = inv.app(app)
+    b = _bundle_for(a, version, source, None, say)
+    say(f"bundle {b.app} {b.version}: {b.path} (content digest {b.digest})")
+
+
+@task(help={
+    "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
+    "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
+    "bundle": "deploy a prebuilt bundle instead: its directory, or a version found in dist/",
+    "dry_run": "only show what each host would do (same as the plan task)",
+    **ROLLOUT_HELP,
+})
+@guard
+def deploy(c, version=None, source=None, bundle=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0,
+           undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
+    """Deploy a release to the -H hosts: upload, verify, build the venv, write settings, back up
+    the database, run the release commands, start it beside the old one, health-check, switch.
+
+    Without --bundle the release is first built as a bundle (or an identical one is reused). A
+    host whose new release does not become healthy goes back to its previous release, and the
+    release is marked bad. Hosts go in waves, --parallel at a time; past --max-fail failures the
+    rollout stops and (unless --no-undo) hosts already changed go back to their previous release.
+    """
+    fleet = _fleet(c, app)
+    if bundle is None and version is not None:
+        Version.parse(version)
+    policy = _policy(len(fleet.hosts), waves, parallel, max_fail, soak, undo)
+    settings = _settings(fleet)
+    b = _bundle_for(fleet.app, version, source, bundle, say_err if json else say)
+    _deploy(fleet, b, settings, policy, dry_run, force_unlock, f"deploy {b.app} {b.version}", json, timings)
+
+
+def _deploy(fleet: Fleet, b: Bundle, settings, policy: Policy, dry_run: bool, force_unlock: bool, title: str,
+            as_json: bool, timings: bool = False) -> None:
+    with ExitStack() as stack:
+        progress = stack.enter_context(Progress(to_stderr=as_json)) if not dry_run else (say_err if as_json else say)
+        sessions = open_sessions(stack, fleet, progress)
+        plan = Plan(b, lambda host_os: hosttools.uv_binary(host_os, say_err), settings)
+        if dry_run:
+            fleetops.preflight(sessions, plan)
+            rows = fleetops.plan_rows(sessions, plan)
+            if as_json:
+                emit_json("plan", title=title, app=b.app, version=str(b.version), digest=b.digest,
+                          excluded=list(b.metadata.build.excluded), rows=rows)
+                return
+            console.print(plan_table(rows, f"plan: {title} (nothing changed)"))
+            say("transfer: an upper bound (app files and the wheels a host lacks); files unchanged since"
+                " the active release are hard-linked on the host, not sent")
+            if b.spec.release:
+                say("release commands: " + "; ".join(b.spec.release))
+            if b.metadata.build.excluded:
+                say(f"left out of the bundle ({len(b.metadata.build.excluded)}): "
+                    + ", ".join(b.metadata.build.excluded[:20]) + (" ..." if len(b.metadata.build.excluded) > 20 else ""))
+            for r in rows:
+                say(f"{r.host} settings: " + ", ".join(f"{k}={v}" for k, v in r.settings.items()))
+            return
+        if force_unlock:
+            _unlock(sessions)
+        result = fleetops.deploy_fleet(sessions, plan, policy, progress)
+    _finish(result, title, as_json, timings)
+
+
+@task(help={
+    "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
+    "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
+    "bundle": "a prebuilt bundle: its directory, or a version found in dist/",
+    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
+})
+@guard
+def plan(c, version=None, source=None, bundle=None, app=None, json=False):
+    """Show what deploying a release would do on each -H host (versions, transfer, migrations,
+    settings with secrets masked, files left out); changes nothing."""
+    fleet = _fleet(c, app)
+    settings = _settings(fleet)
+    b = _bundle_for(fleet.app, version, source, bundle, say_err if json else say)
+    _deploy(fleet, b, settings, _policy(len(fleet.hosts), None, 1, None, 0, True), True, False,
+            f"deploy {b.app} {b.version}", json)
+
+
+@task(name="promote", help={
+    "from_": "hosts or groups that run the release now (e.g. staging)",
+    "to": "hosts or groups to deploy it to (e.g. prod)",
+    "version": "the version to promote",
+    "dry_run": "only show what each target host would do",
+    **ROLLOUT_HELP,
+})
+@guard
+def promote(c, from_=None, to=None, version=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0,
+            undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
+    """Deploy to --to exactly the bundle (same digest) that runs healthy on every --from host.
+
+    Refused when a --from host runs another version, another build of it, is unhealthy, or when
+    the local bundle in dist/ is not that exact build.
+    """
+    if not (from_ and to and version):
+        raise InputError("promote needs --from, --to and --version")
+    v = Version.parse(version)
+    inv = _inventory()
+    source, target = Fleet.select(inv, app, from_), Fleet.select(inv, app, to)
+    policy = _policy(len(target.hosts), waves, parallel, max_fail, soak, undo)
+    settings = _settings(target)
+    with ExitStack() as stack:
+        b = fleetops.promotion_bundle(open_sessions(stack, source, say_err if json else say), v, _dist(),
+                                      source.app.name)
+    (say_err if json else say)(f"promoting {b.app} {v} ({b.digest[:12]}) from {from_} to {to}")
+    _deploy(target, b, settings, policy, dry_run, force_unlock, f"promote {b.app} {v} to {to}", json, timings)
+
+
+@task(help={
+    "version": "release to return to (default: the newest good release before the active one)",
+    "db": "when the rollback crosses a schema change: 'keep' the current database, or 'restore' the "
+          "backup taken before the active release was deployed",
+    **ROLLOUT_HELP,
+})
+@guard
+def rollback(c, version=None, db=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0, undo=True,
+             force_unlock=False, json=False, timings=False):
+    """Switch the -H hosts back to an earlier release, restart and health-check it, in waves like deploy.
+
+    Every host is checked first: if the target release is missing anywhere, nothing changes.
+    """
+    v = Version.parse(version) if version else None
+    fleet = _fleet(c, app)
+    policy = _policy(len(fleet.hosts), waves, parallel, max_fail, soak, undo)
+    with ExitStack() as stack:
+        progress = stack.enter_context(Progress(to_stderr=json))
+        sessions = open_sessions(stack, fleet, progress)
+        if force_unlock:
+            _unlock(sessions)
+        result = fleetops.rollback_fleet(sessions, v, db, policy, progress)
+    _finish(result, f"rollback {fleet.app.name}", json, timings)
+
+
+@task(help={"app": ROLLOUT_HELP["app"]})
+@guard
+def unlock(c, app=None):
+    """Remove the deploy lock on the -H hosts (only when the run that held it is gone)."""
+    with ExitStack() as stack:
+        _unlock(open_sessions(stack, _fleet(c, app), say))
+
+
+def _each(fleet: Fleet, action: str, fn, title: str, stop_on_failure: bool = True, as_json: bool = False) -> None:
+    """Host by host; by default stop at the first failure."""
+    n = len(fleet.hosts)
+    out = say_err if as_json else say
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, fleet, out)
+        policy = Policy(waves=[n], parallel=1, max_fail=0 if stop_on_failure else n, soak=0, undo=False)
+        result = run(sessions, action, fn, policy, say=out)
+    _finish(result, title, as_json)
+
+
+@task(help={"label": "a word to add to the backup's name (default: manual)", "app": ROLLOUT_HELP["app"],
+            "json": ROLLOUT_HELP["json"]})
+@guard
+def backup(c, label="manual", app=None, json=False):
+    """Back up each -H host's database now (SQLite online backup or pg_dump) into backups/."""
+    _each(_fleet(c, app), "backup", lambda s: backup_host(s, label), "backup", stop_on_failure=False, as_json=json)
+
+
+@task(name="list-backups", help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def list_backups(c, app=None, json=False):
+    """List the database backups on the -H hosts, oldest first."""
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
+        rows = [(s.name, s.backups() if s.state_at_connect and s.state_at_connect.current else []) for s in sessions]
+    if json:
+        emit_json("backups", hosts=[{"host": h, "backups": b} for h, b in rows])
+    else:
+        console.print(backups_table(rows))
+
+
+@task(help={"backup": "backup file name, as shown by list-backups", "app": ROLLOUT_HELP["app"],
+            "json": ROLLOUT_HELP["json"]})
+@guard
+def restore(c, backup=None, app=None, json=False):
+    """Restore a database backup on the -H hosts: stop the app, save its current database as a
+    backup, restore, start, health-check."""
+    if not backup:
+        raise InputError("give --backup NAME (see: fab -H HOST list-backups)")
+    fleet = _fleet(c, app)
+    with ExitStack() as stack:
+        for s in open_sessions(stack, fleet, say_err if json else say):
+            try:
+                check_backup(s, backup)
+            except InputError as e:
+                raise InputError(f"{s.name}: {e} (nothing was changed)") from None
+    _each(fleet, "restore", lambda s: restore_host(s, backup), "restore", as_json=json)
+
+
+@task(help={"last": "how many records per host", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def history(c, last=20, app=None, json=False):
+    """Show the audit log of the -H hosts: who deployed or rolled back what, when, with what result."""
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
+        rows = [(s.name, s.hostctl_unprepared("history", "--last", str(int(last)))["records"]) for s in sessions]
+    if json:
+        emit_json("history", hosts=[{"host": h, "records": r} for h, r in rows])
+    else:
+        console.print(history_table(rows))
+
+
+@task(name="list", help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def list_(c, app=None, json=False):
+    """List the releases on the -H hosts (* marks the active one)."""
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
+        rows = [(s.name, s.state_at_connect) for s in sessions]
+    if json:
+        emit_json("releases", hosts=[releases_dict(h, st) for h, st in rows])
+    else:
+        console.print(releases_table(rows))
+
+
+@task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def status(c, app=None, json=False):
+    """One table for the -H hosts: group, OS, active version and digest, each process's state,
+    health, settings drift, last deploy. Exits 2 when a host is unhealthy or versions drift apart.
+    """
+    with ExitStack() as stack:
+        rows = fleetops.status_rows(open_sessions(stack, _fleet(c, app), say_err if json else say))
+    drift = fleetops.drift(rows)
+    bad = drift or any(r["health"] != "healthy" for r in rows)
+    if json:
+        emit_json("status", hosts=rows, drift=drift or None, exit_code=2 if bad else 0)
+    else:
+        console.print(status_table(rows))
+        if drift:
+            console.print(drift, style="yellow", markup=False)
+    if bad:
+        raise Exit(code=2)
+
+
+@task(help={"keep": "how many of the newest good releases to keep (the active one and its rollback target are "
+                    "always kept)", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def cleanup(c, keep=5, app=None, json=False):
+    """Delete old releases, bad releases and leftover partial builds and uploads on the -H hosts."""
+    try:
+        keep = int(keep)
+    except ValueError:
+        raise InputError("--keep must be a whole number") from None
+    if keep < 1:
+        raise InputError("--keep must be at least 1")
+    _each(_fleet(c, app), "cleanup", lambda s: cleanup_host(s, keep), f"cleanup (keep {keep})", as_json=json)
+
+
+@task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@guard
+def settings(c, app=None, json=False):
+    """Show the app's settings on the -H hosts (secrets masked; host overrides marked)."""
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
+        rows = [(s.name, s.show_settings()) for s in sessions]
+    if json:
+        emit_json("settings", hosts=[{"host": h, **{k: v for k, v in d.items() if k != "fingerprint"}}
+                                     for h, d in rows])
+    else:
+        console.print(settings_table(rows))
+
+
+def _sandbox(c, name, hosts, subnet):
+    from .sandbox import fleet
+    try:
+        f = fleet.up(name, int(hosts), int(subnet))
+    except (ValueError, PermissionError, RuntimeError) as e:
+        raise Exit(f"error: {str(e).splitlines()[0]}", code=1) from None
+    print(f"export SGPFAB_INVENTORY={f.inventory}")
+
+
+@task(help={"name": "fleet name (letters/digits)", "hosts": "number of hosts: staging1, prod1, prod2, ...",
+            "subnet": "third octet of the fleet's 169.254.X.0/24 network"})
+def sandbox_up(c, name="demo", hosts=3, subnet=250):
+    """Boot a local sandbox fleet (real Debian hosts with systemd and sshd in nspawn; needs root)."""
+    _sandbox(c, name, hosts, subnet)
+
+
+@task(help={"name": "fleet name"})
+def sandbox_down(c, name="demo"):
+    """Stop a sandbox fleet and remove everything it made."""
+    from .sandbox import fleet
+    fleet.down(name)
+
+
+sandbox = Collection("sandbox")
+sandbox.add_task(sandbox_up, "up")
+sandbox.add_task(sandbox_down, "down")
+ns = Collection(bundle, deploy, plan, promote, rollback, list_, status, cleanup, backup, list_backups, restore,
+                history, unlock, settings, sandbox)

@@ -1,0 +1,87 @@
+"""The transport interface every connection kind implements, and the result types it returns."""
+
+from __future__ import annotations
+
+import os
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+from ..errors import RemoteError
+
+
+@dataclass(frozen=True)
+class Result:
+    command: str
+    stdout: str
+    stderr: str
+    exited: int
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0
+
+    def detail(self) -> str:
+        """The meaningful part of a failure: the first error line and the last line (often the
+        tool's own summary), not just the last line."""
+        lines = [ln for ln in (self.stderr.strip() or self.stdout.strip()).splitlines() if ln.strip()]
+        if not lines:
+            return "(no output)"
+        first = next((ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "denied", "no such"))),
+                     lines[0])
+        return first.strip() if first == lines[-1] else f"{first.strip()} ... {lines[-1].strip()}"
+
+
+@dataclass(frozen=True)
+class SyncStats:
+    files_sent: int | None  # None when the transport cannot tell
+    bytes_sent: int
+
+
+class Transport(ABC):
+    """Runs commands on one host and moves files there.
+
+    - `run` runs a command in the host's shell (POSIX sh on Linux, PowerShell on Windows);
+      `privileged=True` runs it with administrative rights (sudo on Linux; WinRM sessions already
+      have them); `stdin` feeds it data that must not appear on a command line (secrets);
+      `check=True` turns a non-zero exit into RemoteError naming the host and the cause.
+    - `put` writes one file (atomically where the host allows), `read_file` reads one back.
+    - `sync` makes directory `dest` hold exactly the files of local directory `src`
+      (`delete=False` keeps extra files); unchanged files are not sent again.
+    """
+
+    host: object
+    bytes_sent: int = 0
+
+    @property
+    @abstractmethod
+    def login_user(self) -> str: ...
+
+    @abstractmethod
+    def open(self) -> None: ...
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    @abstractmethod
+    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
+            stdin: bytes | None = None) -> Result: ...
+
+    @abstractmethod
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None: ...
+
+    @abstractmethod
+    def read_file(self, remote: str) -> bytes: ...
+
+    @abstractmethod
+    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
+             delete: bool = True) -> SyncStats: ...
+
+    def fail(self, res: Result) -> RemoteError:
+        return RemoteError(f"{self.host.name}: exit {res.exited}: {res.detail()}")
+
+    def __enter__(self):
+        self.open()
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -1,0 +1,76 @@
+"""Local transport: this machine is the host (on-server apply: `connection: local`)."""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shlex
+import shutil
+import subprocess
+from pathlib import Path
+
+from ..errors import RemoteError
+from .base import Result, SyncStats, Transport
+
+
+class LocalTransport(Transport):
+    """Runs POSIX shell commands here; privileged ones through `sudo -n` unless already root."""
+
+    def __init__(self, host):
+        self.host = host
+        self.bytes_sent = 0
+
+    @property
+    def login_user(self) -> str:
+        return getpass.getuser()
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
+            stdin: bytes | None = None) -> Result:
+        if privileged and os.geteuid() != 0:
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        try:
+            r = subprocess.run(["/bin/sh", "-c", command], input=stdin if stdin is not None else b"",
+                               capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise RemoteError(f"{self.host.name}: command timed out after {timeout}s: {command[:120]}") from None
+        res = Result(command, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace"), r.returncode)
+        if check and not res.ok:
+            raise self.fail(res)
+        return res
+
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
+        tmp = remote + ".sgpfab-upload"
+        try:
+            shutil.copyfile(local, tmp)
+            if mode is not None:
+                os.chmod(tmp, mode)
+            os.replace(tmp, remote)
+        except OSError as e:
+            raise RemoteError(f"{self.host.name}: copy of {Path(local).name} to {remote} failed: {e}") from None
+
+    def read_file(self, remote: str) -> bytes:
+        try:
+            return Path(remote).read_bytes()
+        except OSError as e:
+            raise RemoteError(f"{self.host.name}: cannot read {remote}: {e}") from None
+
+    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
+             delete: bool = True) -> SyncStats:
+        cmd = ["rsync", "-a", "--checksum", "--stats"]
+        if delete:
+            cmd.append("--delete")
+        if link_dest:
+            cmd.append(f"--link-dest={link_dest}")
+        cmd += [f"--exclude={e}" for e in excludes]
+        cmd += [str(src).rstrip("/") + "/", dest.rstrip("/") + "/"]
+        r = subprocess.run(cmd, capture_output=True, text=True)
+        if r.returncode not in (0, 24):
+            raise RemoteError(f"{self.host.name}: copy to {dest} failed (rsync exit {r.returncode}): "
+                              f"{(r.stderr.strip().splitlines() or ['?'])[0][:300]}")
+        return SyncStats(None, 0)
