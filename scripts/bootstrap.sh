@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(openssh-client rsync systemd-container debootstrap iproute2 curl ca-certificates python3-venv)
+APT_PACKAGES=(openssh-client rsync systemd-container debootstrap mmdebstrap iproute2 curl ca-certificates python3-venv)
 UV_VERSION=0.13.9
 
 missing=()

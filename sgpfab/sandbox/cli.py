@@ -13,7 +13,7 @@ def main(argv: list[str] | None = None) -> int:
     sub = p.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up", help="boot a fleet of real Debian hosts (needs root)")
     u.add_argument("--name", default="demo")
-    u.add_argument("--hosts", type=int, default=3, help="number of hosts (staging1, prod1, ...)")
+    u.add_argument("--hosts", type=int, default=3, help=f"number of hosts, 1-{fleet.MAX_HOSTS} (staging1, prod1, ...)")
     u.add_argument("--subnet", type=int, default=250, help="third octet of 169.254.X.0/24")
     d = sub.add_parser("down", help="stop a fleet and remove all it made")
     d.add_argument("--name", default="demo")
@@ -21,16 +21,24 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--name", default="demo")
     a = p.parse_args(argv)
     if a.cmd == "up":
-        f = fleet.up(a.name, a.hosts, a.subnet)
-        print(f.inventory)
-    elif a.cmd == "down":
-        fleet.down(a.name)
-    else:
-        f = fleet.Fleet.load(a.name)
-        if f is None:
-            print(f"no sandbox fleet named {a.name!r} is up", file=sys.stderr)
+        try:
+            f = fleet.up(a.name, a.hosts, a.subnet)
+        except (ValueError, PermissionError, RuntimeError) as e:
+            print(f"sgpfab-sandbox: {e}", file=sys.stderr)
             return 1
         print(f.inventory)
+    elif a.cmd == "down":
+        try:
+            fleet.down(a.name)
+        except ValueError as e:
+            print(f"sgpfab-sandbox: {e}", file=sys.stderr)
+            return 1
+    else:
+        running = fleet.Fleet.load(a.name)
+        if running is None:
+            print(f"no sandbox fleet named {a.name!r} is up", file=sys.stderr)
+            return 1
+        print(running.inventory)
     return 0
 
 
