@@ -54,6 +54,16 @@ def check_host(s: HostSession, plan: Plan) -> None:
             if not SpecifierSet(req).contains(f.python, prereleases=True):
                 raise InputError(f"{s.name}: the app requires Python {req}, the host has {f.python} at"
                                  f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)")
+    if s.host.os == "windows":
+        from .windows import NSSM_MIN_VERSION, parse_nssm_version
+        have = parse_nssm_version(f.nssm)
+        if have is None or have < NSSM_MIN_VERSION:
+            raise InputError(f"{s.name}: NSSM 2.24-101 or later is needed (2.24 leaves services paused on Windows 10"
+                             f" 1703+ / Server 2019); found: {f.nssm or 'no nssm.exe on PATH'}")
+        web = b.spec.web
+        if web is not None and web.server == "gunicorn":
+            raise InputError(f"{s.name}: gunicorn does not run on Windows: use server: uvicorn, or a command"
+                             " (e.g. waitress-serve) for a WSGI app")
     size = b.archive.stat().st_size * 4 + sum(w.stat().st_size for w in b.wheels_dir.glob("*.whl"))
     if f.free_bytes and f.free_bytes < size * SPACE_MARGIN:
         raise InputError(f"{s.name}: not enough free space under {s.inst.api_root}: {f.free_bytes // 2**20} MiB free,"

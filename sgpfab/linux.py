@@ -226,9 +226,37 @@ def run_hook(inst, release: str, index: int, service_user: str, timeout: float =
 
 
 def process_log(inst, process: str, lines: int = 20) -> Cmd:
-    """The last lines of a process's log (shared/logs/PROCESS.log)."""
-    log = f"{_lay(inst).logs}/{process}.log"
-    return Cmd(f"tail -n {int(lines)} {q(log)} 2>/dev/null || true", privileged=True)
+    """The last lines a process of the app wrote (any release), from the journal."""
+    unit = f"{inst.service}-{process}@*.service"
+    return Cmd(f"journalctl --no-pager -o cat -n {int(lines)} -u {q(unit)} 2>/dev/null || true", privileged=True)
+
+
+def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
+    """Log lines of the app's processes: 'ISO-TIME UNIT[PID]: message', oldest first."""
+    args = ["journalctl", "--no-pager", "-o", "short-iso", "-n", str(int(lines))]
+    for p in processes:
+        args += ["-u", f"{inst.service}-{p}@*.service"]
+    if since:
+        args += ["--since", since]
+    if follow:
+        args.append("--follow")
+    return Cmd(" ".join(q(a) for a in args), privileged=True, timeout=None if follow else 120)
+
+
+def exec_in_release(inst, release: str, command: str, service_user: str, tty: bool) -> Cmd:
+    """A one-off command in the active release's environment (venv, settings, directory) as the
+    service user. systemd-run expands $VAR in its arguments, so `$` is doubled."""
+    lay = _lay(inst)
+    rel = lay.in_release(release)
+    props = [f"User={service_user}", f"Group={service_user}", f"WorkingDirectory={rel}",
+             f"EnvironmentFile=-{lay.env_file}", f"EnvironmentFile=-{lay.overrides_file}",
+             f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin", f"Environment=VIRTUAL_ENV={rel}/.venv",
+             f"Environment=PYTHONPATH={rel}", f"Environment=SGPFAB_RELEASE={release}", "NoNewPrivileges=yes"]
+    args = ["systemd-run", "--quiet", "--wait", "--collect", "--service-type=exec", "--pty" if tty else "--pipe"]
+    for p in props:
+        args += ["-p", p]
+    args += ["--", "/bin/sh", "-c", command.replace("$", "$$")]
+    return Cmd(" ".join(q(a) for a in args) + ("" if tty else " </dev/null"), privileged=True, timeout=3600)
 
 
 def health_url(inst) -> str:

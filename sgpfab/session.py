@@ -128,7 +128,10 @@ class HostSession:
 
     # -- facts -------------------------------------------------------------------------------------
     def preflight(self) -> HostFacts:
-        self.facts = HostFacts.model_validate(self.hostctl_unprepared("preflight", "--python", self.inst.interpreter))
+        facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter)
+        if self.host.os == "windows":
+            facts["nssm"] = self.run(windows.nssm_version(), check=False).stdout.strip()
+        self.facts = HostFacts.model_validate(facts)
         self.state_at_connect = HostState.parse(self.hostctl_unprepared("state"))
         return self.facts
 
@@ -350,6 +353,18 @@ class HostSession:
         spec = _spec_of(st.active)
         return self.gate(st.current, bool(spec.web) if spec else True, list(spec.processes) if spec else [],
                          timeout=3, settle=0)
+
+    def logs(self, processes: list[str], lines: int, since: str | None, follow: bool, on_line) -> int:
+        cmd = self.steps.logs(self.inst, processes, lines, since, follow)
+        return self.t.stream(cmd.text, on_line, privileged=cmd.privileged)
+
+    def exec(self, release: str, command: str, tty: bool = False):
+        """A one-off command in `release`'s environment: its Result, or (with a terminal) its
+        exit code."""
+        cmd = self.steps.exec_in_release(self.inst, release, command, self.service_user, tty)
+        if tty:
+            return self.t.interactive(cmd.text, privileged=cmd.privileged)
+        return self.run(cmd, check=False)
 
     def process_log(self, process: str, lines: int = 15) -> str:
         return self.run(self.steps.process_log(self.inst, process, lines), check=False).stdout.strip()

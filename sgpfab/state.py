@@ -143,6 +143,7 @@ class HostFacts(Reply):
     free_bytes: int = 0
     tools: dict[str, bool] = Field(default_factory=dict)
     os: str = "linux"
+    nssm: str = ""  # Windows: NSSM's usage banner (its version)
 
 
 class UnitState(Reply):

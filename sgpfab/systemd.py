@@ -45,7 +45,6 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
     lay, units = Layout.for_instance(inst), Units(inst.service)
     rel = f"{lay.releases}/%I"
     after = ["network.target"] + ([units.socket] if socket else [])
-    log = f"{lay.logs}/{process}.log"
     body = [
         HEADER,
         "[Unit]",
@@ -67,14 +66,20 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
         line("EnvironmentFile", f"-{lay.overrides_file}"),
         line("ExecStart", f"{rel}/.sgpfab/run/{process}"),
         *([line("Sockets", units.socket)] if socket else []),
+        # Every start of a unit on the shared socket sets the socket's O_NONBLOCK flag to this
+        # value, for all processes sharing it: "no" (the default) would put the running
+        # release's accept() into blocking mode and freeze an asyncio server.
+        *(["NonBlocking=yes"] if socket else []),
         # The web server's master stops its own workers gracefully; other processes (often a
         # shell running the app) get SIGTERM in every process.
         f"KillMode={'mixed' if web else 'control-group'}",
         "Restart=always",
         "RestartSec=1",
         "TimeoutStopSec=30",
-        line("StandardOutput", f"append:{log}"),
-        line("StandardError", f"append:{log}"),
+        # journald keeps the output (rotated by its own size limits); `fab logs` reads it.
+        "StandardOutput=journal",
+        "StandardError=journal",
+        line("SyslogIdentifier", f"{inst.service}-{process}"),
         "NoNewPrivileges=yes",
         "PrivateTmp=yes",
         "",

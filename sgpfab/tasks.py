@@ -449,6 +449,209 @@ def settings(c, app=None, json=False):
         console.print(settings_table(rows))
 
 
+def _pairs(items, flag: str) -> dict[str, str]:
+    out = {}
+    for item in items or []:
+        key, sep, value = str(item).partition("=")
+        if not sep:
+            raise InputError(f"{flag} takes NAME=VALUE, got {item!r}")
+        from .validate import ENV_KEY, check, one_line
+        try:
+            check(ENV_KEY, key, "setting name")
+            one_line(value, f"value of {key}", 4096, allow_empty=True)
+        except ValueError as e:
+            raise InputError(str(e)) from None
+        out[key] = value
+    return out
+
+
+def _restart(s, what: str):
+    """Restart the active release's processes (settings are read at start) and gate them."""
+    from .activate import activate, recover
+    from .outcome import Outcome, Status
+    with s.lock(what):
+        recover(s)
+        st = s.state()
+        if not st.current:
+            raise InputError(f"{s.name}: nothing is deployed here")
+        activate(s, st.current, st.current, "restart")
+        s.audit(action="restart", version=st.active.meta.version if st.active else None, result="ok")
+    cur = s.current_version
+    return Outcome(s.name, "restart", Status.OK, cur, cur, "restarted, healthy")
+
+
+@task(name="settings-set", iterable=["env", "secret"], help={
+    "env": "NAME=VALUE to set on the hosts (repeatable); kept over later deploys until settings-unset",
+    "secret": "NAME=SECRET: set NAME to the secret SECRET from the controller's secrets (repeatable)",
+    "restart": "restart the app afterwards (with the health gate), so the processes read it",
+    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
+})
+@guard
+def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
+    """Set host-local settings on the -H hosts without a deploy (they win over deployed ones)."""
+    values = _pairs(env, "--env")
+    fleet = _fleet(c, app)
+    store = SecretStore(fleet.inventory.secrets_file)
+    for key, name in _pairs(secret, "--secret").items():
+        value = store.get(name)
+        if value is None:
+            raise InputError(f"secret {name!r} is not set: export {SecretStore.env_name(name)} or add it to the"
+                             " secrets file")
+        values[key] = value
+    if not values:
+        raise InputError("give at least one --env NAME=VALUE or --secret NAME=SECRET")
+
+    def one(s):
+        from .outcome import Outcome, Status
+        s.override_settings(set_env=values)
+        if restart:
+            return _restart(s, "settings-set")
+        cur = s.current_version
+        return Outcome(s.name, "settings", Status.OK, cur, cur, f"set {', '.join(sorted(values))} (restart to apply)")
+    _each(fleet, "settings", one, "settings-set", as_json=json)
+
+
+@task(name="settings-unset", iterable=["name"], help={
+    "name": "a setting set with settings-set to remove again (repeatable)",
+    "restart": "restart the app afterwards (with the health gate)",
+    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
+})
+@guard
+def settings_unset(c, name=None, restart=False, app=None, json=False):
+    """Remove host-local settings from the -H hosts (deployed settings apply again)."""
+    names = list(name or [])
+    if not names:
+        raise InputError("give at least one --name NAME")
+    from .validate import ENV_KEY
+    bad = [n for n in names if not ENV_KEY.fullmatch(n)]
+    if bad:
+        raise InputError(f"invalid setting name {bad[0]!r}")
+
+    def one(s):
+        from .outcome import Outcome, Status
+        s.override_settings(unset=names)
+        if restart:
+            return _restart(s, "settings-unset")
+        cur = s.current_version
+        return Outcome(s.name, "settings", Status.OK, cur, cur, f"unset {', '.join(names)} (restart to apply)")
+    _each(_fleet(c, app), "settings", one, "settings-unset", as_json=json)
+
+
+@task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"], "parallel": ROLLOUT_HELP["parallel"]})
+@guard
+def restart(c, app=None, parallel=1, json=False):
+    """Restart the app's processes on the -H hosts (the active release), health-checked."""
+    fleet = _fleet(c, app)
+    policy = _policy(len(fleet.hosts), None, parallel, None, 0, False)
+    with ExitStack() as stack:
+        progress = stack.enter_context(Progress(to_stderr=json))
+        sessions = open_sessions(stack, fleet, progress)
+        result = run(sessions, "restart", lambda s: _restart(s, "restart"), policy, say=progress)
+    _finish(result, f"restart {fleet.app.name}", json)
+
+
+@task(name="exec", help={
+    "command": "the command to run (a shell command line), e.g. 'python manage.py createsuperuser'",
+    "parallel": "how many hosts at once (default 1: one after another)",
+    "tty": "run interactively on a terminal (one host only), e.g. a shell or a management command that asks",
+    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
+})
+@guard
+def exec_(c, command=None, parallel=1, tty=False, app=None, json=False):
+    """Run a one-off command in the active release's environment on the -H hosts (as the service user)."""
+    from .outcome import Outcome, Status
+    from .validate import one_line
+    if not command:
+        raise InputError("give --command '...'")
+    try:
+        one_line(command, "--command")
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    fleet = _fleet(c, app)
+    if tty and len(fleet.hosts) != 1:
+        raise InputError("--tty runs on one host: give -H with a single host")
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, fleet, say_err if json else say)
+        for s in sessions:
+            if not (s.state_at_connect and s.state_at_connect.current):
+                raise InputError(f"{s.name}: nothing is deployed here (nothing was run anywhere)")
+        if tty:
+            code = sessions[0].exec(sessions[0].state_at_connect.current, command, tty=True)
+            raise Exit(code=code)
+
+        def one(s):
+            r = s.exec(s.state_at_connect.current, command)
+            out = (r.stdout + r.stderr).rstrip()
+            status = Status.OK if r.ok else Status.FAILED
+            return Outcome(s.name, "exec", status, s.current_version, s.current_version,
+                           f"exit {r.exited}" + (f": {out}" if out else ""))
+        result = run(sessions, "exec", one, _policy(len(sessions), None, parallel, len(sessions), 0, False),
+                     say=say_err if json else say)
+    if not json:
+        for o in result.outcomes:
+            say(f"==> {o.host}: {o.message.splitlines()[0] if o.message else ''}")
+            for line in o.message.splitlines()[1:]:
+                say(f"{o.host}| {line}")
+    _finish(result, f"exec on {fleet.app.name}", json)
+
+
+@task(iterable=["process"], help={
+    "process": "only this process (repeatable; default: all of the app's processes)",
+    "lines": "how many lines per host (default 50)",
+    "since": "only lines since this time, e.g. '10 min ago', '2026-11-23 10:00'",
+    "follow": "keep printing new lines until Ctrl-C",
+    "app": ROLLOUT_HELP["app"],
+})
+@guard
+def logs(c, process=None, lines=50, since=None, follow=False, app=None):
+    """Show the app's log lines from every -H host, each prefixed with its host and process."""
+    import threading
+    from .validate import PROCESS, check, one_line
+    try:
+        procs = [check(PROCESS, p, "process name") for p in (process or [])]
+        if since:
+            one_line(since, "--since", 100)
+        lines = int(lines)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+    fleet = _fleet(c, app)
+    out_lock = threading.Lock()
+    with ExitStack() as stack:
+        sessions = open_sessions(stack, fleet, say_err)
+        names = procs or ["*"]
+
+        def show(s):
+            def on_line(line: str) -> None:
+                with out_lock:
+                    print(format_log_line(s.name, s.inst.service, line), flush=True)
+            s.logs(names, lines, since, follow, on_line)
+
+        if not follow:
+            for s in sessions:
+                show(s)
+            return
+        threads = [threading.Thread(target=show, args=(s,), daemon=True) for s in sessions]
+        for t in threads:
+            t.start()
+        try:
+            while any(t.is_alive() for t in threads):
+                for t in threads:
+                    t.join(0.2)
+        except KeyboardInterrupt:
+            pass
+
+
+def format_log_line(host: str, service: str, line: str) -> str:
+    """'2026-11-23T21:20:34+0000 staging1 shop-worker[1358]: text' -> 'staging1 worker | 2026-... text'."""
+    import re
+    m = re.match(r"(\S+) \S+ ([^\[:]+)(?:\[\d+\])?: ?(.*)$", line)
+    if not m:
+        return f"{host} | {line}"
+    ts, ident, text = m.groups()
+    process = ident[len(service) + 1:] if ident.startswith(service + "-") else ident
+    return f"{host} {process} | {ts} {text}"
+
+
 def _sandbox(c, name, hosts, subnet):
     from .sandbox import fleet
     try:
@@ -476,4 +679,4 @@ sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
 ns = Collection(bundle, deploy, plan, promote, rollback, list_, status, cleanup, backup, list_backups, restore,
-                history, unlock, settings, sandbox)
+                history, unlock, settings, settings_set, settings_unset, restart, exec_, logs, sandbox)

@@ -850,9 +850,13 @@ def _probe(a, token):
 
 
 def _unit_states(units):
-    """ActiveState, SubState, NRestarts, MainPID of systemd units (one systemctl call)."""
+    """ActiveState, SubState, NRestarts, MainPID of the app's processes: systemd units on Linux
+    (one systemctl call), services on Windows (sc.exe queryex; NSSM pauses a service whose
+    application keeps exiting, which counts as crashing)."""
     if not units:
         return {}
+    if WINDOWS:
+        return {u: _windows_service_state(u) for u in units}
     r = subprocess.run(["systemctl", "show", "--property=Id,ActiveState,SubState,NRestarts,MainPID", "--"]
                        + list(units), capture_output=True, text=True)
     out, cur = {}, {}
@@ -866,6 +870,26 @@ def _unit_states(units):
         k, _, val = line.partition("=")
         cur[k] = val
     return out
+
+
+WINDOWS_STATES = {"RUNNING": ("active", "running"), "START_PENDING": ("activating", "start-pending"),
+                  "STOP_PENDING": ("deactivating", "stop-pending"), "STOPPED": ("inactive", "dead"),
+                  "PAUSED": ("failed", "paused"), "PAUSE_PENDING": ("failed", "pause-pending"),
+                  "CONTINUE_PENDING": ("activating", "continue-pending")}
+
+
+def parse_sc_queryex(text):
+    """(state name, pid) from `sc.exe queryex NAME` output ('STATE : 4  RUNNING', 'PID : 1234')."""
+    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", text)
+    pid = re.search(r"\bPID\s*:\s*(\d+)", text)
+    return (state.group(1) if state else "MISSING"), (int(pid.group(1)) if pid else 0)
+
+
+def _windows_service_state(name):
+    r = subprocess.run(["sc.exe", "queryex", name], capture_output=True, text=True)
+    state, pid = parse_sc_queryex(r.stdout) if r.returncode == 0 else ("MISSING", 0)
+    active, sub = WINDOWS_STATES.get(state, ("inactive", state.lower()))
+    return {"active": active, "sub": sub, "restarts": 0, "pid": pid}
 
 
 def _token(h):
@@ -892,8 +916,15 @@ def gate(a, h):
     started = time.monotonic()
     delay, bad_in_row, good_in_row, seen = 0.05, 0, 0, []
     last = {"ok": False, "error": "not probed yet"}
+    pids, pid_changes = {}, {}
     while True:
         units = _unit_states(a.unit)
+        for u, st in units.items():  # where no restart counter exists (Windows), count new PIDs
+            if st["pid"] and pids.get(u) not in (None, st["pid"]):
+                pid_changes[u] = pid_changes.get(u, 0) + 1
+            if st["pid"]:
+                pids[u] = st["pid"]
+            st["restarts"] = max(st["restarts"], pid_changes.get(u, 0))
         crashed = [u for u, st in units.items() if st["restarts"] >= a.max_restarts or st["active"] == "failed"]
         if crashed:
             _out({"ok": False, "why": "crashing", "units": units, "last": last, "crashed": crashed})

@@ -6,7 +6,7 @@ import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 
-from ..errors import RemoteError
+from ..errors import InputError, RemoteError
 
 
 @dataclass(frozen=True)
@@ -75,6 +75,15 @@ class Transport(ABC):
     @abstractmethod
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
              delete: bool = True) -> SyncStats: ...
+
+    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+        """Run a long command (e.g. `journalctl --follow`), handing each output line to
+        `on_line` as it arrives; returns the exit code. Not every transport can."""
+        raise InputError(f"{self.host.name}: following output is not supported over this connection")
+
+    def interactive(self, command: str, *, privileged: bool = False) -> int:
+        """Run a command on a terminal of the host, attached to this terminal."""
+        raise InputError(f"{self.host.name}: interactive commands are not supported over this connection")
 
     def fail(self, res: Result) -> RemoteError:
         return RemoteError(f"{self.host.name}: exit {res.exited}: {res.detail()}")

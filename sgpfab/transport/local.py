@@ -32,8 +32,7 @@ class LocalTransport(Transport):
 
     def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
             stdin: bytes | None = None) -> Result:
-        if privileged and os.geteuid() != 0:
-            command = f"sudo -n sh -c {shlex.quote(command)}"
+        command = self._sudo(command, privileged)
         try:
             r = subprocess.run(["/bin/sh", "-c", command], input=stdin if stdin is not None else b"",
                                capture_output=True, timeout=timeout)
@@ -43,6 +42,19 @@ class LocalTransport(Transport):
         if check and not res.ok:
             raise self.fail(res)
         return res
+
+    def _sudo(self, command: str, privileged: bool) -> str:
+        return f"sudo -n sh -c {shlex.quote(command)}" if privileged and os.geteuid() != 0 else command
+
+    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+        with subprocess.Popen(["/bin/sh", "-c", self._sudo(command, privileged)], stdout=subprocess.PIPE,
+                              stdin=subprocess.DEVNULL, text=True, errors="replace") as p:
+            for line in p.stdout:
+                on_line(line.rstrip("\n"))
+            return p.wait()
+
+    def interactive(self, command: str, *, privileged: bool = False) -> int:
+        return subprocess.call(["/bin/sh", "-c", self._sudo(command, privileged)])
 
     def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
         tmp = remote + ".sgpfab-upload"

@@ -121,6 +121,35 @@ class SSHTransport(Transport):
         finally:
             chan.close()
 
+    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+        if privileged and self.login_user != "root":
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        chan = self.conn.client.get_transport().open_session(timeout=30)
+        try:
+            chan.exec_command(command)
+            chan.shutdown_write()
+            buf = b""
+            while True:
+                if chan.recv_ready():
+                    buf += chan.recv(1 << 16)
+                    *lines, buf = buf.split(b"\n")
+                    for ln in lines:
+                        on_line(ln.decode("utf-8", "replace"))
+                elif chan.exit_status_ready() and not chan.recv_ready():
+                    break
+                else:
+                    select.select([chan], [], [], 0.2)
+            if buf:
+                on_line(buf.decode("utf-8", "replace"))
+            return chan.recv_exit_status()
+        finally:
+            chan.close()
+
+    def interactive(self, command: str, *, privileged: bool = False) -> int:
+        if privileged and self.login_user != "root":
+            command = f"sudo -n sh -c {shlex.quote(command)}"
+        return subprocess.call([*self.ssh_command(), "-t", self.host.address, command])
+
     def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
         """SFTP to a temporary name, then rename: the file is never seen half-written."""
         tmp = remote + ".sgpfab-upload"

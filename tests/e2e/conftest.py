@@ -1,18 +1,23 @@
-"""End-to-end fixtures: a real sandbox fleet (nspawn hosts with systemd + sshd), booted once.
+"""End-to-end fixtures: one real sandbox fleet (nspawn hosts with systemd + sshd) for the run.
 
-Each test gets its own app "slot" on the same hosts (API_ROOT, service name and port of its own),
-so tests do not depend on each other's leftovers.
+With pytest-xdist the workers share the fleet: the first one to need it boots it under a file
+lock, and the controlling process tears it down at the end. Each test gets its own app "slot" on
+those hosts (an API_ROOT, service name and port of its own), driven through the real `fab`
+command, so tests do not depend on each other's leftovers.
 """
 
 from __future__ import annotations
 
+import fcntl
 import itertools
 import json
 import os
+import shutil
 import subprocess
 import sys
 import urllib.error
 import urllib.request
+import uuid
 from pathlib import Path
 
 import pytest
@@ -21,9 +26,22 @@ import yaml
 from sgpfab.sandbox import fleet as sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
 FAB = str(Path(sys.executable).with_name("fab"))
 FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET = "pytest", 4, 251  # staging1, prod1, prod2, prod3
-_slots = itertools.count(1)
+LOCK = Path("/run/sgpfab-e2e-fleet.lock")
+SECRETS = {"SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-e2e-secret-Zq9", "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-e2e-s3cret"}
+_counter = itertools.count(1)
+
+
+def pytest_configure(config):
+    if not hasattr(config, "workerinput"):  # the controlling process: this run's id
+        config.sgpfab_run = os.environ.get("SGPFAB_E2E_RUN") or uuid.uuid4().hex
+        os.environ["SGPFAB_E2E_RUN"] = config.sgpfab_run
+
+
+def pytest_configure_node(node):  # xdist: hand the run id to each worker
+    node.workerinput["sgpfab_run"] = node.config.sgpfab_run
 
 
 def pytest_collection_modifyitems(items):
@@ -32,85 +50,147 @@ def pytest_collection_modifyitems(items):
             item.add_marker(pytest.mark.e2e)
 
 
+def pytest_sessionfinish(session, exitstatus):
+    if hasattr(session.config, "workerinput"):
+        return
+    f = sandbox.Fleet.load(FLEET_NAME)
+    if f is not None and (f.dir / "run-id").is_file():
+        sandbox.down(FLEET_NAME, log=lambda *_: None)
+
+
+def _run_id(config) -> str:
+    return config.workerinput["sgpfab_run"] if hasattr(config, "workerinput") else config.sgpfab_run
+
+
 @pytest.fixture(scope="session")
-def fleet():
+def fleet(request):
+    """The run's fleet: booted by whichever worker needs it first."""
     if os.geteuid() != 0:
         pytest.fail("the end-to-end tests need root to boot the sandbox fleet (run: sudo bash scripts/test.sh)")
-    f = sandbox.up(FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET, log=lambda *_: None)
-    try:
-        yield f
-    finally:
-        sandbox.down(FLEET_NAME, log=lambda *_: None)
+    run = _run_id(request.config)
+    with open(LOCK, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        f = sandbox.Fleet.load(FLEET_NAME)
+        mine = f is not None and (f.dir / "run-id").is_file() and (f.dir / "run-id").read_text() == run
+        if not mine:
+            f = sandbox.up(FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET, log=lambda *_: None)
+            (f.dir / "run-id").write_text(run)
+    return f
+
+
+def worker_offset(request) -> int:
+    wid = getattr(request.config, "workerinput", {}).get("workerid", "gw0")
+    return int(wid[2:] or 0) * 150
 
 
 class Slot:
     """One app installation on every fleet host, driven through the real `fab` command."""
 
-    def __init__(self, fleet: sandbox.Fleet, tmp: Path):
-        n = next(_slots)
-        self.fleet, self.tmp = fleet, tmp
-        self.api_root, self.service, self.port = f"/srv/e2e-{n}", f"sgp-e2e-{n}", 8100 + n
-        inv = yaml.safe_load(fleet.inventory.read_text())
-        inv["ssh_config"], inv["known_hosts"] = str(fleet.ssh_config), str(fleet.known_hosts)
-        inv["defaults"].update(api_root=self.api_root, service=self.service, port=self.port, health_timeout=25)
+    def __init__(self, fleet: sandbox.Fleet, tmp: Path, n: int, kind: str = "sgp"):
+        self.fleet, self.tmp, self.n, self.kind = fleet, tmp, n, kind
+        self.api_root, self.service, self.port = f"/srv/e2e-{n}", f"e2e{n}", 9000 + n
+        self.app = kind
+        examples = yaml.safe_load((ROOT / "hosts" / "fleet.yaml").read_text())["apps"]
+        app = examples[kind]
+        app["source"] = str((ROOT / "hosts" / app["source"]).resolve())
+        app.update(api_root=self.api_root, service=self.service, port=self.port)
+        app.setdefault("health", {})["timeout"] = 40
+        self.inv = {
+            "ssh_config": str(fleet.ssh_config), "known_hosts": str(fleet.known_hosts),
+            "defaults": {"user": "deploy"}, "hosts": {h.name: None for h in fleet.hosts},
+            "groups": {"staging": ["staging1"], "prod": [h.name for h in fleet.hosts[1:]]},
+            "apps": {kind: app},
+        }
         self.inventory = tmp / "fleet.yaml"
-        self.inventory.write_text(yaml.safe_dump(inv))
+        self._write()
         self.hosts = [h.name for h in fleet.hosts][:2]  # most tests need two; rollout tests use all_hosts
         self.all_hosts = [h.name for h in fleet.hosts]
         self.dist = tmp / "dist"  # bundles built by this test only
+        self.env = dict(SECRETS)
 
-    def configure(self, app: dict | None = None, **defaults) -> None:
-        """Change this slot's inventory: host defaults and/or app settings."""
-        inv = yaml.safe_load(self.inventory.read_text())
-        inv["defaults"].update(defaults)
-        inv["app"].update(app or {})
-        self.inventory.write_text(yaml.safe_dump(inv))
+    def _write(self) -> None:
+        self.inventory.write_text(yaml.safe_dump(self.inv, sort_keys=False))
 
-    def popen(self, *args: str) -> subprocess.Popen:
+    def configure(self, **settings) -> None:
+        """Change this slot's app settings (apps.KIND.*); a None value removes a setting."""
+        app = self.inv["apps"][self.kind]
+        for k, v in settings.items():
+            if v is None:
+                app.pop(k, None)
+            else:
+                app[k] = v
+        self._write()
+
+    def configure_host(self, host: str, **settings) -> None:
+        self.inv["hosts"][host] = {**(self.inv["hosts"][host] or {}), **settings}
+        self._write()
+
+    @property
+    def app_config(self) -> dict:
+        return self.inv["apps"][self.kind]
+
+    def variant(self, name: str, append: dict[str, str] | None = None, files: dict | None = None) -> Path:
+        """A copy of this slot's example app, changed: `append` adds text to files, `files` writes them."""
+        d = self.tmp / name
+        shutil.copytree(self.app_config["source"], d)
+        for rel, text in (append or {}).items():
+            with open(d / rel, "a") as f:
+                f.write("\n" + text + "\n")
+        for rel, content in (files or {}).items():
+            (d / rel).parent.mkdir(parents=True, exist_ok=True)
+            (d / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
+        return d
+
+    def _env(self, inventory: Path | None = None, extra: dict | None = None) -> dict:
+        return {**os.environ, **self.env, "SGPFAB_INVENTORY": str(inventory or self.inventory), "COLUMNS": "220",
+                "SGPFAB_DIST": str(self.dist), **(extra or {})}
+
+    def popen(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
         """Start `fab` in its own process group (so a test can kill it like a dying laptop)."""
-        env = {**os.environ, "SGPFAB_INVENTORY": str(self.inventory), "COLUMNS": "200",
-               "SGPFAB_DIST": str(self.dist)}
-        return subprocess.Popen([FAB, *args], cwd=ROOT, env=env, stdout=subprocess.PIPE,
+        return subprocess.Popen([FAB, *args], cwd=ROOT, env=self._env(extra=extra_env), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, text=True, start_new_session=True)
 
-    def fab(self, *args: str, ok: bool | None = True, inventory: Path | None = None) -> subprocess.CompletedProcess:
-        env = {**os.environ, "SGPFAB_INVENTORY": str(inventory or self.inventory), "COLUMNS": "200",
-               "SGPFAB_DIST": str(self.dist)}
-        r = subprocess.run([FAB, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    def fab(self, *args: str, ok: bool | None = True, inventory: Path | None = None,
+            extra_env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
+        r = subprocess.run([FAB, *args], cwd=ROOT, env=self._env(inventory, extra_env), capture_output=True,
+                           text=True, timeout=timeout)
         if ok is True:
-            assert r.returncode == 0, f"fab {' '.join(args)} failed:\n{r.stdout}\n{r.stderr}"
+            assert r.returncode == 0, f"fab {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         elif ok is False:
-            assert r.returncode != 0, f"fab {' '.join(args)} should have failed:\n{r.stdout}"
+            assert r.returncode != 0, f"fab {' '.join(args)} should have failed:\n{r.stdout}\n{r.stderr}"
         return r
 
     def url(self, host: str, path: str) -> str:
         return f"http://{self.fleet.ip(host)}:{self.port}{path}"
 
-    def get(self, host: str, path: str = "/health"):
-        """A real HTTP request from the controller to the host; None if nothing answers."""
+    def http(self, host: str, path: str = "/", data: bytes | None = None, headers: dict | None = None,
+             method: str | None = None) -> tuple[int, bytes]:
+        """A real HTTP request from the controller to the host: (status, body); (0, b'') if nothing answers."""
+        req = urllib.request.Request(self.url(host, path), data=data, headers=headers or {}, method=method)
         try:
-            with urllib.request.urlopen(self.url(host, path), timeout=5) as r:
-                return json.loads(r.read())
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return r.status, r.read()
+        except urllib.error.HTTPError as e:
+            return e.code, e.read()
         except (urllib.error.URLError, OSError):
-            return None
+            return 0, b""
 
-    def version(self, host: str) -> str | None:
-        h = self.get(host)
-        return h["version"] if h else None
+    def get_json(self, host: str, path: str):
+        code, body = self.http(host, path)
+        return json.loads(body) if code == 200 else None
 
-    def post_item(self, host: str, name: str) -> dict:
-        req = urllib.request.Request(self.url(host, "/items"), data=json.dumps({"name": name}).encode(),
-                                     headers={"content-type": "application/json"}, method="POST")
-        with urllib.request.urlopen(req, timeout=5) as r:
-            return json.loads(r.read())
+    def post_json(self, host: str, path: str, obj: dict) -> tuple[int, dict | None]:
+        code, body = self.http(host, path, json.dumps(obj).encode(), {"content-type": "application/json"}, "POST")
+        try:
+            return code, json.loads(body)
+        except ValueError:
+            return code, None
 
-    def item_names(self, host: str) -> list[str]:
-        return [i["name"] for i in self.get(host, "/items")]
-
-    def ssh(self, host: str, command: str) -> str:
+    def ssh(self, host: str, command: str, check: bool = True) -> str:
         r = subprocess.run(["ssh", "-F", str(self.fleet.ssh_config), host, command],
-                           capture_output=True, text=True, timeout=60)
-        assert r.returncode == 0, r.stderr
+                           capture_output=True, text=True, timeout=120)
+        if check:
+            assert r.returncode == 0, f"{host}: {command}: {r.stderr}"
         return r.stdout
 
     def current(self, host: str) -> str | None:
@@ -118,46 +198,67 @@ class Slot:
         return out or None
 
     def releases(self, host: str) -> list[str]:
-        return sorted(self.ssh(host, f"ls -A {self.api_root}/releases").split())
+        return sorted(self.ssh(host, f"ls -A {self.api_root}/releases 2>/dev/null || true").split())
+
+    def units(self, host: str) -> list[str]:
+        """This app's running units (processes and socket)."""
+        out = self.ssh(host, f"systemctl list-units --plain --no-legend --state=active '{self.service}-*' "
+                             f"'{self.service}.socket' | awk '{{print $1}}'")
+        return sorted(out.split())
 
     def snapshot(self, host: str) -> str:
-        """Everything under API_ROOT (names, sizes, link targets) plus the unit: to prove 'nothing changed'."""
-        return self.ssh(host, f"find {self.api_root} /etc/systemd/system/{self.service}.service "
-                              "-printf '%p %s %l\\n' 2>/dev/null | sort || true")
+        """Everything under API_ROOT (names, sizes, link targets) plus the units: to prove 'nothing changed'."""
+        return self.ssh(host, f"find {self.api_root} /etc/systemd/system/{self.service}* -printf '%p %s %l\\n'"
+                              " 2>/dev/null | grep -v -e /.sgpfab/audit.jsonl -e /.sgpfab/uv-cache/ | sort || true")
+
+    def release_state(self, host: str) -> tuple:
+        """What a refused deploy must leave alone: releases, current, units and their state."""
+        return (self.ssh(host, f"find {self.api_root}/releases /etc/systemd/system/{self.service}* -maxdepth 1"
+                               " -printf '%p %l\\n' 2>/dev/null | sort"), self.units(host))
 
 
 @pytest.fixture
-def slot(fleet, tmp_path):
-    s = Slot(fleet, tmp_path)
-    yield s
-    for h in s.all_hosts:  # stop this slot's service (and socket) so later tests run on quiet hosts
-        subprocess.run(["ssh", "-F", str(fleet.ssh_config), h, f"sudo systemctl stop {s.service}.socket {s.service} || true"],
-                       capture_output=True, timeout=60)
+def slot_factory(fleet, tmp_path, request):
+    made = []
+    base = worker_offset(request)
+
+    def make(kind: str = "sgp") -> Slot:
+        s = Slot(fleet, tmp_path / f"slot{len(made)}", base + next(_counter), kind)
+        made.append(s)
+        return s
+
+    (tmp_path).mkdir(exist_ok=True)
+    for i in range(8):
+        (tmp_path / f"slot{i}").mkdir(exist_ok=True)
+    yield make
+    for s in made:  # stop this slot's processes so later tests run on quiet hosts
+        for h in s.all_hosts:
+            subprocess.run(["ssh", "-F", str(fleet.ssh_config), h,
+                            f"sudo systemctl stop '{s.service}-*' {s.service}.socket {s.service}.target 2>/dev/null;"
+                            f" sudo systemctl disable {s.service}.socket {s.service}.target 2>/dev/null; true"],
+                           capture_output=True, timeout=120)
 
 
 @pytest.fixture
-def app_variant(tmp_path):
-    """make(name, append=..., files={...}): a copy of the example app, changed."""
-    def make(name: str, append: str = "", files: dict | None = None) -> Path:
-        d = tmp_path / name
-        subprocess.run(["cp", "-r", str(ROOT / "examples" / "sgp_api"), str(d)], check=True)
-        if append:
-            with open(d / "main.py", "a") as f:
-                f.write("\n" + append + "\n")
-        for rel, content in (files or {}).items():
-            (d / rel).write_bytes(content if isinstance(content, bytes) else content.encode())
-        return d
-    return make
+def slot(slot_factory) -> Slot:
+    """The FastAPI example (sgp_api) in a slot of its own."""
+    return slot_factory("sgp")
 
 
 @pytest.fixture
-def broken_app(app_variant) -> Path:
-    """The example app with a fatal error at import: the service can never start."""
-    return app_variant("broken_app", append=BROKEN_AT_STARTUP)
+def tasks_slot(slot_factory) -> Slot:
+    """The Flask example (gunicorn + worker) in a slot of its own."""
+    return slot_factory("tasks")
 
 
-# Imports fine (so the bundle builds and schema.sql is generated) but cannot start serving.
-BROKEN_AT_STARTUP = """
+@pytest.fixture
+def blog_slot(slot_factory) -> Slot:
+    """The Django example in a slot of its own."""
+    return slot_factory("blog")
+
+
+# An ASGI app that imports fine but cannot start (its lifespan fails): never serves.
+BROKEN_SGP = """
 @asynccontextmanager
 async def _broken_lifespan(_app):
     raise RuntimeError("this release is broken on purpose")

@@ -1,111 +1,139 @@
-"""Deploy, upgrade, rollback, failure and cleanup on real hosts, through the real `fab` CLI."""
+"""Deploy, upgrade, rollback, failure and cleanup on real hosts, through the real `fab` CLI,
+with the FastAPI example (uvicorn through sgpfab's launcher, Alembic migrations, a uv project)."""
 
 import re
-import shutil
-from pathlib import Path
 
 import yaml
 
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "sgp_api"
+BROKEN = 'raise RuntimeError("this release is broken on purpose")'
 
 
-def test_upgrade_keeps_data_and_rollback_returns_the_old_version(slot):
+def items(slot, h):
+    return [i["name"] for i in slot.get_json(h, "/items")]
+
+
+def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
     a, b = slot.hosts
     slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.4")
-    assert [slot.version(h) for h in (a, b)] == ["1.0.4", "1.0.4"]
     for h in (a, b):
-        slot.post_item(h, f"written-under-1.0.4-on-{h}")
-
-    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5")
+        assert slot.http(h, "/health")[0] == 200
+        assert slot.post_json(h, "/items", {"name": f"written-under-1.0.4-on-{h}"})[0] == 201
+    changed = slot.variant("v2", append={"sgp_api/main.py": "# 1.0.5"})
+    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5", "--source", str(changed))
     for h in (a, b):
-        assert slot.version(h) == "1.0.5"
-        assert slot.item_names(h) == [f"written-under-1.0.4-on-{h}"]
         assert slot.current(h) == "v1.0.5"
-        backups = slot.ssh(h, f"ls {slot.api_root}/backups").split()
+        assert items(slot, h) == [f"written-under-1.0.4-on-{h}"]
+        backups = slot.ssh(h, f"sudo ls {slot.api_root}/backups").split()
         assert any(x.endswith("-before-v1.0.5.db") for x in backups), backups
-        # .env is private and points at shared/; the service runs as the unprivileged user
-        assert slot.ssh(h, f"stat -c %a {slot.api_root}/releases/v1.0.5/.env").strip() == "600"
-        assert f"DATABASE_URL=sqlite:///{slot.api_root}/shared/db/app.db" in slot.ssh(
-            h, f"cat {slot.api_root}/releases/v1.0.5/.env")
-        assert slot.ssh(h, "ps -o user= -C python3 -C python3.11 -C python | sort -u").split() == ["deploy"]
+        # settings are private to the service user; the processes never run as root
+        assert slot.ssh(h, f"sudo stat -c '%a %U' {slot.api_root}/shared/config/env").split() == ["600", "deploy"]
+        assert f"DATABASE_URL='sqlite:///{slot.api_root}/shared/db/app.db'" in slot.ssh(
+            h, f"sudo cat {slot.api_root}/shared/config/env")
+        users = slot.ssh(h, f"ps -o user= -p $(systemctl show -p MainPID --value {slot.service}-web@v1.0.5)").split()
+        assert users == ["deploy"]
+        assert slot.units(h) == [f"{slot.service}-web@v1.0.5.service", f"{slot.service}.socket"]
 
     slot.fab("-H", a, "rollback")
-    assert slot.version(a) == "1.0.4" and slot.current(a) == "v1.0.4"
-    assert slot.version(b) == "1.0.5", "rollback of one host must not touch another"
-    assert slot.item_names(a) == [f"written-under-1.0.4-on-{a}"]
-
+    assert slot.current(a) == "v1.0.4" and slot.units(a)[0] == f"{slot.service}-web@v1.0.4.service"
+    assert slot.current(b) == "v1.0.5", "rollback of one host must not touch another"
+    assert items(slot, a) == [f"written-under-1.0.4-on-{a}"]
     slot.fab("-H", a, "rollback", "--version", "1.0.5")
-    assert slot.version(a) == "1.0.5"
+    assert slot.current(a) == "v1.0.5"
 
     listing = slot.fab("-H", f"{a},{b}", "list").stdout
     assert re.search(rf"{a}\s.*1\.0\.5\s.*\*", listing) and re.search(rf"{b}\s.*1\.0\.4\s", listing)
     status = slot.fab("-H", f"{a},{b}", "status").stdout
-    assert status.count("healthy (1.0.5)") == 2 and "active" in status
+    assert status.count("healthy") == 2 and status.count("web: active") == 2 and "as deployed" in status
 
 
-def test_broken_release_never_stays_active(slot, broken_app):
+def test_broken_release_never_stays_active(slot):
     h = slot.hosts[0]
     slot.fab("-H", h, "deploy", "--version", "1.0.4")
-    slot.post_item(h, "precious")
-    r = slot.fab("-H", h, "deploy", "--version", "1.0.5", "--source", str(broken_app), ok=False)
-    assert "failed" in r.stderr + r.stdout and "rolled back to v1.0.4 (healthy)" in r.stdout
-    assert "this release is broken on purpose" in r.stdout, "the report shows the service's last log lines"
-    assert slot.version(h) == "1.0.4" and slot.current(h) == "v1.0.4"
-    assert slot.item_names(h) == ["precious"]
+    slot.post_json(h, "/items", {"name": "precious"})
+    broken = slot.variant("broken", append={"sgp_api/main.py": BROKEN})
+    r = slot.fab("-H", h, "deploy", "--version", "1.0.5", "--source", str(broken), ok=False)
+    out = r.stdout + r.stderr
+    assert "rolled back to v1.0.4 (healthy)" in out and "keeps crashing" in out, out
+    assert "this release is broken on purpose" in out, "the report shows the process's last log lines"
+    assert slot.current(h) == "v1.0.4" and items(slot, h) == ["precious"]
+    assert slot.units(h) == [f"{slot.service}-web@v1.0.4.service", f"{slot.service}.socket"]
     assert re.search(r"1\.0\.5\s.*bad", slot.fab("-H", h, "list").stdout)
-
     # A good 1.0.6 on top, then the default rollback skips the bad 1.0.5.
     slot.fab("-H", h, "deploy", "--version", "1.0.6")
-    assert slot.version(h) == "1.0.6"
     slot.fab("-H", h, "rollback")
-    assert slot.version(h) == "1.0.4"
+    assert slot.current(h) == "v1.0.4"
 
 
-def test_first_deploy_that_fails_leaves_nothing_running(slot, broken_app):
+def test_a_release_whose_health_check_fails_is_refused_fast(slot):
+    """A deterministic failure (the app answers 500) does not wait out the whole timeout."""
     h = slot.hosts[1]
-    slot.fab("-H", h, "deploy", "--version", "2.0.0", "--source", str(broken_app), ok=False)
-    assert slot.current(h) is None
-    assert slot.ssh(h, f"systemctl is-active {slot.service} || true").strip() in ("inactive", "failed")
+    slot.fab("-H", h, "deploy", "--version", "1.0.0")
+    sick = slot.variant("sick", append={"sgp_api/main.py": (
+        "from fastapi import Response\n"
+        "app.router.routes = [r for r in app.router.routes if getattr(r, 'path', '') != '/health']\n"
+        "@app.get('/health')\n"
+        "def sick():\n"
+        "    return Response('database on fire', status_code=500)\n")})
+    slot.configure(health={"path": "/health", "timeout": 120})
+    r = slot.fab("-H", h, "deploy", "--version", "1.0.1", "--source", str(sick), "--json", ok=False)
+    doc = __import__("json").loads(r.stdout)
+    o = doc["outcomes"][0]
+    assert o["status"] == "failed" and "HTTP 500" in o["message"] and o["after"] == "1.0.0"
+    assert o["seconds"] < 60, "three 500s from the new release fail at once, not after 120 s"
+    assert slot.current(h) == "v1.0.0"
+
+
+def test_first_deploy_that_fails_leaves_nothing_running(slot):
+    h = slot.hosts[1]
+    broken = slot.variant("broken", append={"sgp_api/main.py": BROKEN})
+    r = slot.fab("-H", h, "deploy", "--version", "2.0.0", "--source", str(broken), ok=False)
+    assert "no earlier release to return to" in r.stdout
+    assert slot.current(h) is None and slot.units(h) == []
+    assert "2.0.0" in r.stdout and re.search(rf"{h}\W+FAILED\W+-\W+-", r.stdout), r.stdout
 
 
 def test_cleanup_keeps_the_newest_the_active_and_its_rollback_target(slot):
     h = slot.hosts[0]
-    for v in ("1.0.1", "1.0.2", "1.0.3", "1.0.10"):
+    bundles = ["1.0.1", "1.0.2", "1.0.3", "1.0.10"]
+    for v in bundles:
         slot.fab("-H", h, "deploy", "--version", v)
     slot.fab("-H", h, "rollback", "--version", "1.0.2")
-    slot.ssh(h, f"mkdir {slot.api_root}/releases/.partial-v9.9.9")  # a leftover interrupted build
+    slot.ssh(h, f"mkdir {slot.api_root}/releases/.partial-v9.9.9 {slot.api_root}/incoming/v9.9.9")
     slot.fab("-H", h, "cleanup", "--keep", "1")
     assert slot.releases(h) == ["current", "v1.0.1", "v1.0.10", "v1.0.2"]
-    assert slot.version(h) == "1.0.2"
+    assert slot.ssh(h, f"ls {slot.api_root}/incoming").split() == []
+    assert slot.current(h) == "v1.0.2"
 
 
-def test_redeploy_of_the_same_version_is_a_no_op_and_changed_content_is_refused(slot, tmp_path):
+def test_redeploy_is_a_no_op_changed_content_is_refused_and_drifted_units_are_rewritten(slot, tmp_path):
     h = slot.hosts[0]
     slot.fab("-H", h, "deploy", "--version", "1.1.0")
     r = slot.fab("-H", h, "deploy", "--version", "1.1.0")
     assert "already active and healthy: nothing to do" in r.stdout
-    changed = tmp_path / "changed_app"
-    shutil.copytree(EXAMPLE, changed)
-    (changed / "extra.txt").write_text("new file")
-    # Refused on the controller (the bundle of 1.1.0 exists with other content) ...
+    changed = slot.variant("changed", files={"extra.txt": "new file"})
     r = slot.fab("-H", h, "deploy", "--version", "1.1.0", "--source", str(changed), ok=False)
-    assert re.search(r"bundle 1.1.0 already exists .* with different content", r.stderr)
-    # ... and by the host, when built elsewhere (another dist directory).
-    slot.dist = tmp_path / "other-dist"
+    assert re.search(r"bundle sgp 1.1.0 already exists .* with different content", r.stderr)
+    slot.dist = tmp_path / "other-dist"  # built elsewhere: the host refuses it too
     r = slot.fab("-H", h, "deploy", "--version", "1.1.0", "--source", str(changed), ok=False)
     assert "release 1.1.0 already exists with different content" in r.stdout
-    assert slot.version(h) == "1.1.0"
+    assert slot.current(h) == "v1.1.0"
+    # Someone edits the unit on the host (drops User=): the same deploy puts sgpfab's back.
+    unit = f"/etc/systemd/system/{slot.service}-web@.service"
+    slot.ssh(h, f"sudo sed -i '/^User=/d' {unit} && sudo systemctl daemon-reload")
+    slot.dist = tmp_path / "dist"
+    r = slot.fab("-H", h, "deploy", "--version", "1.1.0")
+    assert "units had drifted" in r.stdout
+    assert "User=deploy" in slot.ssh(h, f"cat {unit}")
 
 
 def test_incomplete_release_directory_is_rebuilt_not_trusted(slot):
     h = slot.hosts[1]
     slot.fab("-H", h, "deploy", "--version", "3.0.0")
-    # Simulate a crash mid-build of 3.0.1 long ago: the directory exists without its marker.
-    slot.ssh(h, f"mkdir -p {slot.api_root}/releases/v3.0.1 && echo junk > {slot.api_root}/releases/v3.0.1/main.py")
+    slot.ssh(h, f"mkdir -p {slot.api_root}/releases/v3.0.1 && echo junk > {slot.api_root}/releases/v3.0.1/junk.py")
     slot.fab("-H", h, "rollback", "--version", "3.0.1", ok=False)
     slot.fab("-H", h, "deploy", "--version", "3.0.1")
-    assert slot.version(h) == "3.0.1"
-    assert "junk" not in slot.ssh(h, f"cat {slot.api_root}/releases/v3.0.1/main.py")
+    assert slot.current(h) == "v3.0.1"
+    assert slot.ssh(h, f"ls {slot.api_root}/releases/v3.0.1/junk.py 2>/dev/null || true").strip() == ""
 
 
 def test_bad_input_changes_nothing_on_any_host(slot):
@@ -115,13 +143,18 @@ def test_bad_input_changes_nothing_on_any_host(slot):
     before = [slot.snapshot(h) for h in (a, b)]
     for args, message in [
         (("-H", f"{a},{b}", "deploy", "--version", "1.0.1/../../x"), "invalid version"),
+        (("-H", f"{a},{b}", "deploy", "--version", "1\u0660.0.2"), "invalid version"),
         (("-H", f"{a},ghost", "deploy", "--version", "1.0.2"), "unknown host or group 'ghost'"),
         (("-H", f"{a},{b}", "rollback", "--version", "1.0.1"), f"{b}: release 1.0.1 does not exist here"),
         (("-H", b, "rollback"), "no earlier good release"),
+        (("-H", a, "deploy", "--version", "1.0.2", "--app", "nope"), "unknown app 'nope'"),
+        (("-H", a, "cleanup", "--keep", "0"), "--keep must be at least 1"),
+        (("-H", a, "restore", "--backup", "../../etc/passwd"), "no backup named"),
     ]:
         r = slot.fab(*args, ok=False)
-        assert r.returncode == 1 and message in r.stderr, r.stderr
-        assert len(r.stderr.strip().splitlines()) == 1
+        assert r.returncode == 1 and message in r.stderr, (args, r.stderr)
+        assert len(r.stderr.strip().splitlines()) == 1 and r.stderr.startswith("error: "), r.stderr
+        assert "Traceback" not in r.stdout + r.stderr
     assert [slot.snapshot(h) for h in (a, b)] == before
 
 
