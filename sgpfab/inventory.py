@@ -132,7 +132,7 @@ class HealthCheck(Strict):
     version: bool = False  # the body is JSON whose "version" must be the release's version
     host_header: str | None = None  # Host header to send (e.g. a name in Django's ALLOWED_HOSTS)
     timeout: float = Field(default=60.0, gt=0, le=3600)  # seconds a new release has to be healthy
-    settle: float = Field(default=2.0, ge=0, le=300)  # seconds the other processes must stay up
+    settle: float = Field(default=5.0, ge=0, le=300)  # seconds every process must stay up (catches a crash after import)
 
     @field_validator("status", mode="before")
     @classmethod

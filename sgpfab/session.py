@@ -329,7 +329,9 @@ class HostSession:
         """Wait until `release` serves (its own processes answering the health check, see
         hostctl gate) and its processes `names` run without restarting."""
         h = self.inst.health
-        args = ["gate", "--deadline", str(timeout or h.timeout), "--settle", str(h.settle if settle is None else settle)]
+        if settle is None:  # a web process that answers is up; other processes must stay up a while
+            settle = h.settle if (any(n != "web" for n in names) or h.type == "process") else 0.0
+        args = ["gate", "--deadline", str(timeout or h.timeout), "--settle", str(settle)]
         for unit in self.process_ids(release, names):
             args += ["--unit", unit]
         if web and h.type == "http":
