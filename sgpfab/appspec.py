@@ -178,15 +178,22 @@ class AppSpec(Strict):
     def _processes(cls, value):
         if not isinstance(value, dict) or not value:
             raise ValueError("processes: give at least one process")
+        from pydantic import ValidationError
         out = {}
         for name, p in value.items():
             v.check(v.PROCESS, name, "process name (lower case letters, digits, _)")
-            if name == "web":
-                out[name] = WebProcess.model_validate(p) if not isinstance(p, WebProcess) else p
-            elif isinstance(p, str):
-                out[name] = Process(command=p)
-            else:
-                out[name] = Process.model_validate(p) if not isinstance(p, Process) else p
+            try:
+                if name == "web":
+                    out[name] = WebProcess.model_validate(p) if not isinstance(p, WebProcess) else p
+                elif isinstance(p, str):
+                    out[name] = Process(command=p)
+                else:
+                    out[name] = Process.model_validate(p) if not isinstance(p, Process) else p
+            except ValidationError as e:
+                first = e.errors()[0]
+                where = ".".join(str(x) for x in first["loc"])
+                msg = first["msg"].removeprefix("Value error, ")
+                raise ValueError(f".{name}{'.' + where if where else ''}: {msg}") from None
         return out
 
     @field_validator("release", "build")

@@ -45,7 +45,7 @@ def _lock(key: str) -> threading.Lock:
 
 def write_sums(d: Path) -> None:
     lines = [f"{sha256_file(p)}  {p.relative_to(d).as_posix()}" for p in sorted(d.rglob("*"))
-             if p.is_file() and p.name != SUMS]
+             if p.is_file() and p.relative_to(d).as_posix() != SUMS]
     (d / SUMS).write_text("".join(line + "\n" for line in lines))
 
 
@@ -59,7 +59,7 @@ def check_sums(d: Path) -> bool:
     for line in lines:
         digest, _, rel = line.partition("  ")
         want[rel] = digest
-    have = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file() and p.name != SUMS}
+    have = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} - {SUMS}
     if have != set(want):
         return False
     return all(sha256_file(d / rel) == digest for rel, digest in want.items())

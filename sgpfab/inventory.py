@@ -20,6 +20,7 @@ removes a key). Every value is validated here, before anything connects anywhere
 from __future__ import annotations
 
 import os
+import posixpath
 from pathlib import Path
 from typing import Any, Literal
 
@@ -226,15 +227,25 @@ class InstanceSettings(Strict):
             raise ValueError("env: a mapping of NAME: value")
         out = {}
         for key, val in value.items():
-            v.check(v.ENV_KEY, str(key), "environment variable name")
+            if not isinstance(key, str):  # YAML reads ON:/OFF:/1: as booleans and numbers
+                raise ValueError(f"environment variable name {key!r} is not text: quote it")
+            v.check(v.ENV_KEY, key, "environment variable name")
             if val is None:
                 continue
-            if isinstance(val, (dict, SecretRef)):
-                out[str(key)] = val
+            if isinstance(val, SecretRef):
+                out[key] = val
+            elif isinstance(val, dict):
+                try:
+                    out[key] = SecretRef.model_validate(val)
+                except ValidationError as e:
+                    msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+                    raise ValueError(f".{key}: {msg}") from None
             elif isinstance(val, bool):
-                out[str(key)] = "1" if val else "0"
+                out[key] = "1" if val else "0"
+            elif isinstance(val, (str, int, float)):
+                out[key] = v.one_line(str(val), f"env {key}", 4096, allow_empty=True)
             else:
-                out[str(key)] = v.one_line(str(val), f"env {key}", 4096, allow_empty=True)
+                raise ValueError(f".{key}: a value must be text, a number, or {{secret: NAME}}")
         return out
 
     @field_validator("python")
@@ -255,13 +266,24 @@ class Instance(InstanceSettings):
     def _paths(self) -> "Instance":
         root = self.api_root
         if self.host.os == "linux":
-            if not v.POSIX_ABS_PATH.fullmatch(root) or root == "/" or ".." in root.split("/") or "//" in root:
-                raise ValueError(f"api_root must be an absolute path without '..': {root!r}")
+            parts = root.split("/")[1:]
+            if (not v.POSIX_ABS_PATH.fullmatch(root) or posixpath.normpath(root) != root or root == "/"
+                    or any(p in ("", ".", "..") for p in parts)):
+                raise ValueError(f"api_root must be a normalised absolute path below / (no '.', '..' or '//'):"
+                                 f" {root!r}")
         else:
-            if not v.WINDOWS_ABS_PATH.fullmatch(root) or ".." in root.split("\\"):
-                raise ValueError(f"api_root must be an absolute Windows path like C:\\apps\\shop: {root!r}")
-        if self.run_as is not None and _is_superuser(self.run_as, self.host.os):
-            raise ValueError(f"the service must not run as {self.run_as}: set run_as to an unprivileged user")
+            parts = root.split("\\")[1:]
+            if (not v.WINDOWS_ABS_PATH.fullmatch(root) or not parts or any(p.strip() in ("", ".", "..") for p in parts)
+                    or root != root.strip()):
+                raise ValueError(f"api_root must be a directory below a drive root, like C:\\apps\\shop: {root!r}")
+        if self.run_as is not None:
+            user_ok = (v.POSIX_USER if self.host.os == "linux" else v.WINDOWS_USER).fullmatch(self.run_as)
+            if not user_ok:
+                raise ValueError(f"invalid user name {self.run_as!r} for a {self.host.os} host")
+            if _is_superuser(self.run_as, self.host.os):
+                raise ValueError(f"the service must not run as {self.run_as}: set run_as to an unprivileged user")
+        if self.host.os == "linux" and self.host.user is not None and not v.POSIX_USER.fullmatch(self.host.user):
+            raise ValueError(f"invalid user name {self.host.user!r} for a linux host")
         return self
 
     @property
@@ -351,6 +373,7 @@ class Inventory:
                 raise InventoryError(f"{path}: invalid group name {g!r} (must not clash with a host or 'all')")
             if isinstance(spec, GroupFile):
                 extra = dict(spec.model_extra or {})
+                _validated(path, f"groups.{g}", HostSettings, extra)
                 self.groups[g], self._group_settings[g], self._group_apps[g] = spec.hosts, extra, spec.apps
             else:
                 self.groups[g], self._group_settings[g], self._group_apps[g] = tuple(spec), {}, {}
@@ -377,7 +400,10 @@ class Inventory:
             cfg = _validated(path, f"apps.{name}", AppConfig, raw or {})
             self.apps[name] = App(name, cfg, _rel(base, cfg.source))
             if cfg.hosts is not None:
-                self.resolve(list(cfg.hosts), where=f"apps.{name}.hosts")
+                try:
+                    self.resolve(list(cfg.hosts), where=f"apps.{name}.hosts")
+                except InputError as e:
+                    raise InventoryError(f"{path}: {e}") from None
         for owner, apps in [*(("groups." + g, a) for g, a in self._group_apps.items()),
                             *(("hosts." + h, a) for h, a in self._host_apps.items())]:
             unknown = [a for a in apps if a not in self.apps]
@@ -434,6 +460,8 @@ class Inventory:
         if name is None:
             if len(self.apps) == 1:
                 return next(iter(self.apps.values()))
+            if not self.apps:
+                raise InputError(f"{self.path.name} defines no apps: add one under apps:")
             raise InputError(f"several apps in {self.path.name}: choose one with --app ({', '.join(self.apps)})")
         if name not in self.apps:
             raise InputError(f"unknown app {name!r} (known: {', '.join(self.apps) or 'none'})")
@@ -485,6 +513,9 @@ def _validated(path: Path, where: str, model, data):
         loc = ".".join(str(x) for x in first["loc"] if x not in ("spec",))
         at = ".".join(p for p in (where, loc) if p)
         msg = first["msg"].removeprefix("Value error, ")
+        if msg.startswith("."):  # the validator named a place inside the field: ".KEY: why"
+            sub, _, msg = msg[1:].partition(": ")
+            at = f"{at}.{sub}"
         raise InventoryError(f"{path}: {at}: {msg}") from None
 
 

@@ -62,6 +62,7 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
                 _rollback_with_database(s, plan)
             else:
                 s.backup(f"before-rollback-to-{target.name}")
+                s.step("backup")
                 activate(s, target.name, before, "rollback")
         except DeployError as e:
             s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300], seconds=elapsed(start))

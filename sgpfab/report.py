@@ -12,6 +12,7 @@ from collections import Counter
 from dataclasses import asdict, is_dataclass
 
 from rich.console import Console
+from rich.markup import escape as _e
 from rich.table import Table
 
 from .outcome import Outcome, Status
@@ -104,8 +105,9 @@ def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -
     if timings:
         t.add_column("timings")
     for o in outcomes:
-        row = [o.host, _RESULT[o.status], o.before or "-", o.after or "-", f"{o.seconds:.1f}" if o.seconds else "-",
-               human_bytes(o.bytes_sent) if o.bytes_sent else "-", o.message.splitlines()[0] if o.message else ""]
+        row = [_e(o.host), _RESULT[o.status], _e(o.before or "-"), _e(o.after or "-"),
+               f"{o.seconds:.1f}" if o.seconds else "-", human_bytes(o.bytes_sent) if o.bytes_sent else "-",
+               _e(o.message.splitlines()[0]) if o.message else ""]
         if timings:
             row.append(" ".join(f"{k}={v:.2f}" for k, v in o.timings.items()))
         t.add_row(*row)
@@ -124,10 +126,10 @@ def releases_table(rows: list[tuple[str, HostState]]) -> Table:
         t.add_column(col)
     for host, st in rows:
         if not st.releases:
-            t.add_row(host, "-", "", "no releases", "")
+            t.add_row(_e(host), "-", "", "no releases", "")
         for r in reversed(st.releases):
             state = "incomplete" if not r.complete else ("bad" if r.bad else "ok")
-            t.add_row(host, str(r.version), "*" if r.name == st.current else "", state, r.meta.finalized_at)
+            t.add_row(_e(host), _e(str(r.version)), "*" if r.name == st.current else "", state, _e(r.meta.finalized_at))
     return t
 
 
@@ -145,14 +147,15 @@ def status_table(rows: list[dict]) -> Table:
     common = Counter(r.get("version") for r in rows).most_common(1)[0][0] if rows else None
     for r in rows:
         version = r.get("version") or "-"
+        version = _e(version)
         if r.get("version") != common:
             version = f"[yellow]{version}[/]"
         health = r["health"]
-        health = "[green]healthy[/]" if health == "healthy" else f"[red]{health}[/]"
-        procs = ", ".join(f"{k}: {v}" for k, v in r["processes"].items()) or "-"
-        settings = r["settings"] if r["settings"] != "CHANGED since deploy" else "[yellow]CHANGED since deploy[/]"
-        t.add_row(r["host"], r["app"], r["group"], r["os"], version, r.get("digest") or "-", procs, health, settings,
-                  r.get("last_deploy") or "-")
+        health = "[green]healthy[/]" if health == "healthy" else f"[red]{_e(health)}[/]"
+        procs = _e(", ".join(f"{k}: {v}" for k, v in r["processes"].items()) or "-")
+        settings = _e(r["settings"]) if r["settings"] != "CHANGED since deploy" else "[yellow]CHANGED since deploy[/]"
+        t.add_row(_e(r["host"]), _e(r["app"]), _e(r["group"]), r["os"], version, r.get("digest") or "-", procs, health,
+                  settings, _e(r.get("last_deploy") or "-"))
     return t
 
 
@@ -172,7 +175,7 @@ def plan_table(rows, title: str) -> Table:
         else:
             mig = "SCHEMA CHANGES" if r.schema_change else "none pending"
         settings = {None: "-", True: "CHANGED", False: "unchanged"}[r.settings_changed]
-        t.add_row(r.host, r.group, r.before or "-", r.after, action, transfer, mig, settings)
+        t.add_row(_e(r.host), _e(r.group), _e(r.before or "-"), _e(r.after), action, transfer, _e(mig), settings)
     return t
 
 
@@ -182,9 +185,9 @@ def backups_table(rows: list[tuple[str, list[dict]]]) -> Table:
         t.add_column(col)
     for host, backups in rows:
         if not backups:
-            t.add_row(host, "-", "")
+            t.add_row(_e(host), "-", "")
         for b in backups:
-            t.add_row(host, b["name"], str(b["bytes"]))
+            t.add_row(_e(host), _e(b["name"]), str(b["bytes"]))
     return t
 
 
@@ -194,8 +197,9 @@ def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
         t.add_column(col)
     for host, records in rows:
         for r in records:
-            t.add_row(host, r.get("time", ""), r.get("user", ""), r.get("app", ""), r.get("action", ""),
-                      r.get("before") or "-", r.get("version") or "-", r.get("result", ""), str(r.get("seconds", "")))
+            cells = (host, r.get("time", ""), r.get("user", ""), r.get("app", ""), r.get("action", ""),
+                     r.get("before") or "-", r.get("version") or "-", r.get("result", ""), r.get("seconds", ""))
+            t.add_row(*(_e(str(c)) for c in cells))
     return t
 
 
@@ -206,8 +210,8 @@ def settings_table(rows: list[tuple[str, dict]]) -> Table:
     for host, data in rows:
         for k, v in sorted(data.get("env", {}).items()):
             source = "override" if k in data.get("overrides", {}) else "deploy"
-            t.add_row(host, k, data.get("overrides", {}).get(k, v), source)
+            t.add_row(_e(host), _e(k), _e(str(data.get("overrides", {}).get(k, v))), source)
         for k, v in sorted(data.get("overrides", {}).items()):
             if k not in data.get("env", {}):
-                t.add_row(host, k, v, "override")
+                t.add_row(_e(host), _e(k), _e(str(v)), "override")
     return t

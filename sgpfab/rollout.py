@@ -82,9 +82,14 @@ def parse_max_fail(spec: str | int | None, n: int) -> int:
 
 def make_policy(n: int, *, waves: str | None = None, parallel=1, max_fail=None, soak=0.0, undo: bool = True) -> Policy:
     try:
-        parallel, soak = int(parallel), float(soak)
+        if isinstance(parallel, float) and not parallel.is_integer():
+            raise ValueError
+        parallel = int(parallel) if isinstance(parallel, (int, float)) else int(str(parallel).strip())
+        soak = float(soak)
     except (TypeError, ValueError):
         raise InputError("--parallel must be a whole number and --soak a number of seconds") from None
+    if not math.isfinite(soak):
+        raise InputError("--soak must be a number of seconds")
     if parallel < 1:
         raise InputError("--parallel must be at least 1")
     if soak < 0:
@@ -131,7 +136,7 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
                 say(f"-- soaking {policy.soak:g}s before the next wave")
                 time.sleep(policy.soak)
             if still_healthy:  # the health gate between waves, on every host changed so far
-                checks = _parallel(changed, lambda s: still_healthy(s, by_host[s.name]), policy.parallel)
+                checks = _parallel(changed, lambda s: _healthy(still_healthy, s, by_host[s.name]), policy.parallel)
                 for s, healthy in checks:
                     if not healthy and by_host[s.name].ok:
                         by_host[s.name] = by_host[s.name].but(status=Status.FAILED,
@@ -157,12 +162,23 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
     return result
 
 
+def _healthy(check, s: HostSession, o: Outcome) -> bool:
+    """A host that cannot even be asked is not healthy."""
+    try:
+        return bool(check(s, o))
+    except Exception:
+        return False
+
+
 def _undo_one(s: HostSession, o: Outcome, undo) -> Outcome:
-    """Put one changed host back; the outcome says what happened."""
+    """Put one changed host back; the outcome says what happened (never raises: every other
+    host still gets its undo and the summary)."""
     try:
         u = undo(s, o)
     except SgpfabError as e:
         u = Outcome(s.name, "undo", Status.FAILED, o.after, None, str(e))
+    except Exception as e:
+        u = Outcome(s.name, "undo", Status.FAILED, o.after, None, f"{type(e).__name__}: {e}")
     if u.ok:
         note = f" ({o.message})" if not o.ok else ""
         return o.but(status=Status.UNDONE, after=u.after, message=f"undone: back on {u.after or 'no release'}{note}")

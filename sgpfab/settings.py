@@ -147,8 +147,7 @@ def resolve(inst, store: SecretStore) -> Settings:
                     raise InputError(f"{inst.host.name}: secret {value.name!r} (for {key}) is not set: export"
                                      f" {SecretStore.env_name(value.name)}, add it to the secrets file, or store it"
                                      " in the keyring (service 'sgpfab')")
-                s.env.pop(key, None)
-                continue
+                continue  # an optional secret that is not set leaves the variable as it was
             if value.is_file:
                 s.files[value.name] = secret
                 s.env[key] = (lay.secret_files + ("\\" if lay.windows else "/") + value.name)

@@ -62,8 +62,9 @@ class HostState(Reply):
     def parse(cls, data: dict) -> "HostState":
         st = cls.model_validate(data)
         good = [r for r in st.releases if release_version(r.name) is not None]
+        odd = [r.name for r in st.releases if release_version(r.name) is None]  # e.g. 'vlatest'
         good.sort(key=lambda r: (r.version, r.meta.finalized_at))
-        return st.model_copy(update={"releases": good})
+        return st.model_copy(update={"releases": good, "junk": st.junk + odd})
 
     def get(self, version: Version | str) -> Release | None:
         name = version.release_name if isinstance(version, Version) else version

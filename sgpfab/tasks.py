@@ -166,6 +166,17 @@ def _unlock(sessions) -> None:
         s.note("deploy lock removed")
 
 
+def _whole(value, flag: str, least: int) -> int:
+    """A whole-number flag (invoke hands text over; a bad value is a one-line error)."""
+    try:
+        n = int(str(value).strip())
+    except ValueError:
+        raise InputError(f"{flag} must be a whole number, not {value!r}") from None
+    if n < least:
+        raise InputError(f"{flag} must be at least {least}")
+    return n
+
+
 def _policy(n, waves, parallel, max_fail, soak, undo) -> Policy:
     return make_policy(n, waves=waves, parallel=parallel, max_fail=max_fail, soak=soak, undo=undo)
 
@@ -197,7 +208,7 @@ def bundle(c, version=None, source=None, app=None):
     **ROLLOUT_HELP,
 })
 @guard
-def deploy(c, version=None, source=None, bundle=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0,
+def deploy(c, version=None, source=None, bundle=None, app=None, parallel="1", waves=None, max_fail=None, soak="0",
            undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
     """Deploy a release to the -H hosts: upload, verify, build the venv, write settings, back up
     the database, run the release commands, start it beside the old one, health-check, switch.
@@ -259,7 +270,7 @@ def plan(c, version=None, source=None, bundle=None, app=None, json=False):
     fleet = _fleet(c, app)
     settings = _settings(fleet)
     b = _bundle_for(fleet.app, version, source, bundle, say_err if json else say)
-    _deploy(fleet, b, settings, _policy(len(fleet.hosts), None, 1, None, 0, True), True, False,
+    _deploy(fleet, b, settings, _policy(len(fleet.hosts), None, "1", None, "0", True), True, False,
             f"deploy {b.app} {b.version}", json)
 
 
@@ -271,7 +282,7 @@ def plan(c, version=None, source=None, bundle=None, app=None, json=False):
     **ROLLOUT_HELP,
 })
 @guard
-def promote(c, from_=None, to=None, version=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0,
+def promote(c, from_=None, to=None, version=None, app=None, parallel="1", waves=None, max_fail=None, soak="0",
             undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
     """Deploy to --to exactly the bundle (same digest) that runs healthy on every --from host.
 
@@ -299,7 +310,7 @@ def promote(c, from_=None, to=None, version=None, app=None, parallel=1, waves=No
     **ROLLOUT_HELP,
 })
 @guard
-def rollback(c, version=None, db=None, app=None, parallel=1, waves=None, max_fail=None, soak=0.0, undo=True,
+def rollback(c, version=None, db=None, app=None, parallel="1", waves=None, max_fail=None, soak="0", undo=True,
              force_unlock=False, json=False, timings=False):
     """Switch the -H hosts back to an earlier release, restart and health-check it, in waves like deploy.
 
@@ -377,11 +388,12 @@ def restore(c, backup=None, app=None, json=False):
 
 @task(help={"last": "how many records per host", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def history(c, last=20, app=None, json=False):
+def history(c, last="20", app=None, json=False):
     """Show the audit log of the -H hosts: who deployed or rolled back what, when, with what result."""
+    n = _whole(last, "--last", 1)
     with ExitStack() as stack:
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
-        rows = [(s.name, s.hostctl_unprepared("history", "--last", str(int(last)))["records"]) for s in sessions]
+        rows = [(s.name, s.hostctl_unprepared("history", "--last", str(n))["records"]) for s in sessions]
     if json:
         emit_json("history", hosts=[{"host": h, "records": r} for h, r in rows])
     else:
@@ -424,14 +436,9 @@ def status(c, app=None, json=False):
 @task(help={"keep": "how many of the newest good releases to keep (the active one and its rollback target are "
                     "always kept)", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def cleanup(c, keep=5, app=None, json=False):
+def cleanup(c, keep="5", app=None, json=False):
     """Delete old releases, bad releases and leftover partial builds and uploads on the -H hosts."""
-    try:
-        keep = int(keep)
-    except ValueError:
-        raise InputError("--keep must be a whole number") from None
-    if keep < 1:
-        raise InputError("--keep must be at least 1")
+    keep = _whole(keep, "--keep", 1)
     _each(_fleet(c, app), "cleanup", lambda s: cleanup_host(s, keep), f"cleanup (keep {keep})", as_json=json)
 
 
@@ -512,7 +519,7 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
 
 
 @task(name="settings-unset", iterable=["name"], help={
-    "name": "a setting set with settings-set to remove again (repeatable)",
+    "name": "NAME of a setting made with settings-set, to remove again (repeatable)",
     "restart": "restart the app afterwards (with the health gate)",
     "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
 })
@@ -539,7 +546,7 @@ def settings_unset(c, name=None, restart=False, app=None, json=False):
 
 @task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"], "parallel": ROLLOUT_HELP["parallel"]})
 @guard
-def restart(c, app=None, parallel=1, json=False):
+def restart(c, app=None, parallel="1", json=False):
     """Restart the app's processes on the -H hosts (the active release), health-checked."""
     fleet = _fleet(c, app)
     policy = _policy(len(fleet.hosts), None, parallel, None, 0, False)
@@ -557,7 +564,7 @@ def restart(c, app=None, parallel=1, json=False):
     "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
 })
 @guard
-def exec_(c, command=None, parallel=1, tty=False, app=None, json=False):
+def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
     """Run a one-off command in the active release's environment on the -H hosts (as the service user)."""
     from .outcome import Outcome, Status
     from .validate import one_line
@@ -596,14 +603,14 @@ def exec_(c, command=None, parallel=1, tty=False, app=None, json=False):
 
 
 @task(iterable=["process"], help={
-    "process": "only this process (repeatable; default: all of the app's processes)",
+    "process": "only the process NAME, e.g. worker (repeatable; default: all of the app's processes)",
     "lines": "how many lines per host (default 50)",
     "since": "only lines since this time, e.g. '10 min ago', '2026-11-23 10:00'",
     "follow": "keep printing new lines until Ctrl-C",
     "app": ROLLOUT_HELP["app"],
 })
 @guard
-def logs(c, process=None, lines=50, since=None, follow=False, app=None):
+def logs(c, process=None, lines="50", since=None, follow=False, app=None):
     """Show the app's log lines from every -H host, each prefixed with its host and process."""
     import threading
     from .validate import PROCESS, check, one_line
@@ -611,9 +618,9 @@ def logs(c, process=None, lines=50, since=None, follow=False, app=None):
         procs = [check(PROCESS, p, "process name") for p in (process or [])]
         if since:
             one_line(since, "--since", 100)
-        lines = int(lines)
     except ValueError as e:
         raise InputError(str(e)) from None
+    lines = _whole(lines, "--lines", 1)
     fleet = _fleet(c, app)
     out_lock = threading.Lock()
     with ExitStack() as stack:

@@ -16,6 +16,7 @@ from .errors import InputError
 
 RELEASE_PREFIX = "v"
 MAX_LENGTH = 64
+MAX_ESCAPED = 120  # the release's part of a unit name (SERVICE-PROCESS@RELEASE.service <= 255)
 # semver's own grammar, restricted to ASCII explicitly (Python's \d also matches other digits).
 _ASCII = re.compile(r"[0-9A-Za-z.+-]+", re.ASCII)
 
@@ -39,9 +40,13 @@ class Version:
         if len(raw) > MAX_LENGTH or not _ASCII.fullmatch(raw):
             raise InputError(f"invalid version {text!r}: expected a semantic version like 1.0.5")
         try:
-            return cls(semver.Version.parse(raw))
+            v = cls(semver.Version.parse(raw))
         except ValueError:
             raise InputError(f"invalid version {text!r}: expected a semantic version like 1.0.5") from None
+        from .layout import systemd_escape
+        if len(systemd_escape(v.release_name)) > MAX_ESCAPED:
+            raise InputError(f"invalid version {text!r}: too many '-' and '+' for a systemd unit name")
+        return v
 
     def __str__(self) -> str:
         return str(self._v)

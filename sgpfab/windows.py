@@ -1,37 +1,213 @@
-"""What to run on a Windows host: pure functions that return PowerShell scripts (`Cmd`).
+r"""What to run on a Windows host: pure functions that return PowerShell scripts (`Cmd`).
 
-The same functions as `linux`, for hosts with `os: windows` (reached over WinRM). Every value
-is passed through `q`, which makes a single-quoted PowerShell literal (no expansion of `$`, `` ` ``
-or subexpressions; quote characters, the typographic ones PowerShell also treats as quotes
-included, are doubled). Native programs run through `Invoke-Checked` (see PRELUDE), which throws
-when they exit non-zero; their arguments never carry JSON, quotes or a trailing backslash
-(Windows PowerShell 5.1 re-quotes native arguments without escaping, PowerShell issue #1995):
-structured data travels on stdin (`$SgpfabStdin`, see transport/winrm.py). Each process of the
-app is an NSSM service started through launch\\winrun.py, which loads the app's settings file.
-None of this was executed on a real Windows host here: see docs/windows.md.
+The same functions as `linux`, for hosts with `os: windows` (reached over WinRM). Every script is
+a list of calls to the helper functions defined in PRELUDE (which the WinRM transport puts in
+front of every script) with single-quoted literal arguments made by `q`: no `$`, backtick or
+subexpression is ever expanded, and the typographic quotes PowerShell also reads as quotes are
+doubled.
+
+Native programs run through `Invoke-Checked` (throws when they exit non-zero) or
+`Invoke-Passthrough` (the script exits with their code). Windows PowerShell 5.1 re-quotes native
+arguments without escaping (PowerShell issue #1995), so every argument that reaches a native
+program is checked by `native_arg_ok` here, when the script is built: no double quote, no empty
+string, no trailing backslash in an argument with white space. Structured data travels on stdin
+instead: `Invoke-Checked ... -Stdin $SgpfabStdin` pipes the string the transport defined (see
+transport/winrm.py) to the program; 5.1 writes it through Out-String (one CRLF added) in
+$OutputEncoding, which PRELUDE sets to UTF-8 without a byte-order mark. The host helper runs with
+`python -X utf8`, so it reads that UTF-8 (and its own files) as UTF-8, not the ANSI code page.
+
+Each process of the app is an NSSM service (>= 2.24-101) running `python winrun.py` from
+API_ROOT\.sgpfab\launch as its own virtual account `NT SERVICE\<service>`; winrun.py loads the
+app's settings file and starts the process the release describes. Rights on API_ROOT are granted
+to each service's SID (computed here, so the service need not exist yet).
+
+Verified by emulation only (tests/support/winhost.py): see docs/windows.md.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import ntpath
+import re
+import struct
+import unicodedata
 
 from .cmd import Cmd
+from .errors import InputError
 from .layout import Layout, Units
 from .runfiles import windows_release_files
 
 CAN_OVERLAP = False  # one service per process: a new release restarts it
 UNITS_CHANGED = "sgpfab:units-changed"
-NSSM_MIN_VERSION = (2, 24, 101)  # 2.24 leaves services paused on Windows 10 1703+ / Server 2019
+NSSM_MIN_VERSION = (2, 24, 101)  # 2.24's applications fail to start on Windows 10 1703+ / Server 2019
+
+# NSSM settings of every process service (besides Application, AppParameters, ObjectName).
+APP_THROTTLE_MS = 1500  # NSSM's default: an application that exits sooner is restarted with a delay
+APP_RESTART_DELAY_MS = 1000  # every restart waits, in SERVICE_PAUSED (what the health gate looks for)
+APP_STOP_CONSOLE_MS = 15000  # Ctrl+C, then this long to exit before WM_CLOSE and termination
+LOG_ROTATE_BYTES = 10 * 2**20
+
+SYSTEM_SID = "S-1-5-18"
+ADMINISTRATORS_SID = "S-1-5-32-544"
 
 # PowerShell treats these as single quotes too: all must be doubled inside a '...' literal.
 _SINGLE_QUOTES = "'\u2018\u2019\u201a\u201b"
 
-PRELUDE = """$ErrorActionPreference = 'Stop'
+PRELUDE = r"""$ErrorActionPreference = 'Stop'
 $ProgressPreference = 'SilentlyContinue'
 $OutputEncoding = New-Object System.Text.UTF8Encoding $false
-function Invoke-Checked([string]$Exe, [string[]]$Arguments) {
-  & $Exe @Arguments
-  if ($LASTEXITCODE -ne 0) { throw ("{0} exited with code {1}" -f $Exe, $LASTEXITCODE) }
+$SgpfabState = @{ Changed = $false }
+function Write-NativeLine($Line) {
+  if ($Line -is [System.Management.Automation.ErrorRecord]) { [Console]::Error.WriteLine($Line.ToString()) } else { $Line }
+}
+function Invoke-Native([string]$Exe, [string[]]$Arguments, $Stdin) {
+  $ErrorActionPreference = 'Continue'
+  $global:LASTEXITCODE = 0
+  if ($null -eq $Stdin) { & $Exe @Arguments 2>&1 | ForEach-Object { Write-NativeLine $_ } }
+  else { $Stdin | & $Exe @Arguments 2>&1 | ForEach-Object { Write-NativeLine $_ } }
+}
+function Invoke-Checked([string]$Exe, [string[]]$Arguments, $Stdin = $null) {
+  Invoke-Native $Exe $Arguments $Stdin
+  if ($LASTEXITCODE -ne 0) { throw ('{0} exited with code {1}' -f $Exe, $LASTEXITCODE) }
+}
+function Invoke-Passthrough([string]$Exe, [string[]]$Arguments, $Stdin = $null) {
+  Invoke-Native $Exe $Arguments $Stdin
+}
+function Invoke-PythonSource([string]$Python, [string[]]$Arguments, [string]$Source) {
+  $t = Join-Path ([IO.Path]::GetTempPath()) ('sgpfab-' + [Guid]::NewGuid().ToString('N') + '.py')
+  [IO.File]::WriteAllText($t, $Source, (New-Object System.Text.UTF8Encoding $false))
+  try { Invoke-Checked $Python (@('-X', 'utf8', $t) + $Arguments) }
+  finally { Remove-Item -LiteralPath $t -Force -ErrorAction SilentlyContinue }
+}
+function New-Directories([string[]]$Paths) {
+  foreach ($p in $Paths) { [IO.Directory]::CreateDirectory($p) | Out-Null }
+}
+function New-EmptyFile([string]$Path) {
+  if (-not [IO.File]::Exists($Path)) { [IO.File]::WriteAllBytes($Path, [byte[]]@()) }
+}
+function Reset-Directory([string]$Path) {
+  if ([IO.Directory]::Exists($Path)) { Remove-Item -LiteralPath $Path -Recurse -Force }
+  [IO.Directory]::CreateDirectory($Path) | Out-Null
+}
+function Remove-Tree([string]$Path) {
+  if ([IO.Directory]::Exists($Path)) { Remove-Item -LiteralPath $Path -Recurse -Force }
+  elseif ([IO.File]::Exists($Path)) { [IO.File]::Delete($Path) }
+}
+function Move-Replace([string]$Source, [string]$Destination) {
+  if ([IO.File]::Exists($Destination)) { [IO.File]::Replace($Source, $Destination, [NullString]::Value) }
+  else { [IO.File]::Move($Source, $Destination) }
+}
+function Write-Base64File([string]$Path, [string]$Data) {
+  [IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName($Path)) | Out-Null
+  [IO.File]::WriteAllBytes($Path + '.sgpfab-tmp', [Convert]::FromBase64String($Data))
+  Move-Replace ($Path + '.sgpfab-tmp') $Path
+}
+function Read-FileBase64([string]$Path) {
+  [Convert]::ToBase64String([IO.File]::ReadAllBytes($Path))
+}
+function Get-Sha256Lines([string[]]$Paths) {
+  foreach ($p in $Paths) {
+    if ([IO.File]::Exists($p)) { (Get-FileHash -Algorithm SHA256 -LiteralPath $p).Hash.ToLower() + ' ' + $p }
+  }
+}
+function Get-TreeHashes([string]$Root) {
+  [IO.Directory]::CreateDirectory($Root) | Out-Null
+  $full = [IO.Path]::GetFullPath($Root).TrimEnd('\')
+  Get-ChildItem -LiteralPath $Root -Recurse -File -Force | ForEach-Object {
+    $_.FullName.Substring($full.Length + 1).Replace('\', '/') + ' ' + (Get-FileHash -Algorithm SHA256 -LiteralPath $_.FullName).Hash.ToLower()
+  }
+}
+function Remove-Files([string[]]$Paths) {
+  foreach ($p in $Paths) { if ([IO.File]::Exists($p)) { [IO.File]::Delete($p) } }
+}
+function Get-DirectoryNames([string]$Path) {
+  if ([IO.Directory]::Exists($Path)) { Get-ChildItem -LiteralPath $Path -Force -Name }
+}
+function Get-LogTail([string]$Path, [int]$Lines, [string]$Prefix) {
+  if ([IO.File]::Exists($Path)) { Get-Content -LiteralPath $Path -Tail $Lines | ForEach-Object { $Prefix + $_ } }
+}
+function Find-Uv([string]$Path) {
+  if ([IO.File]::Exists($Path)) { $Path }
+  else { $c = Get-Command -Name uv.exe -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1; if ($c) { $c.Path } }
+}
+function Get-NssmVersion {
+  $c = Get-Command -Name nssm.exe -CommandType Application -ErrorAction SilentlyContinue | Select-Object -First 1
+  if ($c) { 'NSSM ' + [Diagnostics.FileVersionInfo]::GetVersionInfo($c.Path).FileVersion }
+}
+function New-ProbeToken([string]$Path) {
+  if ([IO.File]::Exists($Path)) { return }
+  $b = New-Object byte[] 24
+  [Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($b)
+  $t = -join ($b | ForEach-Object { $_.ToString('x2') })
+  [IO.File]::WriteAllText($Path, ('SGPFAB_PROBE_TOKEN=' + $t + "`n"), (New-Object System.Text.UTF8Encoding $false))
+  Invoke-Checked 'icacls.exe' @($Path, '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)', '/Q') | Out-Null
+}
+function Protect-Directory([string]$Path) {
+  Invoke-Checked 'icacls.exe' @($Path, '/inheritance:r', '/grant:r', '*S-1-5-18:(OI)(CI)F', '*S-1-5-32-544:(OI)(CI)F', '/Q') | Out-Null
+}
+function Grant-Access([string]$Path, [string]$Sid, [string]$Rights) {
+  $rules = (Get-Acl -LiteralPath $Path).GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])
+  foreach ($r in $rules) { if ($r.IdentityReference.Value -eq $Sid) { return } }
+  Invoke-Checked 'icacls.exe' @($Path, '/grant', ('*' + $Sid + ':' + $Rights), '/Q') | Out-Null
+}
+function Get-NssmValue([string]$Name, [string[]]$Parameter) {
+  $ErrorActionPreference = 'Continue'
+  $out = & nssm.exe get $Name @Parameter 2>$null | Out-String
+  $global:LASTEXITCODE = 0
+  $out.Trim()
+}
+function Set-NssmValue([string]$Name, [string[]]$Parameter, [string[]]$Value) {
+  if ((Get-NssmValue $Name $Parameter) -eq ($Value -join ' ')) { return }
+  Invoke-Checked 'nssm.exe' (@('set', $Name) + $Parameter + $Value) | Out-Null
+  $SgpfabState.Changed = $true
+}
+function Install-AppService([string]$Name, [string]$Application) {
+  if (Get-Service -Name $Name -ErrorAction SilentlyContinue) { return }
+  Invoke-Checked 'nssm.exe' @('install', $Name, $Application) | Out-Null
+  $SgpfabState.Changed = $true
+}
+function Get-AppServices([string]$Service, [string]$Prefix) {
+  foreach ($s in @(Get-Service -Name @($Service, ($Service + '-*')) -ErrorAction SilentlyContinue)) {
+    if ((Get-NssmValue $s.Name @('Application')).StartsWith($Prefix, [StringComparison]::OrdinalIgnoreCase)) { $s.Name }
+  }
+}
+function Wait-ServiceState([string]$Name, [string]$Want, [int]$Seconds) {
+  $deadline = (Get-Date).AddSeconds($Seconds)
+  while ([string](Get-Service -Name $Name).Status -ne $Want) {
+    if ((Get-Date) -gt $deadline) { throw ('{0} did not reach {1} (now {2})' -f $Name, $Want, (Get-Service -Name $Name).Status) }
+    Start-Sleep -Milliseconds 250
+  }
+}
+function Wait-NotPending([string]$Name, [int]$Seconds) {
+  $deadline = (Get-Date).AddSeconds($Seconds)
+  while ([string](Get-Service -Name $Name).Status -match 'Pending$') {
+    if ((Get-Date) -gt $deadline) { throw ('{0} is stuck in {1}' -f $Name, (Get-Service -Name $Name).Status) }
+    Start-Sleep -Milliseconds 250
+  }
+}
+function Stop-AppService([string]$Name) {
+  if (-not (Get-Service -Name $Name -ErrorAction SilentlyContinue)) { return }
+  Wait-NotPending $Name 60
+  if ([string](Get-Service -Name $Name).Status -ne 'Stopped') {
+    Stop-Service -Name $Name -Force
+    Wait-ServiceState $Name 'Stopped' 120
+  }
+}
+function Start-AppService([string]$Name) {
+  Stop-AppService $Name
+  Start-Service -Name $Name
+}
+function Stop-AppServices([string]$Service, [string]$Prefix) {
+  foreach ($n in @(Get-AppServices $Service $Prefix)) { Stop-AppService $n }
+}
+function Disable-OtherAppServices([string]$Service, [string]$Prefix, [string[]]$Keep) {
+  foreach ($n in @(Get-AppServices $Service $Prefix)) {
+    if ($Keep -notcontains $n) {
+      Stop-AppService $n
+      Set-NssmValue $n @('Start') @('SERVICE_DISABLED')
+    }
+  }
 }
 """
 
@@ -53,116 +229,147 @@ def _lay(inst) -> Layout:
     return Layout(inst.api_root, windows=True)
 
 
+def _net_whitespace(ch: str) -> bool:
+    """.NET's char.IsWhiteSpace, which Windows PowerShell 5.1 uses to decide on quoting."""
+    if ord(ch) < 0x100:
+        return ch in "\t\n\v\f\r \x85\xa0"
+    return unicodedata.category(ch) in ("Zs", "Zl", "Zp")
+
+
 def native_arg_ok(value: str) -> bool:
-    """Arguments that reach a native program unchanged through Windows PowerShell 5.1: no double
-    quotes, and no backslash at the end of an argument that 5.1 would wrap in quotes."""
-    return '"' not in value and not (value.endswith("\\") and any(c.isspace() for c in value))
+    """Whether an argument reaches a native program unchanged through Windows PowerShell 5.1 and
+    the C runtime: not empty (5.1 drops it), not `--%`, no double quote (not escaped), no NUL,
+    and no backslash at the end of an argument that 5.1 wraps in quotes (it would escape the
+    closing quote)."""
+    if not value or value == "--%" or '"' in value or "\0" in value:
+        return False
+    return not (value.endswith("\\") and any(_net_whitespace(c) for c in value))
 
 
-def _native(exe: str, *args: str, stdin: bool = False) -> str:
-    for a in args:
-        if not native_arg_ok(a):
-            raise ValueError(f"refusing a native argument PowerShell 5.1 would mangle: {a!r}")
-    call = f"Invoke-Checked {q(exe)} {_array(args)}"
-    return f"$SgpfabStdin | {call}" if stdin else call
+def _check_native(*values: str) -> None:
+    for v in values:
+        if not native_arg_ok(v):
+            raise ValueError(f"refusing a native argument Windows PowerShell 5.1 would mangle: {v!r}")
+
+
+def _native(exe: str, *args: str, stdin: bool = False, checked: bool = True) -> str:
+    _check_native(*args)
+    call = f"{'Invoke-Checked' if checked else 'Invoke-Passthrough'} {q(exe)} {_array(args)}"
+    return call + (" -Stdin $SgpfabStdin" if stdin else "")
+
+
+def _script(*lines: str) -> str:
+    return "\n".join(lines) + "\n"
 
 
 def join(*parts: str) -> str:
     return ntpath.join(*parts)
 
 
-def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
-    """Run the host helper (WinRM sessions run as the deploying administrator: `as_user` has no
-    meaning here; the service account gets its rights from prepare)."""
-    lay = _lay(inst)
-    return Cmd(_native(inst.interpreter, lay.hostctl, "--root", lay.root, *args, stdin=stdin is not None),
-               stdin=stdin, timeout=timeout)
+# -- accounts -------------------------------------------------------------------------------------
+
+def service_name(inst, process: str) -> str:
+    return Units(inst.service).windows_service(process)
 
 
-def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
-    """The host helper without installing it: its source becomes a temporary file."""
-    rest = ["--root", inst.api_root, *args]
-    for a in rest:
-        if not native_arg_ok(a):
-            raise ValueError(f"refusing a native argument PowerShell 5.1 would mangle: {a!r}")
-    return Cmd("$t = [IO.Path]::GetTempFileName() + '.py'\n"
-               "[IO.File]::WriteAllText($t, $SgpfabStdin, (New-Object System.Text.UTF8Encoding $false))\n"
-               f"try {{ Invoke-Checked {q(inst.interpreter)} (@($t) + {_array(rest)}) }}"
-               " finally { Remove-Item -LiteralPath $t -Force }", stdin=source, timeout=120)
+def service_account(name: str) -> str:
+    """The virtual account a service runs as (NSSM sets it without a password only for the
+    service's own name: account.cpp is_virtual_account)."""
+    return f"NT SERVICE\\{name}"
 
+
+def service_sid(name: str) -> str:
+    """The SID of `NT SERVICE\\<name>`: S-1-5-80 followed by the SHA-1 of the upper-cased name in
+    UTF-16LE, as five little-endian 32-bit numbers (what `sc showsid` prints). It exists before
+    the service does, so rights can be granted first."""
+    digest = hashlib.sha1(name.upper().encode("utf-16-le")).digest()
+    return "S-1-5-80-" + "-".join(str(n) for n in struct.unpack("<5I", digest))
+
+
+def _refuse_named_account(inst) -> None:
+    if inst.run_as is not None:
+        raise InputError(
+            f"{inst.host.name}: run_as is not supported on Windows hosts yet: each process runs as its own"
+            f" virtual account (NT SERVICE\\{inst.service}, ...); remove run_as for this app on this host"
+            " (see docs/windows.md)")
+
+
+# -- setup ----------------------------------------------------------------------------------------
 
 def prepare(inst, login_user: str, service_user: str) -> Cmd:
-    """API_ROOT's tree (idempotent); the service account may read the releases and write
-    shared\\ and backups\\; shared\\config is the service account's and the administrators' only."""
+    """API_ROOT's tree (idempotent); shared\\config readable by SYSTEM and the administrators
+    only (each service's account gets read access in `install_processes`)."""
+    _refuse_named_account(inst)
     lay = _lay(inst)
     dirs = [*lay.owned_dirs, lay.shared, *lay.shared_dirs, lay.backups, lay.config_dir]
     if inst.database.engine == "sqlite":
         dirs.append(ntpath.dirname(lay.database(inst.database.path)))
-    script = [f"foreach ($d in {_array(sorted(set(dirs)))}) {{ New-Item -ItemType Directory -Force -Path $d | Out-Null }}",
-              f"New-Item -ItemType File -Force -Path {q(lay.tools + chr(92) + 'ops.lock')} | Out-Null"]
-    script.append(_native("icacls.exe", lay.root, "/grant", f"{service_user}:(OI)(CI)RX", "/Q"))
-    for d in (lay.shared, lay.backups):
-        script.append(_native("icacls.exe", d, "/grant", f"{service_user}:(OI)(CI)M", "/T", "/Q"))
-    script.append(_native("icacls.exe", lay.config_dir, "/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F",
-                          "*S-1-5-32-544:(OI)(CI)F", f"{service_user}:(OI)(CI)M", "/Q"))
-    return Cmd("\n".join(script), privileged=True)
+    _check_native(lay.config_dir)
+    return Cmd(_script(
+        f"New-Directories {_array(sorted(set(dirs)))}",
+        f"New-EmptyFile {q(join(lay.tools, 'ops.lock'))}",
+        f"Protect-Directory {q(lay.config_dir)}",
+    ), privileged=True)
+
+
+def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
+    """Run the host helper (`-X utf8`: stdin, stdout and files as UTF-8). WinRM sessions run as
+    the deploying administrator: `as_user` has no equivalent here."""
+    lay = _lay(inst)
+    return Cmd(_script(_native(inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, *args,
+                               stdin=stdin is not None)), stdin=stdin, timeout=timeout)
+
+
+def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
+    """The host helper without installing it: its source becomes a temporary file."""
+    rest = ["--root", _lay(inst).root, *args]
+    _check_native(inst.interpreter, *rest)
+    return Cmd(_script(f"Invoke-PythonSource {q(inst.interpreter)} {_array(rest)} $SgpfabStdin"), stdin=source,
+               timeout=120)
 
 
 def sha256_many(paths: list[str]) -> Cmd:
     """Prints 'sha256 path' for each file that exists."""
-    return Cmd(f"foreach ($p in {_array(paths)}) {{ if (Test-Path -LiteralPath $p -PathType Leaf) {{"
-               " (Get-FileHash -Algorithm SHA256 -LiteralPath $p).Hash.ToLower() + ' ' + $p } }")
+    return Cmd(_script(f"Get-Sha256Lines {_array(paths)}"))
 
 
 def write_files(directory: str, files: dict[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
-    """Write files (relative path -> content) under `directory` from base64 literals, each to a
-    temporary name first and then moved over the old one."""
-    import base64
-    lines = [f"$base = {q(directory)}"]
+    """Write files (relative path -> content) under `directory`, each to a temporary name first
+    and then moved over the old one."""
+    lines = []
     for rel in sorted(files):
         content = files[rel][0]
         data = content.encode() if isinstance(content, str) else content
-        path = directory + "\\" + rel.replace("/", "\\")
-        lines += [
-            f"$p = {q(path)}; [IO.Directory]::CreateDirectory([IO.Path]::GetDirectoryName($p)) | Out-Null",
-            f"[IO.File]::WriteAllBytes($p + '.sgpfab-tmp', [Convert]::FromBase64String({q(base64.b64encode(data).decode())}))",
-            "Move-Item -Force -LiteralPath ($p + '.sgpfab-tmp') -Destination $p",
-        ]
-    return Cmd("\n".join(lines), privileged=privileged)
+        lines.append(f"Write-Base64File {q(join(directory, *rel.split('/')))} {q(base64.b64encode(data).decode())}")
+    return Cmd(_script(*lines), privileged=privileged)
 
 
 def ensure_probe_token(inst) -> Cmd:
+    """The health probes' secret (made once; SYSTEM and administrators only; the web service's
+    account gets read access in `install_processes`)."""
     env = _lay(inst).launch_env
-    return Cmd(f"if (-not (Test-Path -LiteralPath {q(env)})) {{\n"
-               "  $b = New-Object byte[] 24; [Security.Cryptography.RandomNumberGenerator]::Create().GetBytes($b)\n"
-               "  $t = -join ($b | ForEach-Object { $_.ToString('x2') })\n"
-               f"  Set-Content -LiteralPath {q(env)} -Encoding ascii -Value ('SGPFAB_PROBE_TOKEN=' + $t)\n"
-               f"  {_native('icacls.exe', env, '/inheritance:r', '/grant:r', '*S-1-5-18:(F)', '*S-1-5-32-544:(F)', '/Q')}\n"
-               "}")
+    _check_native(env)
+    return Cmd(_script(f"New-ProbeToken {q(env)}"))
 
 
 def which_uv(inst) -> Cmd:
-    lay = _lay(inst)
-    return Cmd(f"if (Test-Path -LiteralPath {q(lay.uv)}) {{ {q(lay.uv)} }}"
-               " else { $c = Get-Command uv.exe -ErrorAction SilentlyContinue; if ($c) { $c.Source } }")
+    return Cmd(_script(f"Find-Uv {q(_lay(inst).uv)}"))
 
 
 def stage_dir(inst, version) -> Cmd:
-    p = _lay(inst).partial(version)
-    return Cmd(f"if (Test-Path -LiteralPath {q(p)}) {{ Remove-Item -LiteralPath {q(p)} -Recurse -Force }}\n"
-               f"New-Item -ItemType Directory -Force -Path {q(p)} | Out-Null")
+    return Cmd(_script(f"Reset-Directory {q(_lay(inst).partial(version))}"))
 
 
 def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
     lay = _lay(inst)
-    return Cmd("\n".join([
-        "$env:UV_OFFLINE = '1'; $env:UV_PYTHON_DOWNLOADS = 'never'; $env:UV_NO_PROGRESS = '1'; $env:UV_NO_CONFIG = '1'",
-        f"$env:UV_CACHE_DIR = {q(lay.tools + chr(92) + 'uv-cache')}",
+    return Cmd(_script(
+        "$env:UV_OFFLINE = '1'", "$env:UV_PYTHON_DOWNLOADS = 'never'", "$env:UV_NO_PROGRESS = '1'",
+        "$env:UV_NO_CONFIG = '1'", f"$env:UV_CACHE_DIR = {q(join(lay.tools, 'uv-cache'))}",
         f"Set-Location -LiteralPath {q(lay.partial(version))}",
         _native(uv, "venv", "--quiet", "--relocatable", "--python", inst.interpreter, ".venv"),
         _native(uv, "pip", "install", "--quiet", "--python", ".venv\\Scripts\\python.exe", "--no-index",
                 "--find-links", lay.wheelhouse, "-r", requirements, *extra),
-    ]), timeout=1800)
+    ), timeout=1800)
 
 
 def release_files(inst, release: str, spec) -> Cmd:
@@ -171,87 +378,77 @@ def release_files(inst, release: str, spec) -> Cmd:
 
 
 def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
+    """The release's writable directories (each service's account gets modify rights on them in
+    `install_processes`)."""
     lay = _lay(inst)
-    lines = []
-    for d in dirs:
-        path = lay.in_release(release, *d.split("/"))
-        lines.append(f"New-Item -ItemType Directory -Force -Path {q(path)} | Out-Null")
-        lines.append(_native("icacls.exe", path, "/grant", f"{service_user}:(OI)(CI)M", "/Q"))
-    return Cmd("\n".join(lines), privileged=True)
+    return Cmd(_script(f"New-Directories {_array(lay.in_release(release, *d.split('/')) for d in dirs)}"),
+               privileged=True)
 
 
-def service_name(inst, process: str) -> str:
-    return Units(inst.service).windows_service(process)
+# -- services -------------------------------------------------------------------------------------
+
+def _python(lay: Layout, release: str) -> str:
+    return lay.in_release(release, ".venv", "Scripts", "python.exe")
 
 
-def nssm_settings(inst, release: str, process: str, web: bool, service_user: str) -> list[tuple[str, ...]]:
-    """(parameter, value...) for `nssm set`: the process of `release`, through winrun.py."""
+def nssm_settings(inst, release: str, process: str, web: bool) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """((parameter[, subparameter]), (value, ...)) for `nssm set`: `process` of `release` through
+    winrun.py. NSSM joins several values with blanks, so AppParameters goes as separate tokens
+    and the command line NSSM builds ('"Application" AppParameters') needs no quotes: winrun.py
+    is named relative to AppDirectory."""
     lay = _lay(inst)
-    rel = lay.in_release(release)
-    params = f'"{lay.launch}\\winrun.py" --root "{lay.root}" --release {release} --process {process}'
-    if web:
-        params += " --web"
+    params = ["winrun.py", "--release", release, "--process", process] + (["--web"] if web else [])
+    log = join(lay.logs, f"{process}.log")
     return [
-        ("Application", lay.in_release(release, ".venv", "Scripts", "python.exe")),
-        ("AppParameters", params),
-        ("AppDirectory", rel),
-        ("AppStdout", f"{lay.logs}\\{process}.log"),
-        ("AppStderr", f"{lay.logs}\\{process}.log"),
-        ("AppRotateFiles", "1"),
-        ("AppRotateOnline", "1"),
-        ("AppRotateBytes", "10485760"),
-        ("AppExit", "Default", "Restart"),
-        ("AppRestartDelay", "1000"),
-        ("AppThrottle", "5000"),
-        ("AppStopMethodConsole", "15000"),
-        ("AppKillProcessTree", "1"),
-        ("ObjectName", service_user),
-        ("Start", "SERVICE_AUTO_START"),
+        (("Application",), (_python(lay, release),)),
+        (("AppParameters",), tuple(params)),
+        (("AppDirectory",), (lay.launch,)),
+        (("AppStdout",), (log,)),
+        (("AppStderr",), (log,)),
+        (("AppRotateFiles",), ("1",)),
+        (("AppRotateOnline",), ("1",)),
+        (("AppRotateBytes",), (str(LOG_ROTATE_BYTES),)),
+        (("AppExit", "Default"), ("Restart",)),
+        (("AppRestartDelay",), (str(APP_RESTART_DELAY_MS),)),
+        (("AppThrottle",), (str(APP_THROTTLE_MS),)),
+        (("AppStopMethodConsole",), (str(APP_STOP_CONSOLE_MS),)),
+        (("AppKillProcessTree",), ("1",)),
+        (("ObjectName",), (service_account(service_name(inst, process)),)),
+        (("Start",), ("SERVICE_AUTO_START",)),
     ]
 
 
 def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
     """Each process an NSSM service pointing at `release` (installed when missing; a setting is
-    set only when it differs; prints UNITS_CHANGED when any did). Services of processes the
-    release does not have are stopped and disabled. LocalSystem and Administrator are refused."""
-    lines = ["$changed = $false"]
+    set only when `nssm get` shows another value; prints UNITS_CHANGED when any changed), running
+    as its virtual account with the rights it needs. The app's other services (named SERVICE-*
+    and running from this API_ROOT) are stopped and disabled."""
+    _refuse_named_account(inst)
+    lay = _lay(inst)
+    lines = []
     for process in spec.processes:
         name = service_name(inst, process)
-        lines += [
-            f"if (-not (Get-Service -Name {q(name)} -ErrorAction SilentlyContinue)) {{",
-            "  " + _native("nssm.exe", "install", name, _lay(inst).in_release(release, ".venv", "Scripts", "python.exe")),
-            "  $changed = $true",
-            "}",
-        ]
-        for setting in nssm_settings(inst, release, process, process == "web", service_user):
-            param, *values = setting
-            lines += [
-                f"$cur = (& nssm.exe get {q(name)} {q(param)} | Out-String).Trim()",
-                f"if ($cur -ne {q(' '.join(values))}) {{ {_native('nssm.exe', 'set', name, *setting)}; $changed = $true }}",
-            ]
+        sid = service_sid(name)
+        python = _python(lay, release)
+        _check_native(name, python)
+        lines.append(f"Install-AppService {q(name)} {q(python)}")
+        for param, values in nssm_settings(inst, release, process, process == "web"):
+            _check_native(*param, *values)
+            lines.append(f"Set-NssmValue {q(name)} {_array(param)} {_array(values)}")
+        grants = [(lay.root, "(OI)(CI)RX"), (lay.shared, "(OI)(CI)M"), (lay.config_dir, "(OI)(CI)RX")]
+        if process == "web":
+            grants.append((lay.launch_env, "(R)"))
+        writable = [lay.in_release(release, *d.split("/")) for d in spec.writable]
+        if writable:
+            lines.append(f"New-Directories {_array(writable)}")
+        grants += [(d, "(OI)(CI)M") for d in writable]
+        for path, rights in grants:
+            _check_native(path)
+            lines.append(f"Grant-Access {q(path)} {q(sid)} {q(rights)}")
     keep = [service_name(inst, p) for p in spec.processes]
-    lines.append(f"Get-Service -Name {q(inst.service + '-*')} -ErrorAction SilentlyContinue | Where-Object"
-                 f" {{ {_array(keep)} -notcontains $_.Name }} | ForEach-Object {{ Stop-Service -Name $_.Name -Force;"
-                 " Set-Service -Name $_.Name -StartupType Disabled }")
-    lines.append(f"if ($changed) {{ {q(UNITS_CHANGED)} }}")
-    return Cmd("\n".join(lines), privileged=True)
-
-
-_WAIT = """function Wait-ServiceState([string]$Name, [string]$Want, [int]$Seconds) {
-  $deadline = (Get-Date).AddSeconds($Seconds)
-  while ((Get-Service -Name $Name).Status -ne $Want) {
-    if ((Get-Date) -gt $deadline) { throw ("{0} did not reach {1} (now {2})" -f $Name, $Want, (Get-Service -Name $Name).Status) }
-    Start-Sleep -Milliseconds 250
-  }
-}
-function Wait-NotPending([string]$Name, [int]$Seconds) {
-  $deadline = (Get-Date).AddSeconds($Seconds)
-  while ((Get-Service -Name $Name).Status -match 'Pending$') {
-    if ((Get-Date) -gt $deadline) { throw ("{0} is stuck in {1}" -f $Name, (Get-Service -Name $Name).Status) }
-    Start-Sleep -Milliseconds 250
-  }
-}
-"""
+    lines.append(f"Disable-OtherAppServices {q(inst.service)} {q(lay.releases + chr(92))} {_array(keep)}")
+    lines.append(f"if ($SgpfabState.Changed) {{ {q(UNITS_CHANGED)} }}")
+    return Cmd(_script(*lines), privileged=True)
 
 
 def process_id(inst, release: str, process: str) -> str:
@@ -259,46 +456,57 @@ def process_id(inst, release: str, process: str) -> str:
 
 
 def start_processes(inst, release: str, names: list[str]) -> Cmd:
-    lines = []
-    for n in names:
-        s = q(service_name(inst, n))
-        lines += [f"Wait-NotPending {s} 60", f"if ((Get-Service -Name {s}).Status -ne 'Running') {{ Start-Service -Name {s} }}",
-                  f"Wait-ServiceState {s} 'Running' 60"]
-    return Cmd(_WAIT + "\n".join(lines), privileged=True)
+    """(Re)start the services, so that each runs what `install_processes` last set (every
+    release shares the app's services: a running one may still run another release)."""
+    return Cmd(_script(*(f"Start-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 
 def stop_processes(inst, release: str, names: list[str]) -> Cmd:
-    lines = []
-    for n in names:
-        s = q(service_name(inst, n))
-        lines.append(f"if (Get-Service -Name {s} -ErrorAction SilentlyContinue) {{ Wait-NotPending {s} 60;"
-                     f" Stop-Service -Name {s} -Force; Wait-ServiceState {s} 'Stopped' 60 }}")
-    return Cmd(_WAIT + "\n".join(lines), privileged=True)
+    return Cmd(_script(*(f"Stop-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 
 def stop_all_but(inst, release: str | None) -> Cmd:
-    """On Windows every release shares the app's services: stopping 'all but a release' stops
-    nothing; stopping all (None) stops every service of the app."""
+    """On Windows every release shares the app's services (`install_processes` already stopped
+    the ones `release` does not have): stopping 'all but a release' stops nothing; with None,
+    every service of the app stops."""
     if release is not None:
-        return Cmd("$null")
-    names = [inst.service, inst.service + "-*"]
-    return Cmd(_WAIT + f"Get-Service -Name {_array(names)} -ErrorAction SilentlyContinue | ForEach-Object {{"
-               " Wait-NotPending $_.Name 60; Stop-Service -Name $_.Name -Force; Wait-ServiceState $_.Name 'Stopped' 60 }",
-               privileged=True)
+        return Cmd("$null\n")
+    return Cmd(_script(f"Stop-AppServices {q(inst.service)} {q(_lay(inst).releases + chr(92))}"), privileged=True)
+
+
+def _winrun(lay: Layout, release: str, *args: str, stdin: bool = False) -> str:
+    return _native(_python(lay, release), join(lay.launch, "winrun.py"), "--release", release, *args, stdin=stdin,
+                   checked=False)
 
 
 def run_hook(inst, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
-    """A release command, in the release's environment (winrun.py loads the settings). It runs
-    as the deploying administrator: Windows has no sudo -u for a virtual service account."""
-    lay = _lay(inst)
-    python = lay.in_release(release, ".venv", "Scripts", "python.exe")
-    return Cmd(_native(python, lay.launch + "\\winrun.py", "--root", lay.root, "--release", release,
-                       "--hook", str(index)), privileged=True, timeout=timeout)
+    """A release command in the release's environment (winrun.py loads the settings); the
+    script exits with its code. It runs as the deploying administrator: Windows has no `sudo -u`
+    for a virtual account (see docs/windows.md)."""
+    return Cmd(_script(_winrun(_lay(inst), release, "--hook", str(int(index)))), privileged=True, timeout=timeout)
+
+
+def exec_in_release(inst, release: str, command: str, service_user: str, tty: bool) -> Cmd:
+    """A one-off command in the release's environment (as the deploying administrator); the
+    command travels on stdin, never on a command line."""
+    if tty:
+        raise InputError(f"{inst.host.name}: interactive commands are not supported on Windows hosts")
+    return Cmd(_script(_winrun(_lay(inst), release, "--exec", stdin=True)), stdin=command.encode("utf-8"),
+               privileged=True, timeout=3600)
 
 
 def process_log(inst, process: str, lines: int = 20) -> Cmd:
-    log = f"{_lay(inst).logs}\\{process}.log"
-    return Cmd(f"if (Test-Path -LiteralPath {q(log)}) {{ Get-Content -LiteralPath {q(log)} -Tail {int(lines)} }}")
+    return Cmd(_script(f"Get-LogTail {q(join(_lay(inst).logs, process + '.log'))} {int(lines)} ''"))
+
+
+def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
+    """The last lines of each process's log file, as 'PROCESS: line' (NSSM's log files carry no
+    time stamps, so --since and --follow are refused)."""
+    if since or follow:
+        raise InputError(f"{inst.host.name}: --since and --follow are not supported on Windows hosts")
+    lay = _lay(inst)
+    return Cmd(_script(*(f"Get-LogTail {q(join(lay.logs, p + '.log'))} {int(lines)} {q(p + ': ')}"
+                         for p in processes)), timeout=120)
 
 
 def health_url(inst) -> str:
@@ -308,14 +516,32 @@ def health_url(inst) -> str:
     return f"http://{addr}:{inst.port}{inst.health.path}"
 
 
+def remove_tree(path: str, privileged: bool = False) -> Cmd:
+    return Cmd(_script(f"Remove-Tree {q(path)}"), privileged=privileged)
+
+
+def list_dir(path: str) -> Cmd:
+    """Names in a directory, one a line (nothing if it does not exist)."""
+    return Cmd(_script(f"Get-DirectoryNames {q(path)}"))
+
+
+# -- NSSM's version ---------------------------------------------------------------------------------
+
 def nssm_version() -> Cmd:
-    """NSSM's version from its usage banner (e.g. 'NSSM 2.24-101-g897c7ad 64-bit 2017-04-26')."""
-    return Cmd("$o = (& nssm.exe 2>&1 | Out-String); ($o -split \"`n\")[0].Trim()")
+    """'NSSM ' and the FileVersion of nssm.exe's version resource (nssm.rc: NSSM_VERSION, e.g.
+    '2.24' or '2.24-101-g897c7ad'). Read from the file, not by running nssm.exe: 2.24 has no
+    --version, and its usage text goes to a message box when there is no console window."""
+    return Cmd("Get-NssmVersion\n", timeout=60)
 
 
-def parse_nssm_version(banner: str) -> tuple[int, ...] | None:
-    import re
-    m = re.search(r"NSSM\s+(\d+)\.(\d+)(?:-(\d+))?", banner)
+_NSSM_VERSION = re.compile(r"(?:^|[\s:])(?:NSSM|Version)\s+(\d+)\.(\d+)(?:-(\d+)-g[0-9a-f]+)?(?![\d.])", re.ASCII)
+
+
+def parse_nssm_version(text: str) -> tuple[int, int, int] | None:
+    """(major, minor, commits since the tag) from what NSSM says about its version: the
+    FileVersion string ('NSSM 2.24-101-g897c7ad'), `nssm --version` (2.24-101+: 'NSSM
+    2.24-101-g897c7ad 64-bit 2017-04-26') or the usage banner ('Version 2.24 64-bit, 2014-08-31')."""
+    m = _NSSM_VERSION.search(text or "")
     if not m:
         return None
-    return (int(m.group(1)), int(m.group(2)), int(m.group(3) or 0))
+    return int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)

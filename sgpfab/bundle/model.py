@@ -194,8 +194,8 @@ class Bundle:
         listed.update({f"wheels/{n}": d for n, d in m.wheels.items()})
         listed.update({f"requirements/{n}": d for n, d in m.requirements.items()})
         listed.update(m.extras)
-        for name in [*m.wheels, *m.requirements]:
-            if "/" in name or "\\" in name or name.startswith("."):
+        for name in [m.archive.name, *m.wheels, *m.requirements]:
+            if "/" in name or "\\" in name or name.startswith(".") or not name:
                 raise _corrupt(p, f"bad file name {name!r} in the manifest")
         if not set(m.extras) <= set(EXTRAS) or "metadata.json" not in m.extras:
             raise _corrupt(p, "the manifest must list metadata.json and only known extra files")

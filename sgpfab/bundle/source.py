@@ -59,9 +59,14 @@ def select(src: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
             return "exclude pattern"
         if rel in keep or (is_dir and any(k.startswith(rel + "/") for k in keep)):
             return None
-        for prefix, spec in ignores:
-            if (not prefix or probe.startswith(prefix)) and spec.match_file(probe[len(prefix):]):
-                return ".gitignore"
+        # git: the deepest .gitignore with a pattern matching the path decides (a `!pattern`
+        # there re-includes what a shallower one ignored).
+        for prefix, spec in sorted(ignores, key=lambda ps: len(ps[0]), reverse=True):
+            if prefix and not probe.startswith(prefix):
+                continue
+            verdict = spec.check_file(probe[len(prefix):]).include
+            if verdict is not None:
+                return ".gitignore" if verdict else None
         return None
 
     for dirpath, dirnames, filenames in os.walk(src):

@@ -103,8 +103,11 @@ def _check_name(name):
 
 
 def _safe_leaf(name):
-    """A name that is safe to delete under releases/ or incoming/ (whatever else it is)."""
-    return bool(name) and "/" not in name and "\\" not in name and ".." not in name and "\0" not in name
+    """A name that is safe to delete under releases/ or incoming/ (whatever else it is): one
+    path component, not '.' or '..', no hidden name except a partial build."""
+    if not name or name in (".", "..") or any(c in name for c in "/\\\0") or ".." in name:
+        return False
+    return not name.startswith(".") or name.startswith(DEFAULTS["partial_prefix"])
 
 
 def _current(h):
@@ -156,13 +159,18 @@ def _flock(path, exclusive=True, wait=True):
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if WINDOWS:
+            # msvcrt has no shared locks (a shared lock is exclusive here), and LK_LOCK gives up
+            # after 10 attempts a second apart: waiting means trying LK_NBLCK until it works.
             import msvcrt
-            mode = msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK
-            try:
-                msvcrt.locking(fd, mode, 1)
-            except OSError:
-                yield False
-                return
+            while True:
+                try:
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    break
+                except OSError:
+                    if not wait:
+                        yield False
+                        return
+                    time.sleep(0.2)
             try:
                 yield True
             finally:
@@ -252,7 +260,10 @@ def _load_manifest(h, name, incoming):
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise Fail("bundle for %s has no readable manifest: %s" % (name, e))
-    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), dict):
+    def digests(key):
+        d = manifest.get(key) if isinstance(manifest, dict) else None
+        return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+    if not digests("files") or not (digests("wheels") or manifest.get("wheels") in (None, {})):
         raise Fail("bundle for %s has a malformed manifest" % name)
     if h.conf["release_prefix"] + str(manifest.get("version")) != name:
         raise Fail("bundle is version %s, not %s" % (manifest.get("version"), name))
@@ -315,7 +326,7 @@ def finalize(a, h):
 def switch(a, h):
     """Point releases/current at a complete release, atomically (symlink + rename on POSIX; on
     Windows a new junction is made beside the old one and swapped by two renames, and a missing
-    `current` left by a crash between them is repaired by `repair`)."""
+    `current` left by a crash between them is repaired by `_repair_current`)."""
     name = _check_name(a.to)
     if not os.path.isfile(os.path.join(h.release(name), h.marker)):
         raise Fail("release %s is missing or incomplete" % name)
@@ -323,17 +334,7 @@ def switch(a, h):
     previous = _current(h)
     link = os.path.join(h.releases, "current")
     if WINDOWS:
-        import _winapi
-        new, old = link + ".new", link + ".old"
-        for stale in (new, old):
-            if os.path.lexists(stale):
-                os.rmdir(stale)  # a junction: removes the link only, never its target
-        _winapi.CreateJunction(h.release(name), new)
-        if os.path.lexists(link):
-            os.rename(link, old)
-        os.rename(new, link)
-        if os.path.lexists(old):
-            os.rmdir(old)
+        _windows_switch(h, name)
     else:
         tmp = os.path.join(h.releases, ".current.%d" % os.getpid())
         if os.path.lexists(tmp):
@@ -344,22 +345,59 @@ def switch(a, h):
     _out({"previous": previous, "current": name})
 
 
-def _repair_current(h):
-    """Windows only: finish or undo a junction swap that a crash cut between its two renames."""
+def _make_junction(target, link):
+    """Windows: a directory junction `link` -> `target` (no privilege needed, unlike symlinks)."""
+    import _winapi
+    _winapi.CreateJunction(target, link)
+
+
+def _remove_junction(link):
+    """Windows: RemoveDirectory on a junction removes the junction, never its target's files."""
+    os.rmdir(link)
+
+
+def _windows_switch(h, name):
+    """Windows cannot replace a directory entry atomically: make the new junction beside the old
+    one (releases/.current.new), rename the old one away (.current.old), rename the new one into
+    place, remove the old one. A crash between the renames leaves no `current`, which
+    `_repair_current` (run first by every switch) puts back. The `.current*` names are skipped by
+    `state`."""
     link = os.path.join(h.releases, "current")
-    if not WINDOWS or os.path.lexists(link):
+    new, old = os.path.join(h.releases, ".current.new"), os.path.join(h.releases, ".current.old")
+    for stale in (new, old):
+        if os.path.lexists(stale):
+            _remove_junction(stale)
+    _make_junction(h.release(name), new)
+    if os.path.lexists(link):
+        os.rename(link, old)
+    os.rename(new, link)
+    if os.path.lexists(old):
+        _remove_junction(old)
+
+
+def _repair_current(h):
+    """Windows only: finish a junction swap that a crash cut between its two renames (the new
+    junction wins: the switch only starts once the new release passed its gate), and remove what
+    an interrupted swap left. Called with the deploy lock held."""
+    if not WINDOWS:
         return
-    for leftover in (link + ".new", link + ".old"):
+    link = os.path.join(h.releases, "current")
+    leftovers = [os.path.join(h.releases, ".current.new"), os.path.join(h.releases, ".current.old")]
+    if not os.path.lexists(link):
+        for leftover in leftovers:
+            if os.path.lexists(leftover):
+                os.rename(leftover, link)
+                break
+    for leftover in leftovers:
         if os.path.lexists(leftover):
-            os.rename(leftover, link)
-            return
+            _remove_junction(leftover)
 
 
 def unlink_current(a, h):
     link = os.path.join(h.releases, "current")
     if os.path.lexists(link):
         if WINDOWS:
-            os.rmdir(link)
+            _remove_junction(link)
         else:
             os.unlink(link)
             _fsync_dir(h.releases)
@@ -421,6 +459,7 @@ def journal(a, h):
         if not isinstance(rec, dict) or "to" not in rec:
             raise Fail("journal record needs at least 'to'")
         rec["since"] = _now()
+        os.makedirs(os.path.dirname(_journal_path(h)), exist_ok=True)
         _write_atomic(_journal_path(h), json.dumps(rec, sort_keys=True))
         _out({"journal": rec})
     else:
@@ -511,7 +550,7 @@ def _read_env_files(h):
 def parse_env(text):
     """The subset of systemd's EnvironmentFile syntax that sgpfab writes: KEY='v' or KEY="v"."""
     out = {}
-    for line in text.splitlines():
+    for line in text.split("\n"):
         if not line or line[0] in "#;" or "=" not in line:
             continue
         key, val = line.split("=", 1)
@@ -709,13 +748,13 @@ def _settings_files(cfg):
     """The current settings: (env text, {secret file name: content})."""
     env = ""
     with contextlib.suppress(OSError):
-        with open(os.path.join(cfg, "env")) as f:
+        with open(os.path.join(cfg, "env"), encoding="utf-8", newline="") as f:
             env = f.read()
     files = {}
     fdir = os.path.join(cfg, "files")
     for n in sorted(os.listdir(fdir)) if os.path.isdir(fdir) else []:
         if SECRET_FILE_RE.fullmatch(n):
-            with open(os.path.join(fdir, n)) as f:
+            with open(os.path.join(fdir, n), encoding="utf-8", newline="") as f:
                 files[n] = f.read()
     return env, files
 
@@ -851,7 +890,7 @@ def _probe(a, token):
 
 def _unit_states(units):
     """ActiveState, SubState, NRestarts, MainPID of the app's processes: systemd units on Linux
-    (one systemctl call), services on Windows (sc.exe queryex; NSSM pauses a service whose
+    (one systemctl call), services on Windows (QueryServiceStatusEx; NSSM pauses a service whose
     application keeps exiting, which counts as crashing)."""
     if not units:
         return {}
@@ -872,22 +911,99 @@ def _unit_states(units):
     return out
 
 
+# Windows service states (winsvc.h SERVICE_* values) -> (active, sub) as systemd would say it.
+# NSSM reports SERVICE_PAUSED while it delays restarting an application that exited (service.cpp
+# throttle_restart: every restart when AppRestartDelay is set, and when the application ran less
+# than AppThrottle): that counts as crashing.
 WINDOWS_STATES = {"RUNNING": ("active", "running"), "START_PENDING": ("activating", "start-pending"),
                   "STOP_PENDING": ("deactivating", "stop-pending"), "STOPPED": ("inactive", "dead"),
                   "PAUSED": ("failed", "paused"), "PAUSE_PENDING": ("failed", "pause-pending"),
                   "CONTINUE_PENDING": ("activating", "continue-pending")}
+WINDOWS_STATE_CODES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING",
+                       6: "PAUSE_PENDING", 7: "PAUSED"}
+ERROR_SERVICE_DOES_NOT_EXIST = 1060
 
 
 def parse_sc_queryex(text):
-    """(state name, pid) from `sc.exe queryex NAME` output ('STATE : 4  RUNNING', 'PID : 1234')."""
-    state = re.search(r"STATE\s*:\s*\d+\s+(\w+)", text)
+    """(state name, pid) from `sc.exe queryex NAME` output ('STATE : 4  RUNNING', 'PID : 1234');
+    the state is read from its number, which does not depend on the display language."""
+    names = "|".join(WINDOWS_STATES)
+    state = re.search(r"^\s*\S+\s*:\s*([1-7])\s+(?:%s)\s*$" % names, text, re.M)
     pid = re.search(r"\bPID\s*:\s*(\d+)", text)
-    return (state.group(1) if state else "MISSING"), (int(pid.group(1)) if pid else 0)
+    return (WINDOWS_STATE_CODES[int(state.group(1))] if state else "MISSING"), (int(pid.group(1)) if pid else 0)
+
+
+def _load_advapi32():
+    import ctypes
+    return ctypes.WinDLL("advapi32", use_last_error=True)
+
+
+def _advapi32():
+    """The service-control functions of advapi32.dll, typed (handles are pointers: without
+    restype a 64-bit handle would be cut to a C int)."""
+    import ctypes
+    lib = _load_advapi32()
+    handle, dword = ctypes.c_void_p, ctypes.c_uint32
+    lib.OpenSCManagerW.argtypes, lib.OpenSCManagerW.restype = [ctypes.c_wchar_p, ctypes.c_wchar_p, dword], handle
+    lib.OpenServiceW.argtypes, lib.OpenServiceW.restype = [handle, ctypes.c_wchar_p, dword], handle
+    lib.QueryServiceStatusEx.argtypes = [handle, ctypes.c_int, ctypes.c_void_p, dword, ctypes.POINTER(dword)]
+    lib.QueryServiceStatusEx.restype = ctypes.c_int
+    lib.CloseServiceHandle.argtypes, lib.CloseServiceHandle.restype = [handle], ctypes.c_int
+    return lib
+
+
+def _last_error():
+    import ctypes
+    return ctypes.get_last_error()
+
+
+def _service_status_struct():
+    import ctypes
+
+    class SERVICE_STATUS_PROCESS(ctypes.Structure):  # winsvc.h: nine DWORDs
+        _fields_ = [(n, ctypes.c_uint32) for n in (
+            "dwServiceType", "dwCurrentState", "dwControlsAccepted", "dwWin32ExitCode", "dwServiceSpecificExitCode",
+            "dwCheckPoint", "dwWaitHint", "dwProcessId", "dwServiceFlags")]
+    return SERVICE_STATUS_PROCESS
+
+
+def _query_service(name, lib=None):
+    """(state name, pid) of a service from QueryServiceStatusEx (no parsing of localised text).
+    The pid is the service's own process (nssm.exe), which an application restart keeps."""
+    import ctypes
+    lib = lib or _advapi32()
+    scm = lib.OpenSCManagerW(None, None, 0x0001)  # SC_MANAGER_CONNECT
+    if not scm:
+        raise OSError(_last_error(), "OpenSCManagerW failed")
+    try:
+        svc = lib.OpenServiceW(scm, name, 0x0004)  # SERVICE_QUERY_STATUS
+        if not svc:
+            err = _last_error()
+            if err == ERROR_SERVICE_DOES_NOT_EXIST:
+                return "MISSING", 0
+            raise OSError(err, "OpenServiceW(%s) failed" % name)
+        try:
+            st = _service_status_struct()()
+            needed = ctypes.c_uint32(0)
+            if not lib.QueryServiceStatusEx(svc, 0, ctypes.byref(st), ctypes.sizeof(st),  # SC_STATUS_PROCESS_INFO
+                                            ctypes.byref(needed)):
+                raise OSError(_last_error(), "QueryServiceStatusEx(%s) failed" % name)
+            return WINDOWS_STATE_CODES.get(st.dwCurrentState, "UNKNOWN"), int(st.dwProcessId)
+        finally:
+            lib.CloseServiceHandle(svc)
+    finally:
+        lib.CloseServiceHandle(scm)
 
 
 def _windows_service_state(name):
-    r = subprocess.run(["sc.exe", "queryex", name], capture_output=True, text=True)
-    state, pid = parse_sc_queryex(r.stdout) if r.returncode == 0 else ("MISSING", 0)
+    try:
+        state, pid = _query_service(name)
+    except (OSError, AttributeError) as e:  # no usable advapi32 here: ask sc.exe
+        try:
+            r = subprocess.run(["sc.exe", "queryex", name], capture_output=True, text=True)
+        except OSError:
+            raise Fail("cannot query service %s: %s" % (name, e))
+        state, pid = parse_sc_queryex(r.stdout) if r.returncode == 0 else ("MISSING", 0)
     active, sub = WINDOWS_STATES.get(state, ("inactive", state.lower()))
     return {"active": active, "sub": sub, "restarts": 0, "pid": pid}
 
@@ -936,7 +1052,7 @@ def gate(a, h):
             if last.get("code") is not None and mine:
                 if last["ok"]:
                     good_in_row, bad_in_row = good_in_row + 1, 0
-                elif last.get("code", 0) >= 400:
+                else:  # an answer from the release that fails the check: never counts as good
                     good_in_row, bad_in_row = 0, bad_in_row + 1
             elif last.get("code") is None:
                 good_in_row = 0
@@ -968,6 +1084,7 @@ def lock(a, h):
     base = h.p(".sgpfab")
     os.makedirs(base, exist_ok=True)
     info_path = os.path.join(base, "lock", "info.json")
+    info = (_stdin_json() or {}) if a.action != "release" else {}  # before the mutex: never wait on a client
 
     def holder():
         with contextlib.suppress(OSError, ValueError):
@@ -1005,7 +1122,6 @@ def lock(a, h):
             return
         shutil.rmtree(os.path.join(base, "lock"), ignore_errors=True)
         os.mkdir(os.path.join(base, "lock"))
-        info = _stdin_json() or {}
         info.update({"token": a.token, "since": _now(), "host": socket.gethostname()})
         _write_atomic(info_path, json.dumps(info, sort_keys=True))
     _out({"locked": True, "took_over": a.action == "takeover"})
@@ -1150,6 +1266,9 @@ def main(argv=None):
         return 2
     except OSError as e:
         sys.stderr.write("hostctl: %s: %s\n" % (e.strerror or type(e).__name__, e.filename or e))
+        return 2
+    except sqlite3.Error as e:
+        sys.stderr.write("hostctl: database error: %s\n" % (str(e).splitlines() or ["?"])[0])
         return 2
     return 0
 

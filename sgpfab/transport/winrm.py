@@ -49,7 +49,7 @@ $o = [IO.File]::Create($tmp); $gz.CopyTo($o); $o.Close(); $gz.Close(); $src.Clos
 Remove-Item -LiteralPath $gzPath
 $got = (Get-FileHash -Algorithm SHA256 -LiteralPath $tmp).Hash.ToLower()
 if ($got -ne $want) {{ Remove-Item -LiteralPath $tmp; [Console]::Error.WriteLine('checksum mismatch: ' + $got); exit 3 }}
-Move-Item -Force -LiteralPath $tmp -Destination $dest
+if ([IO.File]::Exists($dest)) {{ [IO.File]::Replace($tmp, $dest, [NullString]::Value) }} else {{ [IO.File]::Move($tmp, $dest) }}
 """
 
 
@@ -192,8 +192,19 @@ class WinRMTransport(Transport):
                                       f" {_clean_stderr(stderr).strip()[-200:]}")
 
     def read_file(self, remote: str) -> bytes:
-        r = self.run(f"[Convert]::ToBase64String([IO.File]::ReadAllBytes({q(remote)}))")
+        r = self.run(f"Read-FileBase64 {q(remote)}\n")
         return base64.b64decode(r.stdout.strip())
+
+    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+        """Run a command and hand each output line to `on_line`. WinRM returns a command's output
+        when it ends here (pywinrm's get_command_output), so this suits finite commands only."""
+        r = self.run(command, privileged=privileged, check=False)
+        for line in r.stdout.splitlines():
+            on_line(line)
+        if r.exited and r.stderr.strip():
+            for line in r.stderr.strip().splitlines():
+                on_line(line)
+        return r.exited
 
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
              delete: bool = True) -> SyncStats:
@@ -202,11 +213,7 @@ class WinRMTransport(Transport):
         base = Path(src)
         wanted = {rel: hashlib.sha256((base / rel).read_bytes()).hexdigest()
                   for rel in _files(base, excludes)}
-        listing = self.run(
-            f"$root = {q(dest)}; New-Item -ItemType Directory -Force -Path $root | Out-Null\n"
-            "Get-ChildItem -LiteralPath $root -Recurse -File | ForEach-Object {"
-            " $rel = $_.FullName.Substring($root.TrimEnd('\\').Length + 1).Replace('\\', '/');"
-            " $rel + ' ' + (Get-FileHash -Algorithm SHA256 -LiteralPath $_.FullName).Hash.ToLower() }").stdout
+        listing = self.run(f"Get-TreeHashes {q(dest)}\n").stdout
         have = dict(line.rsplit(" ", 1) for line in listing.splitlines() if " " in line)
         sent = [rel for rel, digest in wanted.items() if have.get(rel) != digest]
         before = self.bytes_sent
@@ -215,7 +222,7 @@ class WinRMTransport(Transport):
         extra = [rel for rel in have if rel not in wanted]
         if delete and extra:
             paths = ", ".join(q(dest.rstrip("\\") + "\\" + rel.replace("/", "\\")) for rel in extra)
-            self.run(f"foreach ($p in @({paths})) {{ Remove-Item -LiteralPath $p -Force }}")
+            self.run(f"Remove-Files @({paths})\n")
         return SyncStats(len(sent), self.bytes_sent - before)
 
 
@@ -240,10 +247,15 @@ def _files(base: Path, excludes: tuple[str, ...]) -> list[str]:
 
 
 def _clean_stderr(stderr: bytes) -> str:
-    """PowerShell over WinRM wraps errors and progress in CLIXML; keep the readable text."""
+    """PowerShell over WinRM writes its error records to stderr as CLIXML (after any plain lines
+    native programs wrote there); keep the readable text of both."""
+    import re
     text = stderr.decode("utf-8", "replace")
-    if text.startswith("#< CLIXML"):
-        import re
-        parts = re.findall(r'<S S="Error">(.*?)</S>', text, re.S)
-        text = "".join(parts).replace("_x000D__x000A_", "\n")
-    return text
+    plain, marker, xml = text.partition("#< CLIXML")
+    if not marker:
+        return text
+    errors = re.findall(r'<S S="Error">(.*?)</S>', xml, re.S)
+    decoded = re.sub(r"_x([0-9A-Fa-f]{4})_", lambda m: chr(int(m.group(1), 16)), "".join(errors))
+    decoded = decoded.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
+    decoded = decoded.replace("&amp;", "&").replace("\r\n", "\n")
+    return (plain.strip() + "\n" if plain.strip() else "") + decoded
