@@ -155,8 +155,11 @@ def _write_atomic(path, data, mode=0o644):
 def _flock(path, exclusive=True, wait=True):
     """An advisory lock on a file (fcntl on POSIX, msvcrt on Windows). Yields False when not
     waiting and the lock is taken."""
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:  # read access is enough for a lock: the file may belong to another user
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if WINDOWS:
             # msvcrt has no shared locks (a shared lock is exclusive here), and LK_LOCK gives up

@@ -19,7 +19,13 @@ import logging
 import os
 from pathlib import Path
 
-from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
+from tenacity import (
+    Retrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 from ..errors import InputError, RemoteError
 from ..windows import PRELUDE, q
@@ -55,6 +61,12 @@ if ([IO.File]::Exists($dest)) {{ [IO.File]::Replace($tmp, $dest, [NullString]::V
 
 class ChecksumMismatch(RemoteError):
     pass
+
+
+def stdin_prefix(data: bytes) -> str:
+    """The line that gives a script its stdin data as the string $SgpfabStdin (UTF-8)."""
+    return ("$SgpfabStdin = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String("
+            + q(base64.b64encode(data).decode("ascii")) + "))\n")
 
 
 def encode_command(script: str) -> str:
@@ -161,10 +173,7 @@ class WinRMTransport(Transport):
         WinRM sessions run as the (administrator) deploy account. `stdin` reaches the script as
         the string $SgpfabStdin (UTF-8), which builders pipe to a native program. `timeout` is
         the server-side operation timeout of pywinrm's protocol, not enforced per command."""
-        prefix = ""
-        if stdin is not None:
-            prefix = ("$SgpfabStdin = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String("
-                      + q(base64.b64encode(stdin).decode("ascii")) + "))\n")
+        prefix = stdin_prefix(stdin) if stdin is not None else ""
         data = (PRELUDE + prefix + command).encode("utf-8")
         pieces = [data[i:i + self.chunk] for i in range(0, len(data), self.chunk)] or [b""]
         stdout, stderr, code = self._powershell(BOOTSTRAP, pieces)
@@ -254,7 +263,7 @@ def _clean_stderr(stderr: bytes) -> str:
     plain, marker, xml = text.partition("#< CLIXML")
     if not marker:
         return text
-    errors = re.findall(r'<S S="Error">(.*?)</S>', xml, re.S)
+    errors = re.findall(r'<S S="Error">(.*?)</S>', xml, re.DOTALL)
     decoded = re.sub(r"_x([0-9A-Fa-f]{4})_", lambda m: chr(int(m.group(1), 16)), "".join(errors))
     decoded = decoded.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", '"').replace("&apos;", "'")
     decoded = decoded.replace("&amp;", "&").replace("\r\n", "\n")

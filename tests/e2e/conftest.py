@@ -9,7 +9,6 @@ command, so tests do not depend on each other's leftovers.
 from __future__ import annotations
 
 import fcntl
-import itertools
 import json
 import os
 import shutil
@@ -31,7 +30,6 @@ FAB = str(Path(sys.executable).with_name("fab"))
 FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET = "pytest", 4, 251  # staging1, prod1, prod2, prod3
 LOCK = Path("/run/sgpfab-e2e-fleet.lock")
 SECRETS = {"SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-e2e-secret-Zq9", "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-e2e-s3cret"}
-_counter = itertools.count(1)
 
 
 def pytest_configure(config):
@@ -78,9 +76,14 @@ def fleet(request):
     return f
 
 
-def worker_offset(request) -> int:
-    wid = getattr(request.config, "workerinput", {}).get("workerid", "gw0")
-    return int(wid[2:] or 0) * 150
+def next_slot() -> int:
+    """A slot number unique in this run across every worker (even one that was restarted)."""
+    path = Path(f"/run/sgpfab-e2e-slots-{os.environ.get('SGPFAB_E2E_RUN', 'x')}")
+    with open(LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        n = int(path.read_text() or 0) + 1 if path.exists() else 1
+        path.write_text(str(n))
+    return n
 
 
 class Slot:
@@ -220,10 +223,9 @@ class Slot:
 @pytest.fixture
 def slot_factory(fleet, tmp_path, request):
     made = []
-    base = worker_offset(request)
 
     def make(kind: str = "sgp") -> Slot:
-        s = Slot(fleet, tmp_path / f"slot{len(made)}", base + next(_counter), kind)
+        s = Slot(fleet, tmp_path / f"slot{len(made)}", next_slot(), kind)
         made.append(s)
         return s
 

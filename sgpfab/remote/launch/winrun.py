@@ -23,7 +23,7 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 sys.path.insert(0, os.path.dirname(HERE))
-from hostctl import parse_env  # noqa: E402
+from hostctl import parse_env
 
 
 def environment(root, release, web):
