@@ -5,10 +5,12 @@ An activation (deploy, rollback, undo) goes:
 1. journal: record (from, to) on the host, durably, before anything changes;
 2. the release's scripts and units are written (the socket now activates `to`'s web process);
 3. `to`'s web process starts BESIDE the old one on the shared socket (sgpfab's launchers; an
-   app's own command is restarted instead, connections waiting in the socket's queue);
+   app's own command is restarted instead, connections waiting in the socket's queue)
 4. the old release's other processes (workers, schedulers) stop, then `to`'s start: never two;
-5. the gate: `to` must answer the health check itself and every process must keep running;
-6. `current` switches (atomically), the old web process stops gracefully, the journal clears.
+   (`start` returns once the new process accepts, so requests never wait for its start-up);
+5. the old web process stops gracefully, and the gate: `to` must answer the health check itself
+   and every process must keep running;
+6. `current` switches (atomically), leftovers stop, the journal clears.
 
 If anything fails before 6, the host is put back on `from` (its processes restarted, `to`'s
 stopped). If the controller dies anywhere, the next run of any command finds the journal and
@@ -69,25 +71,36 @@ def _start(s: HostSession, to: str, spec, before: str | None, old_spec) -> GateR
     s.install_processes(to, spec)
     s.step("units")
     web = spec.web
-    others = list(spec.others)
+    overlap = bool(web is not None and before and before != to and web.overlaps and s.can_overlap)
     if web is not None:
-        if before and before != to and web.overlaps and s.can_overlap:
-            s.start_processes(to, ["web"])  # beside the old one: both accept on the socket
-        else:
-            if before:
-                s.stop_processes(before, ["web"])
-            s.start_processes(to, ["web"])
+        if not overlap and before:
+            s.stop_processes(before, ["web"])
+        # With sgpfab's launchers `start` returns once the new process has loaded the app and
+        # accepts on the socket (which the old one still serves meanwhile).
+        if not s.start_processes(to, ["web"]):
+            raise Unhealthy(_start_failure(s, to))
     s.step("web started")
     if before and old_spec is not None and old_spec.others:
         s.stop_processes(before, list(old_spec.others))  # stop, then start: never two workers
-    s.start_processes(to, others)
+    if spec.others and not s.start_processes(to, list(spec.others)):
+        raise Unhealthy(_start_failure(s, to, list(spec.others)))
     s.step("processes started")
-    gate = s.gate(to, web=web is not None, names=list(spec.processes))
+    if overlap:  # the old web process finishes what it accepted; every new connection goes to `to`
+        s.stop_processes(before, ["web"])
+    gate = s.gate(to, web=web, names=list(spec.processes))
     s.step("gate")
     if not gate.ok:
         raise Unhealthy(gate)
     s.note(f"healthy: {display(to)} serves ({gate.seconds:.1f}s)")
     return gate
+
+
+def _start_failure(s: HostSession, release: str, names: list[str] | None = None) -> GateResult:
+    """Why a process did not come up (it failed before telling systemd it was ready)."""
+    g = s.gate(release, web=None, names=names or ["web"], timeout=2, settle=0)
+    if g.ok or g.why != "crashing":
+        return GateResult(ok=False, why="crashing", units=g.units, crashed=list(g.units))
+    return g
 
 
 def undo(s: HostSession, to: str, before: str | None) -> tuple[bool, str]:
@@ -112,7 +125,7 @@ def undo(s: HostSession, to: str, before: str | None) -> tuple[bool, str]:
         s.start_processes(before, list(old_spec.processes))
         if st.current != before:
             s.switch(before)
-        gate = s.gate(before, web=old_spec.web is not None, names=list(old_spec.processes))
+        gate = s.gate(before, web=old_spec.web, names=list(old_spec.processes))
         s.stop_all_but(before)
         s.journal_clear()
         if gate.ok:
@@ -133,7 +146,7 @@ def recover(s: HostSession) -> str | None:
     s.note(f"found an interrupted {j.op} ({display(j.from_) or 'nothing'} -> {display(j.to)}) from {j.since}")
     if st.current == j.to and _spec(st, j.to) is not None:
         spec = _spec(st, j.to)
-        gate = s.gate(j.to, web=spec.web is not None, names=list(spec.processes), timeout=min(s.inst.health.timeout, 30))
+        gate = s.gate(j.to, web=spec.web, names=list(spec.processes), timeout=min(s.inst.health.timeout, 30))
         if gate.ok:
             s.stop_all_but(j.to)
             s.journal_clear()

@@ -94,8 +94,9 @@ class Process(Strict):
 class Target(Strict):
     """A kind of host the bundle's wheels must install on."""
 
+    os: Literal["linux", "windows"] = "linux"
     arch: Literal["x86_64", "aarch64"] = "x86_64"
-    glibc: str = "2.36"
+    glibc: str = "2.36"  # linux: the oldest glibc of such hosts
     python: str = "3.11"
 
     @field_validator("glibc", "python")
@@ -108,12 +109,14 @@ class Target(Strict):
 
     @property
     def key(self) -> str:
-        return f"cp{self.python.replace('.', '')}-{self.arch}-glibc{self.glibc}"
+        py = f"cp{self.python.replace('.', '')}"
+        return f"{py}-{self.arch}-glibc{self.glibc}" if self.os == "linux" else f"{py}-{self.os}-{self.arch}"
 
-    def covers(self, arch: str, glibc: str, python: str) -> bool:
-        """Whether wheels for this target install on a host with this arch, glibc and Python."""
-        return (arch == self.arch and _ver(python)[:2] == _ver(self.python)
-                and _ver(glibc) >= _ver(self.glibc))
+    def covers(self, arch: str, glibc: str, python: str, os: str = "linux") -> bool:
+        """Whether wheels for this target install on a host with this OS, arch, glibc and Python."""
+        if os != self.os or arch != self.arch or _ver(python)[:2] != _ver(self.python):
+            return False
+        return os != "linux" or _ver(glibc) >= _ver(self.glibc)
 
 
 def _ver(text: str) -> tuple[int, ...]:

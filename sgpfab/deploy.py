@@ -41,19 +41,19 @@ def check_host(s: HostSession, plan: Plan) -> None:
     b = plan.bundle
     if f is None:
         return
-    if s.host.os == "linux":
-        if not f.python:
-            raise InputError(f"{s.name}: no Python at {s.inst.interpreter} (set python: in the inventory)")
-        if b.target_for(f.arch, f.glibc, f.python) is None:
-            covered = ", ".join(t.key for t in b.metadata.targets)
-            raise InputError(f"{s.name}: the bundle does not cover this host ({f.arch}, glibc {f.glibc}, Python"
-                             f" {f.python}); it covers {covered}: add a target to apps.{b.app}.targets")
-        req = b.metadata.requires_python
-        if req:
-            from packaging.specifiers import SpecifierSet
-            if not SpecifierSet(req).contains(f.python, prereleases=True):
-                raise InputError(f"{s.name}: the app requires Python {req}, the host has {f.python} at"
-                                 f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)")
+    if not f.python:
+        raise InputError(f"{s.name}: no Python at {s.inst.interpreter} (set python: in the inventory)")
+    if b.target_for(f.arch, f.glibc, f.python, s.host.os) is None:
+        covered = ", ".join(t.key for t in b.metadata.targets)
+        raise InputError(f"{s.name}: the bundle does not cover this host ({s.host.os} {f.arch}"
+                         f"{', glibc ' + f.glibc if f.glibc else ''}, Python {f.python}); it covers {covered}:"
+                         f" add a target to apps.{b.app}.targets")
+    req = b.metadata.requires_python
+    if req:
+        from packaging.specifiers import SpecifierSet
+        if not SpecifierSet(req).contains(f.python, prereleases=True):
+            raise InputError(f"{s.name}: the app requires Python {req}, the host has {f.python} at"
+                             f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)")
     if s.host.os == "windows":
         from .windows import NSSM_MIN_VERSION, parse_nssm_version
         have = parse_nssm_version(f.nssm)
@@ -170,7 +170,7 @@ def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
     s.note("verifying every file's SHA-256 on the host")
     s.verify(version)
     s.step("verify")
-    target = bundle.target_for(s.facts.arch, s.facts.glibc, s.facts.python) if s.facts else None
+    target = bundle.target_for(s.facts.arch, s.facts.glibc, s.facts.python, s.host.os) if s.facts else None
     target = target or bundle.metadata.targets[0]
     s.note("building the release's venv with uv (offline, from the wheelhouse)")
     s.build_venv(version, uv, bundle.metadata.requirements[target.key], bundle.metadata.install.project)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .bundle import Bundle, bundle_dir
 from .deploy import Plan, check_host, deploy_host
-from .errors import InputError
+from .errors import InputError, RemoteError
 from .ops import host_status, plan_rollback, rollback_host
 from .outcome import Outcome, Status
 from .rollout import Policy, Rollout, run
@@ -41,8 +41,12 @@ def preflight(sessions: list[HostSession], plan: Plan) -> None:
     for s in sessions:
         try:
             check_host(s, plan)
+            if s.inst.database.engine == "postgresql" and s.host.os == "linux":
+                s.check_database(plan.settings[s.name])
         except InputError as e:
             problems.append(str(e))
+        except RemoteError as e:  # the database check's one-line reason, with the host
+            problems.append(str(e).splitlines()[0].replace("exit 2: hostctl: ", ""))
     if problems:
         raise InputError("; ".join(problems) + " (nothing was changed)")
 

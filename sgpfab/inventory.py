@@ -274,7 +274,7 @@ class Instance(InstanceSettings):
         else:
             parts = root.split("\\")[1:]
             if (not v.WINDOWS_ABS_PATH.fullmatch(root) or not parts or any(p.strip() in ("", ".", "..") for p in parts)
-                    or root != root.strip()):
+                    or any(p != p.rstrip(" .") for p in parts) or root != root.strip()):  # Windows drops them
                 raise ValueError(f"api_root must be a directory below a drive root, like C:\\apps\\shop: {root!r}")
         if self.run_as is not None:
             user_ok = (v.POSIX_USER if self.host.os == "linux" else v.WINDOWS_USER).fullmatch(self.run_as)

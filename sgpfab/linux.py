@@ -66,11 +66,18 @@ def join(*parts: str) -> str:
     return posixpath.join(*parts)
 
 
-def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
-    """Run the host helper without installing it (its source on stdin): read-only calls on a
-    host that may have nothing of sgpfab yet."""
-    text = " ".join([q(inst.host.interpreter), "-", "--root", q(inst.api_root), *map(q, args)])
-    return Cmd(text, stdin=source, timeout=120)
+# Reads the helper's source (its length is the first argument) from stdin and runs it; what
+# follows the source on stdin stays there for the helper to read as its input.
+_BOOT = ('import sys; n = int(sys.argv.pop(1)); src = sys.stdin.buffer.read(n); sys.argv[0] = "hostctl"; '
+         'exec(compile(src, "hostctl.py", "exec"), {"__name__": "__main__"})')
+
+
+def hostctl_from_stdin(inst, source: bytes, *args: str, data: bytes | None = None) -> Cmd:
+    """Run the host helper without installing it (its source on stdin, then `data`): read-only
+    calls on a host that may have nothing of sgpfab yet."""
+    text = " ".join([q(inst.host.interpreter), "-c", q(_BOOT), str(len(source)), "--root", q(inst.api_root),
+                     *map(q, args)])
+    return Cmd(text, stdin=source + (data or b""), timeout=120)
 
 
 def sha256_many(paths: list[str]) -> Cmd:

@@ -138,7 +138,7 @@ def restore_host(s: HostSession, name: str) -> Outcome:
         if st.current and (spec := spec_of(st.active)) is not None:
             s.install_processes(st.current, spec)
             s.start_processes(st.current, list(spec.processes))
-            gate = s.gate(st.current, web=spec.web is not None, names=list(spec.processes))
+            gate = s.gate(st.current, web=spec.web, names=list(spec.processes))
         healthy = gate is None or gate.ok
         s.audit(action="restore", backup=name, saved_as=saved.name, result="ok" if healthy else "unhealthy",
                 seconds=elapsed(start))

@@ -147,8 +147,8 @@ class HostSession:
     def helper_files(self) -> dict[str, tuple[bytes, int]]:
         """Files sgpfab keeps under API_ROOT/.sgpfab (relative path -> (content, mode))."""
         files: dict[str, tuple[bytes, int]] = {"hostctl.py": (HOSTCTL_SOURCE.read_bytes(), 0o644)}
-        if self.host.os == "linux":
-            for f in LAUNCHERS:
+        for f in LAUNCHERS:
+            if self.host.os == "windows" or f.name != "winrun.py":
                 files[f"launch/{f.name}"] = (f.read_bytes(), 0o644)
         text = self.layout.host_json_text(self.inst, self.t.login_user, self.service_user)
         files["host.json"] = (text.encode(), 0o644)
@@ -265,8 +265,13 @@ class HostSession:
     def restore(self, name: str) -> None:
         self.hostctl("restore", "--name", name, as_service=True, timeout=7200)
 
-    def dbcheck(self) -> dict:
-        return self.hostctl("dbcheck", as_service=True, timeout=60)
+    def check_database(self, settings) -> dict:
+        """Can this host reach the app's database with `settings` (nothing written)? The
+        helper's source goes on stdin when the host has none yet."""
+        data = {"engine": self.inst.database.engine, "env_key": self.inst.database.env, "env": settings.env}
+        r = self.run(self.steps.hostctl_from_stdin(self.inst, HOSTCTL_SOURCE.read_bytes(), "dbcheck", "--stdin",
+                                                   data=json.dumps(data).encode()))
+        return _last_json(self.host.name, r)
 
     # -- settings ----------------------------------------------------------------------------------
     def write_settings(self, settings) -> str:
@@ -308,9 +313,13 @@ class HostSession:
         r = self.run(self.steps.install_processes(self.inst, release, spec, self.service_user))
         return self.steps.UNITS_CHANGED in r.stdout
 
-    def start_processes(self, release: str, names: list[str]) -> None:
-        if names:
-            self.run(self.steps.start_processes(self.inst, release, names))
+    def start_processes(self, release: str, names: list[str]) -> bool:
+        """Start processes of `release`; False when one failed to start (see the gate for why)."""
+        if not names:
+            return True
+        cmd = self.steps.start_processes(self.inst, release, names)
+        timeout = max(cmd.timeout or 0, self.inst.health.timeout + 30)
+        return self.run(Cmd(cmd.text, cmd.privileged, cmd.stdin, timeout), check=False).ok
 
     def stop_processes(self, release: str, names: list[str]) -> None:
         if names:
@@ -324,7 +333,7 @@ class HostSession:
     def process_ids(self, release: str, names: list[str]) -> list[str]:
         return [self.steps.process_id(self.inst, release, n) for n in names]
 
-    def gate(self, release: str, web: bool, names: list[str], timeout: float | None = None,
+    def gate(self, release: str, web, names: list[str], timeout: float | None = None,
              settle: float | None = None) -> GateResult:
         """Wait until `release` serves (its own processes answering the health check, see
         hostctl gate) and its processes `names` run without restarting."""
@@ -334,8 +343,10 @@ class HostSession:
         args = ["gate", "--deadline", str(timeout or h.timeout), "--settle", str(settle)]
         for unit in self.process_ids(release, names):
             args += ["--unit", unit]
-        if web and h.type == "http":
-            args += ["--url", self.steps.health_url(self.inst), "--release", release]
+        if web is not None and h.type == "http":
+            args += ["--url", self.steps.health_url(self.inst)]
+            if web.overlaps:  # sgpfab's launchers mark which release answered; an app's own command cannot
+                args += ["--release", release]
             for code in h.status:
                 args += ["--status", str(code)]
             if h.body:
@@ -353,8 +364,9 @@ class HostSession:
         if not st.current:
             return GateResult(ok=False, why="nothing deployed")
         spec = _spec_of(st.active)
-        return self.gate(st.current, bool(spec.web) if spec else True, list(spec.processes) if spec else [],
-                         timeout=3, settle=0)
+        if spec is None:
+            return GateResult(ok=False, why="the active release has no process model")
+        return self.gate(st.current, spec.web, list(spec.processes), timeout=3, settle=0)
 
     def logs(self, processes: list[str], lines: int, since: str | None, follow: bool, on_line) -> int:
         cmd = self.steps.logs(self.inst, processes, lines, since, follow)

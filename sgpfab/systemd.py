@@ -40,8 +40,9 @@ def listen_address(inst) -> str:
     return f"[{inst.bind}]:{inst.port}" if ":" in inst.bind else f"{inst.bind}:{inst.port}"
 
 
-def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bool) -> str:
-    """The template unit of one process; `%I` is the release directory's name."""
+def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bool, notify: bool = False) -> str:
+    """The template unit of one process; `%I` is the release directory's name. With `notify`
+    (sgpfab's launchers), starting it returns only once the app is loaded and accepting."""
     lay, units = Layout.for_instance(inst), Units(inst.service)
     rel = f"{lay.releases}/%I"
     after = ["network.target"] + ([units.socket] if socket else [])
@@ -52,7 +53,8 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
         line("After", " ".join(after)),
         "",
         "[Service]",
-        "Type=simple",
+        *(["Type=notify", "NotifyAccess=all", line("TimeoutStartSec", max(int(inst.health.timeout), 10))]
+          if notify else ["Type=simple"]),
         line("User", service_user),
         line("Group", service_user),
         line("WorkingDirectory", rel),
@@ -130,7 +132,8 @@ def units_for(inst, spec: AppSpec, release: str, service_user: str) -> dict[str,
     for name in spec.processes:
         is_web = name == "web"
         out[unit_path(units.template(name))] = process_unit(inst, name, service_user, web=is_web,
-                                                            socket=is_web and socket)
+                                                            socket=is_web and socket,
+                                                            notify=is_web and bool(web and web.overlaps))
     if socket:
         out[unit_path(units.socket)] = socket_unit(inst, release)
     out[unit_path(units.target)] = target_unit(inst, release, list(spec.processes), socket)

@@ -120,7 +120,10 @@ def is_package(data: dict, spec: AppSpec) -> bool:
 
 
 def platform_tags(t: Target) -> list[str]:
-    """Every manylinux platform tag a host with the target's glibc and arch accepts (newest first)."""
+    """Every platform tag a host of the target accepts: manylinux tags down from its glibc
+    (newest first, PEP 600) on Linux, win_amd64 / win_arm64 on Windows."""
+    if t.os == "windows":
+        return ["win_amd64" if t.arch == "x86_64" else "win_arm64"]
     major, minor = (int(x) for x in t.glibc.split("."))
     tags = []
     for m in range(minor, 4, -1):
@@ -132,13 +135,15 @@ def platform_tags(t: Target) -> list[str]:
 
 def supported_tags(t: Target) -> set[Tag]:
     py = tuple(int(x) for x in t.python.split("."))
-    plats = platform_tags(t) + [f"linux_{t.arch}"]
+    plats = platform_tags(t) + ([f"linux_{t.arch}"] if t.os == "linux" else [])
     interp = f"cp{py[0]}{py[1]}"
     return set(cpython_tags(py, abis=[interp, "abi3", "none"], platforms=plats)) | set(
         compatible_tags(py, interpreter=interp, platforms=plats))
 
 
 def uv_platform(t: Target) -> str:
+    if t.os == "windows":
+        return f"{'x86_64' if t.arch == 'x86_64' else 'aarch64'}-pc-windows-msvc"
     minor = int(t.glibc.split(".")[1])
     best = max((m for m in UV_GLIBC if m <= minor), default=17)
     return f"{t.arch}-manylinux_2_{best}"
@@ -279,6 +284,8 @@ def _build_sdist(sdist: Path, out: Path, targets: tuple[Target, ...], say) -> No
 def _controller_matches(t: Target) -> bool:
     glibc = platform.libc_ver()[1] or "0"
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
+    if t.os != ("windows" if sys.platform == "win32" else "linux"):
+        return False
     return (platform.machine() == t.arch and here == t.python
             and tuple(int(x) for x in glibc.split(".")[:2]) <= tuple(int(x) for x in t.glibc.split(".")))
 

@@ -151,9 +151,9 @@ class Bundle:
     def schema_fingerprint(self) -> str:
         return self.metadata.schema_.fingerprint
 
-    def target_for(self, arch: str, glibc: str, python: str) -> Target | None:
+    def target_for(self, arch: str, glibc: str, python: str, os: str = "linux") -> Target | None:
         """The bundle's target whose wheels install on a host like this, if any."""
-        return next((t for t in self.metadata.targets if t.covers(arch, glibc, python)), None)
+        return next((t for t in self.metadata.targets if t.covers(arch, glibc, python, os)), None)
 
     @classmethod
     def load(cls, path: str | Path) -> "Bundle":

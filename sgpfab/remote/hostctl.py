@@ -113,11 +113,16 @@ def _safe_leaf(name):
 def _current(h):
     """The release `current` names (a symlink on Linux, a junction on Windows), or None."""
     link = os.path.join(h.releases, "current")
-    try:
-        target = os.readlink(link)
-    except (OSError, ValueError):
-        return None
-    return os.path.basename(target.rstrip("/\\"))
+    candidates = [link]
+    if WINDOWS:  # a junction swap cut between its two renames: the new one, else the old one
+        candidates += [os.path.join(h.releases, ".current.new"), os.path.join(h.releases, ".current.old")]
+    for path in candidates:
+        try:
+            target = os.readlink(path)
+        except (OSError, ValueError):
+            continue
+        return os.path.basename(target.rstrip("/\\"))
+    return None
 
 
 def _fsync_dir(path):
@@ -143,7 +148,14 @@ def _write_atomic(path, data, mode=0o644):
             f.write(data if isinstance(data, bytes) else data.encode("utf-8"))
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+        for attempt in range(10):  # Windows: another program (a virus scanner) may hold the file a moment
+            try:
+                os.replace(tmp, path)
+                break
+            except PermissionError:
+                if not WINDOWS or attempt == 9:
+                    raise
+                time.sleep(0.1 * (attempt + 1))
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -579,10 +591,10 @@ def format_env(env):
     return "".join(line + "\n" for line in lines)
 
 
-def _pg_params(h):
+def _pg_params(h, env=None):
     """Connection parameters of the app's PostgreSQL database, from its settings."""
     key = h.conf["database"].get("env") or "DATABASE_URL"
-    url = _read_env_files(h).get(key)
+    url = (env if env is not None else _read_env_files(h)).get(key)
     if not url:
         raise Fail("no %s in the app's settings: cannot reach PostgreSQL" % key)
     u = urllib.parse.urlsplit(url)
@@ -596,9 +608,9 @@ def _pg_params(h):
 
 
 @contextlib.contextmanager
-def _pg_env(h):
+def _pg_env(h, settings=None):
     """Environment for pg_dump/pg_restore/psql: the password in a private PGPASSFILE, never argv."""
-    p = _pg_params(h)
+    p = _pg_params(h, settings)
     d = tempfile.mkdtemp(prefix="sgpfab-pg-")
     try:
         passfile = os.path.join(d, "pgpass")
@@ -631,6 +643,22 @@ def _pg_backup(h, tmp):
     _create_private(tmp)
     with _pg_env(h) as env:
         _run_pg(["pg_dump", "--format=custom", "--file", tmp], env, "pg_dump")
+
+
+def _pg_restore(h, dump):
+    """Put the database back exactly as the dump has it, in one transaction: everything the
+    app's role owns is dropped first (tables created after the dump must not survive), then the
+    dump's objects are created; any error rolls all of it back."""
+    with _pg_env(h) as env:
+        d = tempfile.mkdtemp(prefix="sgpfab-restore-")
+        try:
+            script = os.path.join(d, "restore.sql")
+            _run_pg(["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges", "--file", script, dump],
+                    env, "pg_restore")
+            _run_pg(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
+                     "-c", "DROP OWNED BY CURRENT_USER", "-f", script], env, "restoring the PostgreSQL dump")
+        finally:
+            shutil.rmtree(d, ignore_errors=True)
 
 
 def backups(a, h):
@@ -669,21 +697,24 @@ def restore(a, h):
         else:
             if h.engine != "postgresql":
                 raise Fail("%s is a PostgreSQL dump; this app's database is %s" % (a.name, h.engine))
-            with _pg_env(h) as env:
-                _run_pg(["pg_restore", "--clean", "--if-exists", "--single-transaction", "--no-owner",
-                         "--dbname", env["PGDATABASE"], src_path], env, "pg_restore")
+            _pg_restore(h, src_path)
     _out({"restored": a.name})
 
 
 def dbcheck(a, h):
-    """Can the app's database be reached with its settings (and are the backup tools there)?"""
-    if h.engine != "postgresql":
-        _out({"ok": True, "engine": h.engine})
+    """Can the app's database be reached with its settings (stdin JSON {"engine", "env"} for
+    settings not written yet), may it create tables, and are the backup tools there?"""
+    data = _stdin_json() if a.stdin else None
+    engine = (data or {}).get("engine") or h.engine
+    if engine != "postgresql":
+        _out({"ok": True, "engine": engine})
         return
+    if data and data.get("env_key"):
+        h.conf["database"]["env"] = data["env_key"]
     for tool in ("pg_dump", "pg_restore", "psql"):
         if not shutil.which(tool):
             raise Fail("%s is not installed on this host (Debian: apt install postgresql-client)" % tool)
-    with _pg_env(h) as env:
+    with _pg_env(h, (data or {}).get("env")) as env:
         out = _run_pg(["psql", "-X", "-A", "-t", "-c",
                        "select current_user, has_database_privilege(current_database(), 'CREATE'),"
                        " has_schema_privilege('public', 'CREATE'), current_setting('server_version')"],
@@ -1215,7 +1246,9 @@ def parser():
     s.set_defaults(fn=backup)
     sub.add_parser("backups").set_defaults(fn=backups)
     sub.add_parser("prune").set_defaults(fn=prune)
-    sub.add_parser("dbcheck").set_defaults(fn=dbcheck)
+    s = sub.add_parser("dbcheck")
+    s.add_argument("--stdin", action="store_true", help="the settings to check come on stdin")
+    s.set_defaults(fn=dbcheck)
     s = sub.add_parser("restore")
     s.add_argument("--name", required=True)
     s.set_defaults(fn=restore)

@@ -192,7 +192,7 @@ class WinRMTransport(Transport):
             with attempt:
                 lines = (base64.b64encode(packed[i:i + self.chunk]) + b"\n"
                          for i in range(0, len(packed), self.chunk))
-                stdout, stderr, code = self._powershell(receiver, lines)
+                _stdout, stderr, code = self._powershell(receiver, lines)
                 if code == 3:
                     raise ChecksumMismatch(f"{self.host.name}: upload of {Path(local).name} arrived corrupted"
                                            f" ({_clean_stderr(stderr).strip()[:120]})")

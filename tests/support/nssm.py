@@ -223,7 +223,8 @@ class NSSM:
                 svc.wake.wait(delay / 1000)
                 if svc.stopping:
                     break
-            svc.set_state("START_PENDING")
+            if svc.state != "START_PENDING":
+                svc.set_state("START_PENDING")
             try:
                 proc = self.launch(svc)
             except Exception as e:  # CreateProcess() or the output handles failed: the service stops

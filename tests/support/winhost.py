@@ -105,7 +105,7 @@ class Acl:
 
     PERM = re.compile(r"((?:\((?:OI|CI|IO|NP|I)\))*)\(?(F|M|RX|R)\)?")
 
-    def __init__(self, host: "WindowsHost"):
+    def __init__(self, host: WindowsHost):
         self.host = host
         self.entries: dict[str, dict] = {}
 
@@ -325,6 +325,8 @@ class WindowsHost:
         return self.base.joinpath(*[p for p in m.group(1).split("\\") if p])
 
     def translate(self, arg: str) -> str:
+        if arg.lower() == self.interpreter.lower():  # the host's Python is this machine's
+            return sys.executable
         return str(self.local(arg)) if re.match(r"[Cc]:\\", arg) else arg
 
     # -- WS-Man ---------------------------------------------------------------------------------

@@ -70,7 +70,7 @@ class FakeWinRM:
             assert c["ended"], "output requested before stdin was closed"
             out, err, code = self.handler(c["script"], c["stdin"])
             c["result"] = (out, err, code)
-            b64 = lambda b: base64.b64encode(b).decode()  # noqa: E731
+            b64 = lambda b: base64.b64encode(b).decode()
             return self._reply(mid, f'<rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="{cid}">{b64(out)}</rsp:Stream>'
                                     f'<rsp:Stream Name="stderr" CommandId="{cid}">{b64(err)}</rsp:Stream>'
                                     f'<rsp:CommandState CommandId="{cid}" State="{SHELL_NS}/CommandState/Done">'

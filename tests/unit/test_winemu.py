@@ -10,7 +10,6 @@ issues), not from running the emulation; winargv.py's docstring gives the full r
 import json
 import random
 import sys
-import types
 from pathlib import Path
 
 import pytest
@@ -372,69 +371,17 @@ def test_assert_parses_lists_errors_with_the_numbered_script():
 # --- sgpfab's generated PowerShell through both --------------------------------------------------
 
 def _sgpfab_scripts() -> dict[str, str]:
-    """Every script sgpfab's Windows generators and WinRM transport produce today, for one
-    realistic host. The one place that knows sgpfab's API: adapt it when that changes."""
-    from sgpfab import windows
-    from sgpfab.inventory import Host
-    from sgpfab.transport import winrm
-    from sgpfab.versions import Version
-
-    host = Host.model_validate(dict(name="win1", os="windows", api_root="C:\\sgp api", service="sgp-api",
-                                    run_as="svc", user="deployer", python="C:\\Python311\\python.exe"))
-    v = Version.parse("1.0.5")
-    q = windows.q
-    scripts = {
-        "PRELUDE": windows.PRELUDE,
-        "_WAIT": windows._WAIT,
-        "BOOTSTRAP": winrm.BOOTSTRAP,
-        "RECEIVER": winrm.RECEIVER.format(dest=q("C:\\sgp api\\wheelhouse\\it's \u2019q\u2019.whl"), sha=q("ab" * 32)),
-        "prepare_dirs": windows.prepare_dirs(host, "deployer"),
-        "hostctl": windows.hostctl(host, "mark", "--name", "v1.0.5", "--bad", "--reason", "it's $(bad) @x"),
-        "which_uv": windows.which_uv(host),
-        "stage_dir": windows.stage_dir(host, v),
-        "build_venv": windows.build_venv(host, v, "C:\\sgp api\\.sgpfab\\bin\\uv.exe"),
-        "write_env": windows.write_env(host, v),
-        "chown_env": windows.chown_env(host, v),
-        "migrate": windows.migrate(host, v, "python scripts\\migrate.py --to 'head'"),
-        "install_service": windows.install_service(host, "main:app"),
-        "restart": windows.restart(host),
-        "stop": windows.stop(host),
-        "start": windows.start(host),
-        "service_state": windows.service_state(host),
-        "service_logs": windows.service_logs(host, 20),
-        "health_check": windows.health_check(host, v),
-        "health_check_no_version": windows.health_check(host, None),
-        "remove_tree": windows.remove_tree("C:\\sgp api\\releases\\v1.0.4"),
-        "remove_link": windows.remove_link("C:\\sgp api\\releases\\current"),
-        "file_sha256": windows.file_sha256("C:\\sgp api\\incoming\\v1.0.5\\bundle.tar"),
-        "file_exists": windows.file_exists("C:\\sgp api\\x"),
-        "list_dir": windows.list_dir("C:\\sgp api\\releases"),
-        "as_user": windows.as_user("svc", "'x'"),
-    }
-
-    class Recorder(winrm.WinRMTransport):
-        """The transport's own inline scripts (read_file, sync), recorded instead of sent."""
-
-        def __init__(self):
-            super().__init__(host, protocol=object())
-            self.scripts: list[str] = []
-
-        def run(self, command, **kw):
-            self.scripts.append(command)
-            out = "e30=" if "ToBase64String" in command else "old.txt " + "0" * 64 + "\nit's.py " + "1" * 64
-            return types.SimpleNamespace(stdout=out, stderr="", exited=0, ok=True)
-
-        def put(self, local, remote, mode=None):
-            pass
-
+    """Every script sgpfab's Windows builders and WinRM transport produce, for one realistic
+    host (support.winscripts: the one place that knows the builders' signatures)."""
     import tempfile
-    rec = Recorder()
-    rec.read_file("C:\\sgp api\\.sgpfab\\journal.json")
-    with tempfile.TemporaryDirectory() as src:
-        (Path(src) / "main.py").write_text("app = None\n")
-        rec.sync(src, "C:\\sgp api\\releases\\.partial-v1.0.5")
-    scripts.update({f"transport #{i}": s for i, s in enumerate(rec.scripts)})
-    return scripts
+
+    from support import winscripts
+
+    from sgpfab import windows
+
+    with tempfile.TemporaryDirectory() as d:
+        inst = winscripts.instance(Path(d))
+    return {"PRELUDE": windows.PRELUDE, **winscripts.all_scripts(inst), **winscripts.transport_scripts()}
 
 
 @pytest.fixture(scope="module")
@@ -443,7 +390,7 @@ def sgpfab_scripts():
 
 
 def test_every_sgpfab_script_parses_as_windows_powershell(sgpfab_scripts):
-    assert len(sgpfab_scripts) >= 28
+    assert len(sgpfab_scripts) >= 25
     failures = {name: parse_errors(s) for name, s in sgpfab_scripts.items()}
     failures.update({f"PRELUDE + {name}": parse_errors(sgpfab_scripts["PRELUDE"] + s)
                      for name, s in sgpfab_scripts.items()})  # as WinRMTransport.run sends them
@@ -452,26 +399,29 @@ def test_every_sgpfab_script_parses_as_windows_powershell(sgpfab_scripts):
 
 def test_every_native_argument_sgpfab_generates_survives_ps51(sgpfab_scripts):
     """Each `Invoke-Checked 'exe' @(...)` line: the child's argv[1:] is exactly the array."""
-    from ps_literals import literals
+    from support.pslit import literals
 
     calls = [line.strip() for s in sgpfab_scripts.values() for line in s.splitlines()
-             if line.strip().startswith("Invoke-Checked '")]
-    assert len(calls) >= 15
+             if line.strip().startswith(("Invoke-Checked '", "Invoke-Passthrough '"))]
+    assert len(calls) >= 5
     for call in calls:
         exe, *args = literals(call)
         assert ps51_native_argv(exe, args) == args, call
 
 
 def test_json_or_quotes_through_invoke_checked_do_not_survive_ps51():
-    """What happens today to a `"` in an argument sgpfab passes to hostctl on a Windows host
-    (JSON: deploy's `finalize --meta`, the audit `--record`; a `--reason` quoting something):
-    the generated script is fine, the argument the child gets is not."""
-    from ps_literals import literals
+    """What would happen to a `"` in an argument sgpfab passed to hostctl on a Windows host
+    (JSON, as the old `finalize --meta` did; a `--reason` quoting something): the generated
+    script is fine, the argument the child gets is not. The builders refuse such arguments."""
+    import tempfile
+
+    from support import winscripts
+    from support.pslit import literals
 
     from sgpfab import windows
-    from sgpfab.inventory import Host
 
-    host = Host.model_validate(dict(name="win1", os="windows", api_root="C:\\sgp api", python=PY))
+    with tempfile.TemporaryDirectory() as d:
+        inst = winscripts.instance(Path(d))
     meta = json.dumps({"version": "1.0.5", "bundle_digest": "sha256:ab", "deployed_by": "ci"})
     for args, received in [
         (["finalize", "--name", "v1.0.5", "--meta", meta],
@@ -479,8 +429,10 @@ def test_json_or_quotes_through_invoke_checked_do_not_survive_ps51():
         (["mark", "--bad", "--reason", 'health: got "1.0.4"'], ["mark", "--bad", "--reason", "health: got 1.0.4"]),
         (["mark", "--bad", "--reason", 'said "no way"'], ["mark", "--bad", "--reason", "said no", "way"]),
     ]:
-        script = windows.hostctl(host, *args)
+        script = f"Invoke-Checked {windows.q(PY)} @({', '.join(windows.q(a) for a in args)})"
         assert parse_errors(script) == []
         exe, *literal_args = literals(script)
-        assert literal_args[-len(args):] == args
-        assert ps51_native_argv(exe, literal_args)[-len(received):] == received
+        assert literal_args == args
+        assert ps51_native_argv(exe, literal_args) == received
+        with pytest.raises(ValueError, match="would mangle"):
+            windows.hostctl(inst, *args)

@@ -27,6 +27,11 @@ LISTEN_FD = 3
 class DrainingServer(uvicorn.Server):
     drain_seconds = 0.5
 
+    async def startup(self, sockets=None):
+        await super().startup(sockets)
+        if self.started:  # the app is loaded, its lifespan started, the socket accepted on
+            sgpfab_probe.notify_ready()
+
     async def shutdown(self, sockets=None):
         for server in self.servers:
             server.close()  # stop accepting; the listening socket itself stays open in systemd

@@ -8,6 +8,7 @@ old ones while both serve on the same socket. Other requests pass through untouc
 
 import hmac
 import os
+import socket
 
 TOKEN = os.environ.get("SGPFAB_PROBE_TOKEN", "")
 RELEASE = os.environ.get("SGPFAB_RELEASE", "")
@@ -43,3 +44,23 @@ def wrap_asgi(app):
             await send(message)
         return await app(scope, receive, marked)
     return wrapped
+
+
+def notify_ready():
+    """Tell systemd this process serves (Type=notify): sent once the app is loaded and its
+    server accepts, so `systemctl start` returns only then. gunicorn's own notice (sent before any
+    worker has loaded the app) is held back by gunicorn_conf.py, which keeps the address in
+    SGPFAB_NOTIFY_SOCKET."""
+    addr = os.environ.get("SGPFAB_NOTIFY_SOCKET") or os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return
+    if addr[0] == "@":
+        addr = "\0" + addr[1:]
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        s.connect(addr)
+        s.sendall(b"READY=1")
+    except OSError:
+        pass
+    finally:
+        s.close()
