@@ -27,7 +27,8 @@ class Plan:
 
     bundle: Bundle
     uv: Callable[[str], Path]  # host OS -> a uv binary to push to hosts without one
-    settings: dict[str, Settings] = field(default_factory=dict)  # host name -> its settings
+    # host name -> its settings; None: keep the settings already on the hosts (on-server apply)
+    settings: dict[str, Settings] | None = field(default_factory=dict)
 
     @property
     def version(self) -> Version:
@@ -80,7 +81,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
     that does not become healthy is switched away from (and marked bad) by `activate`."""
     start, sent = time.monotonic(), s.t.bytes_sent
     version, bundle = plan.version, plan.bundle
-    settings = plan.settings[s.name]
+    settings = plan.settings[s.name] if plan.settings is not None else None
     s.prepare()
     s.step("prepare")
     with s.lock(f"deploy {version}"):
@@ -101,13 +102,13 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
                 _ensure_release(s, st, plan)
             name = version.release_name
             s.write_release_files(name, bundle.spec)
-            fingerprint = s.write_settings(settings)
+            fingerprint = s.write_settings(settings) if settings is not None else s.show_settings().get("fingerprint")
             s.step("settings")
             s.backup(f"before-{name}")
             s.step("backup")
             _run_hooks(s, name, bundle.spec)
             activate(s, name, before, "deploy", before_undo=s.revert_settings)
-            s.record_settings(name, fingerprint)
+            s.record_settings(name, fingerprint or "")
         except BaseException as e:
             s.revert_settings()
             s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
@@ -124,11 +125,12 @@ def _outcome(s, status, before, after, message, start, sent, recovered) -> Outco
                    s.t.bytes_sent - sent, dict(s.timings))
 
 
-def _already_active(s: HostSession, st: HostState, plan: Plan, settings: Settings) -> bool:
+def _already_active(s: HostSession, st: HostState, plan: Plan, settings: Settings | None) -> bool:
     active = st.active
     if active is None or active.name != plan.version.release_name or active.meta.bundle_digest != plan.bundle.digest:
         return False
-    if active.meta.settings_fingerprint != s.settings_fingerprint(settings):
+    current = s.settings_fingerprint(settings) if settings is not None else s.show_settings().get("fingerprint")
+    if active.meta.settings_fingerprint != (current or ""):
         s.note("settings changed since this release was activated: applying them")
         return False
     return bool(s.probe().ok)

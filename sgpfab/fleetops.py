@@ -41,7 +41,7 @@ def preflight(sessions: list[HostSession], plan: Plan) -> None:
     for s in sessions:
         try:
             check_host(s, plan)
-            if s.inst.database.engine == "postgresql" and s.host.os == "linux":
+            if s.inst.database.engine == "postgresql" and s.host.os == "linux" and plan.settings is not None:
                 s.check_database(plan.settings[s.name])
         except InputError as e:
             problems.append(str(e))

@@ -290,8 +290,9 @@ class HostSession:
     def record_settings(self, release: str, fingerprint: str) -> None:
         """The settings a release was activated with (status compares them with the host's)."""
         self.hostctl("meta-update", "--name", release, data={"settings_fingerprint": fingerprint})
-        self.hostctl("settings", "commit", as_service=True)
-        self._settings_written = False
+        if self._settings_written:
+            self.hostctl("settings", "commit", as_service=True)
+            self._settings_written = False
 
     def settings_fingerprint(self, settings) -> str:
         return self.hostctl("settings", "fingerprint", data=settings.payload(), as_service=True)["fingerprint"]
