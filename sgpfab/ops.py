@@ -152,7 +152,7 @@ def restore_host(s: HostSession, name: str) -> Outcome:
 
 def host_status(s: HostSession) -> dict:
     """Releases, active version, process states and health, settings drift (for `status`)."""
-    st = s.state()
+    st = s.state_at_connect or s.state()
     active = st.active
     row = {"host": s.name, "app": s.inst.app, "group": ",".join(s.host.groups) or "-", "os": s.host.os,
            "version": display(st.current), "digest": active.meta.bundle_digest[:12] if active else "",

@@ -482,6 +482,7 @@ def _restart(s, what: str):
         if not st.current:
             raise InputError(f"{s.name}: nothing is deployed here")
         activate(s, st.current, st.current, "restart")
+        s.record_settings(st.current, s.show_settings().get("fingerprint") or "")  # what it runs with now
         s.audit(action="restart", version=st.active.meta.version if st.active else None, result="ok")
     cur = s.current_version
     return Outcome(s.name, "restart", Status.OK, cur, cur, "restarted, healthy")
@@ -655,7 +656,11 @@ def format_log_line(host: str, service: str, line: str) -> str:
     if not m:
         return f"{host} | {line}"
     ts, ident, text = m.groups()
-    process = ident[len(service) + 1:] if ident.startswith(service + "-") else ident
+    if ident == "systemd":  # systemd's own lines about a process: started, stopped, crashed
+        unit = re.search(re.escape(service) + r"-([a-z][a-z0-9_]*)@", text)
+        process = f"{unit.group(1)} [systemd]" if unit else "systemd"
+    else:
+        process = ident[len(service) + 1:] if ident.startswith(service + "-") else ident
     return f"{host} {process} | {ts} {text}"
 
 

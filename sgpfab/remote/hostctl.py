@@ -759,8 +759,13 @@ def _hmac_key(h):
 
 
 def _fingerprint(h, env, files):
-    """A keyed digest of settings: changes when a value changes, reveals nothing about values."""
-    canon = json.dumps({"env": env, "files": files}, sort_keys=True).encode()
+    """A keyed digest of the settings the app's processes get (deployed ones, the host's
+    overrides, secret files): changes when a value changes, reveals nothing about values."""
+    overrides = {}
+    with contextlib.suppress(OSError):
+        with open(h.p("shared", "config", "overrides.env"), encoding="utf-8", newline="") as f:
+            overrides = parse_env(f.read())
+    canon = json.dumps({"env": env, "overrides": overrides, "files": files}, sort_keys=True).encode()
     return hmac.new(_hmac_key(h), canon, hashlib.sha256).hexdigest()
 
 

@@ -89,6 +89,8 @@ def next_slot() -> int:
 class Slot:
     """One app installation on every fleet host, driven through the real `fab` command."""
 
+    fab_path, cwd = FAB, ROOT
+
     def __init__(self, fleet: sandbox.Fleet, tmp: Path, n: int, kind: str = "sgp"):
         self.fleet, self.tmp, self.n, self.kind = fleet, tmp, n, kind
         self.api_root, self.service, self.port = f"/srv/e2e-{n}", f"e2e{n}", 9000 + n

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from support.outputs import validated
 
 from sgpfab.tasks import ns
 
@@ -186,6 +187,7 @@ def test_json_errors_are_one_json_document(results, name):
     assert r["out"][end:].strip() == "", "nothing but one document"
     assert doc["schema"] == "sgpfab/1" and doc["kind"] == "error" and set(doc) == {"schema", "kind", "error"}
     assert doc["error"] and "Traceback" not in doc["error"]
+    validated(r["out"])
 
 
 @pytest.mark.parametrize("name", sorted(BAD_NUMBERS))
@@ -258,5 +260,5 @@ def test_the_real_fab_program(inventories):
         p, j = pool.map(lambda c: run_fab(c["argv"], env_for(inventories, c)), [plain, as_json])
     assert (p.returncode, p.stdout, p.stderr) == (1, "", "error: -H: unknown host or group 'nope' (known: g, h1, h2)\n")
     assert j.returncode == 1 and j.stderr == ""
-    assert json.loads(j.stdout) == {"schema": "sgpfab/1", "kind": "error",
+    assert validated(j.stdout) == {"schema": "sgpfab/1", "kind": "error",
                                     "error": "several apps in fleet.yaml: choose one with --app (a1, a2, a3)"}

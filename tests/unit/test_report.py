@@ -78,6 +78,10 @@ def test_outcome_messages_are_shown_literally():
     ("2026-11-23T21:20:34+0000 staging1 shop-worker[1358]: job done", "h1 worker | 2026-11-23T21:20:34+0000 job done"),
     ("2026-11-23T21:20:34+0000 staging1 shop-web[1]: GET / 200", "h1 web | 2026-11-23T21:20:34+0000 GET / 200"),
     ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Started x.", "h1 systemd | 2026-11-23T21:20:34+0000 Started x."),
+    ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Started shop-worker@v1.0.0.service - tasks worker.",
+     "h1 worker [systemd] | 2026-11-23T21:20:34+0000 Started shop-worker@v1.0.0.service - tasks worker."),
+    ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Stopped shopx-web@v1.service.",
+     "h1 systemd | 2026-11-23T21:20:34+0000 Stopped shopx-web@v1.service."),
     ("-- No entries --", "h1 | -- No entries --"),
 ])
 def test_format_log_line(line, out):
