@@ -128,7 +128,13 @@ class HostSession:
 
     # -- facts -------------------------------------------------------------------------------------
     def preflight(self) -> HostFacts:
-        facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter)
+        try:
+            facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter)
+        except RemoteError as e:
+            if "exit 127" in str(e) or "No such file" in str(e):
+                raise InputError(f"{self.host.name}: no Python at {self.host.interpreter} (set python: to the"
+                                 " host's interpreter in the inventory)") from None
+            raise
         if self.host.os == "windows":
             facts["nssm"] = self.run(windows.nssm_version(), check=False).stdout.strip()
         self.facts = HostFacts.model_validate(facts)
