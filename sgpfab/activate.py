@@ -12,7 +12,7 @@ An activation (deploy, rollback, undo) goes:
    and every process must keep running;
 6. `current` switches (atomically), leftovers stop, the journal clears.
 
-If anything fails before 6, the host is put back on `from` (its processes restarted, `to`'s
+If anything fails before 4, the host is put back on `from` (its processes restarted, `to`'s
 stopped). If the controller dies anywhere, the next run of any command finds the journal and
 finishes (when `current` already names a healthy `to`) or undoes it.
 """
@@ -35,21 +35,20 @@ def _spec(st: HostState, name: str | None):
     return spec_of(st.get(name)) if name else None
 
 
-def activate(s: HostSession, to: str, before: str | None, op: str, before_undo=None) -> GateResult:
+def activate(s: HostSession, to: str, before: str | None, op: str, before_undo=None,
+             settings_fingerprint: str | None = None, st: HostState | None = None) -> GateResult:
     """Steps 1-6 above; on failure puts `before` back and raises DeployError (the release is
-    marked bad when it was found unhealthy)."""
-    st = s.state()
+    marked bad when it was found unhealthy). `settings_fingerprint`: recorded on the release
+    once it is active (what status compares the host's settings with)."""
+    st = st or s.state()
     spec, old_spec = _spec(st, to), _spec(st, before)
     if spec is None:
         raise DeployError(f"{s.name}: release {display(to)} has no process model (built by an older sgpfab?)")
-    s.journal_begin(op, before, to)
-    s.step("journal")
     try:
-        gate = _start(s, to, spec, before, old_spec)
-        s.switch(to)
+        gate = _start(s, op, to, spec, before, old_spec)
+        s.switch_to(to, settings_fingerprint)
         s.step("switched")
-        s.stop_all_but(to)
-        s.journal_clear()
+        s.finish(to)
         return gate
     except BaseException as e:
         unhealthy = isinstance(e, Unhealthy)
@@ -66,28 +65,20 @@ def activate(s: HostSession, to: str, before: str | None, op: str, before_undo=N
         raise DeployError(msg, before=display(before), after=display(_current(s))) from (None if unhealthy else e)
 
 
-def _start(s: HostSession, to: str, spec, before: str | None, old_spec) -> GateResult:
-    s.write_release_files(to, spec)
-    s.install_processes(to, spec)
-    s.step("units")
+def _start(s: HostSession, op: str, to: str, spec, before: str | None, old_spec) -> GateResult:
     web = spec.web
     overlap = bool(web is not None and before and before != to and web.overlaps and s.can_overlap)
-    if web is not None:
-        if not overlap and before:
-            s.stop_processes(before, ["web"])
-        # With sgpfab's launchers `start` returns once the new process has loaded the app and
-        # accepts on the socket (which the old one still serves meanwhile).
-        if not s.start_processes(to, ["web"]):
-            raise Unhealthy(_start_failure(s, to))
+    # With sgpfab's launchers the new web process's start returns once it accepts on the socket,
+    # which the old one still serves meanwhile; an app's own command replaces the old one.
+    stop_first = before if (web is not None and before and not overlap) else None
+    if not s.start_release(op, before, to, spec, stop_web=stop_first):
+        raise Unhealthy(_start_failure(s, to))
     s.step("web started")
-    if before and old_spec is not None and old_spec.others:
-        s.stop_processes(before, list(old_spec.others))  # stop, then start: never two workers
-    if spec.others and not s.start_processes(to, list(spec.others)):
+    old_others = list(old_spec.others) if (before and old_spec is not None) else []
+    if not s.swap_others(before, old_others, to, list(spec.others)):  # stop, then start: never two workers
         raise Unhealthy(_start_failure(s, to, list(spec.others)))
     s.step("processes started")
-    if overlap:  # the old web process finishes what it accepted; every new connection goes to `to`
-        s.stop_processes(before, ["web"])
-    gate = s.gate(to, web=web, names=list(spec.processes))
+    gate = s.hand_over(before if overlap else None, to, web, list(spec.processes))
     s.step("gate")
     if not gate.ok:
         raise Unhealthy(gate)
@@ -136,10 +127,10 @@ def undo(s: HostSession, to: str, before: str | None) -> tuple[bool, str]:
         return False, f"putting {display(before) or 'nothing'} back FAILED: {str(e).splitlines()[0]}"
 
 
-def recover(s: HostSession) -> str | None:
+def recover(s: HostSession, st: HostState | None = None) -> str | None:
     """Finish or undo an activation a dead run left half-done (its journal is on the host).
     Returns what was done, or None when there was nothing to recover."""
-    st = s.state()
+    st = st or s.state()
     j = st.journal
     if j is None:
         return None

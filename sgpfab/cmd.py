@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 
@@ -15,7 +16,7 @@ class Cmd:
     timeout: float | None = 600
 
 
-def tar_of(files: dict[str, tuple[str | bytes, int]]) -> bytes:
+def tar_of(files: Mapping[str, tuple[str | bytes, int]]) -> bytes:
     """A deterministic tar of relative path -> (content, mode), to write many files in one go."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

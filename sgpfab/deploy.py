@@ -84,9 +84,10 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
     settings = plan.settings[s.name] if plan.settings is not None else None
     s.prepare()
     s.step("prepare")
-    with s.lock(f"deploy {version}"):
-        recovered = recover(s)
-        st = s.state()
+    with s.lock(f"deploy {version}") as st:
+        recovered = recover(s, st)
+        if recovered:
+            st = s.state()
         before = st.current
         s.step("lock")
         audit = dict(action="deploy", version=str(version), before=display(before), digest=bundle.digest)
@@ -101,14 +102,10 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             else:
                 _ensure_release(s, st, plan)
             name = version.release_name
-            s.write_release_files(name, bundle.spec)
-            fingerprint = s.write_settings(settings) if settings is not None else s.show_settings().get("fingerprint")
-            s.step("settings")
-            s.backup(f"before-{name}")
-            s.step("backup")
+            fingerprint, _ = s.stage(name, bundle.spec, settings, f"before-{name}")
+            s.step("staged")
             _run_hooks(s, name, bundle.spec)
-            activate(s, name, before, "deploy", before_undo=s.revert_settings)
-            s.record_settings(name, fingerprint or "")
+            activate(s, name, before, "deploy", before_undo=s.revert_settings, settings_fingerprint=fingerprint)
         except BaseException as e:
             s.revert_settings()
             s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
@@ -162,23 +159,19 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
 
 def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
     version, bundle = plan.version, plan.bundle
-    uv = s.which_uv()
+    facts = s.facts if s.facts is not None else s.preflight()
+    uv = facts.uv
     if not uv:
         s.note("no uv on the host: pushing a static uv binary")
         uv = s.push_uv(plan.uv(s.host.os))
     s.note(f"uploading {bundle.app} {version} ({bundle.digest[:12]})")
     s.upload(bundle, link_dest=s.layout.current if st.current else None)
     s.step("upload")
-    s.note("verifying every file's SHA-256 on the host")
-    s.verify(version)
-    s.step("verify")
-    target = bundle.target_for(s.facts.arch, s.facts.glibc, s.facts.python, s.host.os) if s.facts else None
-    target = target or bundle.metadata.targets[0]
-    s.note("building the release's venv with uv (offline, from the wheelhouse)")
-    s.build_venv(version, uv, bundle.metadata.requirements[target.key], bundle.metadata.install.project)
-    s.step("venv")
-    s.finalize(version, release_meta(bundle))
-    s.step("finalize")
+    target = bundle.target_for(facts.arch, facts.glibc, facts.python, s.host.os) or bundle.metadata.targets[0]
+    s.note("verifying every file on the host, building the venv offline")
+    s.build_release(version, uv, bundle.metadata.requirements[target.key], bundle.metadata.install.project,
+                    release_meta(bundle))
+    s.step("built")
 
 
 def release_meta(bundle: Bundle) -> dict:

@@ -119,9 +119,9 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
         st = s.state_at_connect
         existing = st.get(b.version) if st else None
         active = st.active if st else None
-        settings = plan.settings[s.name]
+        settings = plan.settings[s.name] if plan.settings is not None else None
         row = PlanRow(s.name, ",".join(s.host.groups) or "-", display(st.current) if st else None, str(b.version),
-                      "upload", settings=settings.masked(), release_commands=list(b.spec.release))
+                      "upload", settings=settings.masked() if settings else {}, release_commands=list(b.spec.release))
         if existing and existing.complete and existing.meta.bundle_digest != b.digest:
             row.action = "refused"
         elif active and active.name == b.version.release_name and active.meta.bundle_digest == b.digest:

@@ -398,7 +398,7 @@ class Inventory:
             if not v.NAME.fullmatch(name):
                 raise InventoryError(f"{path}: invalid app name {name!r}")
             cfg = _validated(path, f"apps.{name}", AppConfig, raw or {})
-            self.apps[name] = App(name, cfg, _rel(base, cfg.source))
+            self.apps[name] = App(name, cfg, _rel(base, cfg.source) or base)
             if cfg.hosts is not None:
                 try:
                     self.resolve(list(cfg.hosts), where=f"apps.{name}.hosts")

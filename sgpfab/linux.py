@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+from collections.abc import Mapping
 
 from .cmd import Cmd, tar_of
 from .layout import Layout, Units
@@ -55,15 +56,37 @@ def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = 
     return Cmd(text, stdin=stdin, timeout=timeout)
 
 
-def write_files(directory: str, files: dict[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
+def write_files(directory: str, files: Mapping[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
     """Write files (relative path -> (content, mode)) under `directory` in one go, each replaced
     whole (tar on stdin)."""
     return Cmd(f"mkdir -p {q(directory)} && tar -x -f - -C {q(directory)} --no-same-owner --overwrite",
                privileged=privileged, stdin=tar_of(files))
 
 
+EXIT_START_FAILED = 75  # a chain's exit code when a process did not start (see start_processes)
+
+
 def join(*parts: str) -> str:
     return posixpath.join(*parts)
+
+
+def chain(parts: list[Cmd], login_is_root: bool = False) -> Cmd:
+    """Several commands in one round trip, each in its own shell, stopping at the first that
+    fails (its exit code is the chain's). Each part gets exactly its own stdin: the chain's
+    stdin is the parts' data one after the other, and `dd` hands each part its slice."""
+    segments = []
+    for c in parts:
+        body = f"sh -c {q(c.text)}"
+        if c.privileged and not login_is_root:
+            body = f"sudo -n {body}"
+        if c.stdin:
+            body = f"dd bs={len(c.stdin)} count=1 iflag=fullblock status=none | {body}"
+        else:
+            body += " </dev/null"
+        segments.append(body)
+    timeouts = [c.timeout for c in parts]
+    timeout = None if any(t is None for t in timeouts) else sum(t for t in timeouts if t)
+    return Cmd(" && ".join(segments), stdin=b"".join(c.stdin or b"" for c in parts) or None, timeout=timeout)
 
 
 # Reads the helper's source (its length is the first argument) from stdin and runs it; what
@@ -91,18 +114,6 @@ def ensure_probe_token(inst) -> Cmd:
     env = _lay(inst).launch_env
     return Cmd(f"[ -s {q(env)} ] || (umask 077 && printf 'SGPFAB_PROBE_TOKEN=%s\\n'"
                f" \"$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')\" > {q(env)})")
-
-
-def which_uv(inst) -> Cmd:
-    """Prints the uv to use: the one pushed by sgpfab, else one on PATH; nothing if none."""
-    uv = _lay(inst).uv
-    return Cmd(f"if [ -x {q(uv)} ]; then echo {q(uv)}; else command -v uv || true; fi")
-
-
-def stage_dir(inst, version) -> Cmd:
-    """A clean staging dir for the release (a leftover partial is rebuilt, never used)."""
-    p = _lay(inst).partial(version)
-    return Cmd(f"rm -rf {q(p)} && mkdir -p {q(p)}")
 
 
 def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
@@ -179,9 +190,12 @@ def process_id(inst, release: str, process: str) -> str:
 
 
 def start_processes(inst, release: str, names: list[str]) -> Cmd:
-    """Start a release's processes (clearing a failed state a crash loop may have left)."""
+    """Start a release's processes (clearing a failed state a crash loop may have left); exits
+    EXIT_START_FAILED when one did not start (a web process started by sgpfab's launchers has
+    then failed before it accepted connections)."""
     units = " ".join(q(process_id(inst, release, n)) for n in names)
-    return Cmd(f"systemctl reset-failed {units} 2>/dev/null; systemctl start {units}", privileged=True)
+    return Cmd(f"systemctl reset-failed {units} 2>/dev/null; systemctl start {units} || exit {EXIT_START_FAILED}",
+               privileged=True, timeout=max(60, inst.health.timeout + 30))
 
 
 def stop_processes(inst, release: str, names: list[str]) -> Cmd:

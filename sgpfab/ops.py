@@ -48,9 +48,9 @@ def plan_rollback(s: HostSession, version: Version | None, db: str | None, st: H
 
 def rollback_host(s: HostSession, version: Version | None, db: str | None = None) -> Outcome:
     start = time.monotonic()
-    with s.lock(f"rollback to {version or 'previous'}"):
-        recovered = recover(s)
-        plan = plan_rollback(s, version, db)
+    with s.lock(f"rollback to {version or 'previous'}") as st:
+        recovered = recover(s, st)
+        plan = plan_rollback(s, version, db, None if recovered else st)
         before, target = plan.state.current, plan.target
         audit = dict(action="rollback", version=display(target.name), before=display(before))
         if target.name == before:
@@ -63,7 +63,7 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
             else:
                 s.backup(f"before-rollback-to-{target.name}")
                 s.step("backup")
-                activate(s, target.name, before, "rollback")
+                activate(s, target.name, before, "rollback", st=plan.state)
         except DeployError as e:
             s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300], seconds=elapsed(start))
             raise
@@ -97,9 +97,9 @@ def _put_back(s: HostSession, saved: str | None) -> None:
 
 
 def cleanup_host(s: HostSession, keep: int) -> Outcome:
-    with s.lock(f"cleanup keep={keep}"):
-        recover(s)
-        st = s.state()
+    with s.lock(f"cleanup keep={keep}") as st:
+        if recover(s, st):
+            st = s.state()
         doomed = st.cleanup_plan(keep)
         removed = s.remove(*doomed)
         s.hostctl("prune", as_service=True)
@@ -126,10 +126,10 @@ def restore_host(s: HostSession, name: str) -> Outcome:
     """Stop every process (new connections are refused meanwhile), save the current database
     as another backup, restore, start, health-check: no acknowledged write is lost."""
     start = time.monotonic()
-    with s.lock(f"restore {name}"):
-        recover(s)
+    with s.lock(f"restore {name}") as st:
+        if recover(s, st):
+            st = s.state()
         check_backup(s, name)
-        st = s.state()
         s.stop_all_but(None)
         saved = s.backup("before-restore")
         s.restore(name)
@@ -143,7 +143,7 @@ def restore_host(s: HostSession, name: str) -> Outcome:
         s.audit(action="restore", backup=name, saved_as=saved.name, result="ok" if healthy else "unhealthy",
                 seconds=elapsed(start))
     cur = display(st.current)
-    if not healthy:
+    if gate is not None and not gate.ok:
         raise DeployError(f"{s.name}: restored {name}, but the app is not healthy: {gate.describe()}; the previous"
                           f" database is saved as {saved.name}", before=cur, after=cur)
     return Outcome(s.name, "restore", Status.OK, cur, cur,

@@ -10,6 +10,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import asdict, is_dataclass
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape as _e
@@ -55,7 +56,7 @@ class Progress:
 
     def __init__(self, to_stderr: bool = False):
         self.rows: dict[str, HostNote] = {}
-        self.live = None
+        self.live: Any = None  # a rich.live.Live on a terminal
         self.out = errors if to_stderr else console
 
     def __call__(self, msg) -> None:
@@ -75,7 +76,7 @@ class Progress:
             t.add_row(host, f"{note.seconds:.1f}", note.message)
         return t
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         if self.out.is_terminal:
             from rich.live import Live
             self.live = Live(self._table(), console=self.out, refresh_per_second=8, transient=False)

@@ -12,6 +12,7 @@ import os
 import socket
 import time
 import uuid
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ from .identity import controller_user
 from .layout import Layout, Units
 from .state import BackupReply, GateResult, HostFacts, HostState, LockReply
 from .transport.base import Result, Transport
+from .transport.rsync import ProgressFn
 
 log = logging.getLogger("sgpfab")
 REMOTE = Path(__file__).parent / "remote"
@@ -71,6 +73,8 @@ class HostSession:
         self.state_at_connect: HostState | None = None
         self.facts: HostFacts | None = None
         self.timings: dict[str, float] = {}
+        self._pending_audit: list[dict] | None = None
+        self._files_written: set[str] = set()
         self._last_step = time.monotonic()
         self._settings_written = False
 
@@ -113,11 +117,30 @@ class HostSession:
     def run(self, cmd: Cmd, check: bool = True) -> Result:
         return self.t.run(cmd.text, privileged=cmd.privileged, check=check, timeout=cmd.timeout, stdin=cmd.stdin)
 
-    def hostctl(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> dict:
-        """Run a host-helper sub-command; structured input goes on stdin as JSON."""
+    def run_chain(self, parts: Sequence[Cmd | None], check: bool = True) -> Result:
+        """Several commands in one round trip where the OS module can chain them (each with
+        its own stdin), else one after the other; stops at the first that fails."""
+        cmds = [p for p in parts if p is not None]
+        if hasattr(self.steps, "chain"):
+            return self.run(self.steps.chain(cmds, self.t.login_user == "root"), check=check)
+        outs, errs, last = [], [], None
+        for c in cmds:
+            last = self.run(c, check=check)
+            outs.append(last.stdout)
+            errs.append(last.stderr)
+            if not last.ok:
+                break
+        return Result("(sequence)", "".join(outs), "".join(errs), last.exited if last else 0)
+
+    def hostctl_cmd(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> Cmd:
+        """The command for a host-helper sub-command; structured input goes on stdin as JSON."""
         stdin = json.dumps(data).encode() if data is not None else None
         user = self.service_user if as_service and self.service_user != self.t.login_user else None
-        r = self.run(self.steps.hostctl(self.inst, *args, stdin=stdin, as_user=user, timeout=timeout))
+        return self.steps.hostctl(self.inst, *args, stdin=stdin, as_user=user, timeout=timeout)
+
+    def hostctl(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> dict:
+        """Run a host-helper sub-command and return its answer."""
+        r = self.run(self.hostctl_cmd(*args, data=data, as_service=as_service, timeout=timeout))
         return _last_json(self.host.name, r)
 
     def hostctl_unprepared(self, *args: str) -> dict:
@@ -129,7 +152,7 @@ class HostSession:
     # -- facts -------------------------------------------------------------------------------------
     def preflight(self) -> HostFacts:
         try:
-            facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter)
+            facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter, "--with-state")
         except RemoteError as e:
             if "exit 127" in str(e) or "No such file" in str(e):
                 raise InputError(f"{self.host.name}: no Python at {self.host.interpreter} (set python: to the"
@@ -138,7 +161,7 @@ class HostSession:
         if self.host.os == "windows":
             facts["nssm"] = self.run(windows.nssm_version(), check=False).stdout.strip()
         self.facts = HostFacts.model_validate(facts)
-        self.state_at_connect = HostState.parse(self.hostctl_unprepared("state"))
+        self.state_at_connect = HostState.parse(facts["state"])
         return self.facts
 
     def state(self) -> HostState:
@@ -161,43 +184,46 @@ class HostSession:
         return files
 
     def prepare(self) -> None:
-        """The API_ROOT tree, the host helpers and host.json, each written only when it changed;
-        and the health-probe token (made once, on the host)."""
-        self.run(self.steps.prepare(self.inst, self.t.login_user, self.service_user))
+        """The API_ROOT tree and the health-probe token (made once, on the host), then the host
+        helpers and host.json, each written only when it changed: usually one round trip."""
         files = self.helper_files()
         paths = {rel: self.steps.join(self.layout.tools, rel) for rel in files}
-        lines = self.run(self.steps.sha256_many(list(paths.values()))).stdout.splitlines()
-        have_by_path = {p.strip(): h for h, _, p in (ln.partition(" ") for ln in lines) if p}
+        r = self.run_chain([self.steps.prepare(self.inst, self.t.login_user, self.service_user),
+                            self.steps.ensure_probe_token(self.inst), self.steps.sha256_many(list(paths.values()))])
+        have_by_path = {p.strip(): h for h, _, p in (ln.partition(" ") for ln in r.stdout.splitlines()) if p}
         changed = {rel: f for rel, f in files.items()
                    if have_by_path.get(paths[rel]) != hashlib.sha256(f[0]).hexdigest()}
         if changed:
             self.run(self.steps.write_files(self.layout.tools, changed))
-        self.run(self.steps.ensure_probe_token(self.inst))
 
     # -- lock and recovery -------------------------------------------------------------------------
     @contextmanager
     def lock(self, what: str):
-        """One deploy-changing run at a time per app on a host. A lock left by a dead process of
-        this same controller is stale and taken over (compare-and-swap on its token, after the
-        dead run's host-side operations have finished); any other holder makes us fail with
-        who/when/what."""
+        """One deploy-changing run at a time per app on a host; yields the host's state as found
+        once locked. A lock left by a dead process of this same controller is stale and taken
+        over (compare-and-swap on its token, after the dead run's host-side operations have
+        finished); any other holder makes us fail with who/when/what. The audit record of the
+        run is written together with the release of the lock."""
         token = uuid.uuid4().hex
         info = {"who": controller_user(), "what": what, "controller": socket.gethostname(), "pid": os.getpid()}
-        r = LockReply.model_validate(self.hostctl("lock", "take", "--token", token, data=info))
+        r = LockReply.model_validate(self.hostctl("lock", "take", "--token", token, "--with-state", data=info))
         if not r.locked and _stale(r.holder):
             self.note(f"taking over a stale lock left by dead process {r.holder.get('pid')}")
             self.checkpoint("lock-takeover")
             r = LockReply.model_validate(self.hostctl("lock", "takeover", "--token", token, "--expect-token",
-                                                      str(r.holder.get("token", "")), data=info))
+                                                      str(r.holder.get("token", "")), "--with-state", data=info))
         if not r.locked:
             h = r.holder
             raise LockedError(f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
                               f" ({h.get('what', '?')}); if that run is gone, use --force-unlock")
+        self._pending_audit = []
         try:
-            yield
+            yield HostState.parse(r.state or {})
         finally:
+            records, self._pending_audit = self._pending_audit, None
             try:
-                self.hostctl("lock", "release", "--token", token)
+                self.run_chain([*(self.hostctl_cmd("audit", data=rec) for rec in records),
+                                self.hostctl_cmd("lock", "release", "--token", token)])
             except Exception as e:  # never hide the original error
                 log.warning("%s: could not release the lock: %s", self.host.name, str(e).splitlines()[0])
 
@@ -205,34 +231,42 @@ class HostSession:
         self.hostctl("lock", "release", "--force")
 
     # -- releases ----------------------------------------------------------------------------------
-    def which_uv(self) -> str:
-        return self.run(self.steps.which_uv(self.inst)).stdout.strip()
-
     def push_uv(self, local: Path) -> str:
-        self.t.put(local, self.layout.uv, mode=0o755)
+        self.t.put(local, self.layout.uv, mode=0o755, progress=self._progress("uv"))
         return self.layout.uv
+
+    def _progress(self, what: str) -> ProgressFn:
+        """A progress callback for uploads of a megabyte or more: notes the bytes copied at most
+        once a second, and when the upload is complete."""
+        last = [0.0]
+
+        def tell(done: int, pct: int | None) -> None:
+            now = time.monotonic()
+            if done >= 1_000_000 and (now - last[0] >= 1.0 or pct == 100):
+                last[0] = now
+                self.note(f"uploading {what}: {done / 1e6:.1f} MB" + (f" ({pct}%)" if pct is not None else ""))
+
+        return tell
 
     def upload(self, bundle, link_dest: str | None) -> None:
         """Wheels into the wheelhouse, the bundle's manifest and requirements into incoming/,
         the app's files into the partial release (unchanged files hard-linked, not sent)."""
         version = bundle.version
         lay = self.layout
-        self.t.sync(bundle.wheels_dir, lay.wheelhouse, delete=False)
+        self.t.sync(bundle.wheels_dir, lay.wheelhouse, delete=False, progress=self._progress("wheels"))
         self.t.sync(bundle.path, lay.incoming(version), excludes=("wheels/", bundle.archive.name))
-        self.run(self.steps.stage_dir(self.inst, version))
-        self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest)
+        # Anything a killed earlier build left in the partial directory is deleted by the sync.
+        self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest, progress=self._progress("app files"))
 
-    def verify(self, version) -> None:
-        self.hostctl("verify", "--name", version.release_name)
-
-    def build_venv(self, version, uv: str, requirements_file: str, project_wheel: str | None) -> None:
+    def build_release(self, version, uv: str, requirements_file: str, project_wheel: str | None, meta: dict) -> None:
+        """On the host, in one go: verify every file against the manifest, build the venv
+        offline, and mark the release complete (metadata) under its final name."""
         lay = self.layout
         req = self.steps.join(lay.incoming(version), "requirements", requirements_file)
         extra = (self.steps.join(lay.wheelhouse, project_wheel),) if project_wheel else ()
-        self.run(self.steps.build_venv(self.inst, version, uv, req, extra))
-
-    def finalize(self, version, meta: dict) -> None:
-        self.hostctl("finalize", "--name", version.release_name, data=meta)
+        self.run_chain([self.hostctl_cmd("verify", "--name", version.release_name),
+                        self.steps.build_venv(self.inst, version, uv, req, extra),
+                        self.hostctl_cmd("finalize", "--name", version.release_name, data=meta)])
 
     def write_release_files(self, release: str, spec) -> None:
         """The scripts the release's processes and hooks start through (regenerated at every
@@ -280,24 +314,30 @@ class HostSession:
         return _last_json(self.host.name, r)
 
     # -- settings ----------------------------------------------------------------------------------
-    def write_settings(self, settings) -> str:
-        """Replace the app's settings on the host (values on stdin; the previous ones are kept
-        until `commit_settings` or `revert_settings`); returns their fingerprint."""
-        fp = self.hostctl("settings", "write", data=settings.payload(), as_service=True)["fingerprint"]
-        self._settings_written = True
-        return fp
+    def stage(self, release: str, spec, settings, label: str) -> tuple[str, BackupReply]:
+        """Before the release commands, in one go: the release's scripts, the app's settings
+        (when given; the previous ones kept until commit or revert) and a database backup.
+        Returns the settings' fingerprint and the backup."""
+        parts = [self.steps.release_files(self.inst, release, spec)]
+        if settings is not None:
+            parts.append(self.hostctl_cmd("settings", "write", data=settings.payload(), as_service=True))
+        else:
+            parts.append(self.hostctl_cmd("settings", "show", as_service=True))
+        if self.inst.database.engine != "none":
+            parts.append(self.hostctl_cmd("backup", "--label", label, "--keep", str(self.inst.backups_keep),
+                                          as_service=True, timeout=7200))
+        answers = _answers(self.run_chain(parts))
+        self._settings_written = settings is not None
+        self._files_written.add(release)
+        backup = BackupReply.model_validate(answers.get("backup") or {})
+        if backup.name:
+            self.note(f"database saved as {backup.name}")
+        return (answers.get("settings") or {}).get("fingerprint") or "", backup
 
     def revert_settings(self) -> None:
         """Put back the settings this run replaced (a failed deploy leaves none of its own)."""
         if self._settings_written:
             self.hostctl("settings", "revert", as_service=True)
-            self._settings_written = False
-
-    def record_settings(self, release: str, fingerprint: str) -> None:
-        """The settings a release was activated with (status compares them with the host's)."""
-        self.hostctl("meta-update", "--name", release, data={"settings_fingerprint": fingerprint})
-        if self._settings_written:
-            self.hostctl("settings", "commit", as_service=True)
             self._settings_written = False
 
     def settings_fingerprint(self, settings) -> str:
@@ -344,6 +384,11 @@ class HostSession:
              settle: float | None = None) -> GateResult:
         """Wait until `release` serves (its own processes answering the health check, see
         hostctl gate) and its processes `names` run without restarting."""
+        r = self.run(self._gate_cmd(release, web, names, timeout, settle))
+        return GateResult.model_validate(_last_json(self.host.name, r))
+
+    def _gate_cmd(self, release: str, web, names: list[str], timeout: float | None = None,
+                  settle: float | None = None) -> Cmd:
         h = self.inst.health
         if settle is None:  # a web process that answers is up; other processes must stay up a while
             settle = h.settle if (any(n != "web" for n in names) or h.type == "process") else 0.0
@@ -363,7 +408,7 @@ class HostSession:
                 args += ["--expect-version", str(release_version(release))]
             if h.host_header:
                 args += ["--host-header", h.host_header]
-        return GateResult.model_validate(self.hostctl(*args, timeout=(timeout or h.timeout) + 60))
+        return self.hostctl_cmd(*args, timeout=(timeout or h.timeout) + 60)
 
     def probe(self) -> GateResult:
         """One quick look at the active release's health (status)."""
@@ -390,6 +435,61 @@ class HostSession:
     def process_log(self, process: str, lines: int = 15) -> str:
         return self.run(self.steps.process_log(self.inst, process, lines), check=False).stdout.strip()
 
+    # -- activation, in a few round trips ------------------------------------------------------------
+    def start_release(self, op: str, before: str | None, to: str, spec, stop_web: str | None) -> bool:
+        """In one go: record the activation in the journal (before anything changes), write the
+        release's scripts, put its units in place, stop `stop_web`'s web process (when the new
+        one cannot start beside it) and start `to`'s web process. False when that process did
+        not start."""
+        parts = [self.hostctl_cmd("journal", "begin", data={"op": op, "from": before, "to": to})]
+        if to not in self._files_written:
+            parts.append(self.steps.release_files(self.inst, to, spec))
+            self._files_written.add(to)
+        parts.append(self.steps.install_processes(self.inst, to, spec, self.service_user))
+        if stop_web:
+            parts.append(self.steps.stop_processes(self.inst, stop_web, ["web"]))
+        if spec.web is not None:
+            parts.append(self.steps.start_processes(self.inst, to, ["web"]))
+        return self._started(self.run_chain(parts, check=False))
+
+    def swap_others(self, before: str | None, old_names: list[str], to: str, names: list[str]) -> bool:
+        """Stop the old release's other processes, then start the new one's: never two at once."""
+        parts = []
+        if before and old_names:
+            parts.append(self.steps.stop_processes(self.inst, before, old_names))
+        if names:
+            parts.append(self.steps.start_processes(self.inst, to, names))
+        return self._started(self.run_chain(parts, check=False)) if parts else True
+
+    def _started(self, r: Result) -> bool:
+        if r.ok:
+            return True
+        if r.exited == getattr(self.steps, "EXIT_START_FAILED", None):
+            return False
+        raise self.t.fail(r)
+
+    def hand_over(self, before_web: str | None, release: str, web, names: list[str]) -> GateResult:
+        """Stop the old web process (it finishes what it accepted), then the gate: every new
+        connection now reaches `release`, which must answer and keep running."""
+        parts = [self.steps.stop_processes(self.inst, before_web, ["web"])] if before_web else []
+        r = self.run_chain([*parts, self._gate_cmd(release, web, names)])
+        return GateResult.model_validate(_answers(r).get("gate") or {"ok": False, "why": "no answer"})
+
+    def switch_to(self, release: str, settings_fingerprint: str | None) -> None:
+        """In one go: switch `current` and record the settings the release runs with (kept)."""
+        parts = [self.hostctl_cmd("switch", "--to", release)]
+        if settings_fingerprint is not None:
+            parts.append(self.hostctl_cmd("meta-update", "--name", release,
+                                          data={"settings_fingerprint": settings_fingerprint}))
+            if self._settings_written:
+                parts.append(self.hostctl_cmd("settings", "commit", as_service=True))
+        self.run_chain(parts)
+        self._settings_written = False
+
+    def finish(self, release: str) -> None:
+        """Stop whatever else of the app still runs, and close the journal."""
+        self.run_chain([self.steps.stop_all_but(self.inst, release), self.hostctl_cmd("journal", "clear")])
+
     # -- switch and journal ------------------------------------------------------------------------
     def switch(self, release: str) -> None:
         self.hostctl("switch", "--to", release)
@@ -405,8 +505,12 @@ class HostSession:
 
     # -- records -----------------------------------------------------------------------------------
     def audit(self, **record) -> None:
+        """Append to the host's audit log (while locked: together with the lock's release)."""
         record.setdefault("user", controller_user())
         record.setdefault("app", self.inst.app)
+        if self._pending_audit is not None:
+            self._pending_audit.append(record)
+            return
         try:
             self.hostctl("audit", data=record)
         except RemoteError as e:
@@ -432,6 +536,20 @@ def _token_safe(text: str) -> str:
     """A reason passed as one argument: printable ASCII without quotes (Windows PowerShell 5.1
     mangles quotes in native arguments)."""
     return "".join(ch if ch.isascii() and ch.isprintable() and ch not in "\"'`" else " " for ch in text)[:200]
+
+
+def _answers(r: Result) -> dict[str, dict]:
+    """The host helper's answers in a chain's output, by sub-command (the last of each)."""
+    out: dict[str, dict] = {}
+    for line in r.stdout.splitlines():
+        if line.startswith("{"):
+            try:
+                data = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(data, dict) and "_cmd" in data:
+                out[data["_cmd"]] = data
+    return out
 
 
 def _last_json(host: str, r: Result) -> dict:

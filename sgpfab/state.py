@@ -145,6 +145,7 @@ class HostFacts(Reply):
     tools: dict[str, bool] = Field(default_factory=dict)
     os: str = "linux"
     nssm: str = ""  # Windows: NSSM's usage banner (its version)
+    uv: str = ""  # the uv sgpfab pushed earlier, or one on PATH ('' when none)
 
 
 class UnitState(Reply):
@@ -210,3 +211,4 @@ class LockReply(Reply):
     holder: dict = Field(default_factory=dict)
     took_over: bool = False
     released: bool = False
+    state: dict | None = None

@@ -476,13 +476,13 @@ def _restart(s, what: str):
     """Restart the active release's processes (settings are read at start) and gate them."""
     from .activate import activate, recover
     from .outcome import Outcome, Status
-    with s.lock(what):
-        recover(s)
-        st = s.state()
+    with s.lock(what) as st:
+        if recover(s, st):
+            st = s.state()
         if not st.current:
             raise InputError(f"{s.name}: nothing is deployed here")
-        activate(s, st.current, st.current, "restart")
-        s.record_settings(st.current, s.show_settings().get("fingerprint") or "")  # what it runs with now
+        fingerprint = s.show_settings().get("fingerprint") or ""  # what it runs with from now on
+        activate(s, st.current, st.current, "restart", settings_fingerprint=fingerprint, st=st)
         s.audit(action="restart", version=st.active.meta.version if st.active else None, result="ok")
     cur = s.current_version
     return Outcome(s.name, "restart", Status.OK, cur, cur, "restarted, healthy")

@@ -32,6 +32,7 @@ import ntpath
 import re
 import struct
 import unicodedata
+from collections.abc import Mapping
 
 from .cmd import Cmd
 from .errors import InputError
@@ -333,7 +334,7 @@ def sha256_many(paths: list[str]) -> Cmd:
     return Cmd(_script(f"Get-Sha256Lines {_array(paths)}"))
 
 
-def write_files(directory: str, files: dict[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
+def write_files(directory: str, files: Mapping[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
     """Write files (relative path -> content) under `directory`, each to a temporary name first
     and then moved over the old one."""
     lines = []
@@ -350,14 +351,6 @@ def ensure_probe_token(inst) -> Cmd:
     env = _lay(inst).launch_env
     _check_native(env)
     return Cmd(_script(f"New-ProbeToken {q(env)}"))
-
-
-def which_uv(inst) -> Cmd:
-    return Cmd(_script(f"Find-Uv {q(_lay(inst).uv)}"))
-
-
-def stage_dir(inst, version) -> Cmd:
-    return Cmd(_script(f"Reset-Directory {q(_lay(inst).partial(version))}"))
 
 
 def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:

@@ -16,8 +16,18 @@ from ..versions import Version
 from . import deps as deps_mod
 from . import schema as schema_mod
 from . import source
-from .model import (EXTRAS, FORMAT, ArchiveInfo, BuildInfo, Bundle, Install, Manifest, Metadata, SchemaInfo,
-                    bundle_dir, content_digest)
+from .model import (
+    EXTRAS,
+    FORMAT,
+    BuildInfo,
+    Bundle,
+    Install,
+    Manifest,
+    Metadata,
+    SchemaInfo,
+    bundle_dir,
+    content_digest,
+)
 
 
 def build(app, version: Version, dist: Path, say=print, src: Path | None = None) -> Bundle:
@@ -28,7 +38,7 @@ def build(app, version: Version, dist: Path, say=print, src: Path | None = None)
     if not src.is_dir():
         raise InputError(f"app source folder not found: {src}")
     out = bundle_dir(dist, app.name, version)
-    work, keep = (src, set())
+    work, keep = src, set[str]()
     if spec.build:
         work, keep = source.run_build(src, spec.build, say)
     deps = None
@@ -65,7 +75,7 @@ def build(app, version: Version, dist: Path, say=print, src: Path | None = None)
                 requires_python=deps.requires_python,
                 schema=SchemaInfo(source=schema.source, fingerprint=schema.fingerprint,
                                   migrations=tuple(schema.migrations), note=schema.note),
-                build=BuildInfo(built_at=dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                build=BuildInfo(built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
                                 builder=controller_user(), git_commit=_commit(src),
                                 excluded=tuple(f"{p} ({why})" for p, why in sel.excluded)),
             ).model_dump(by_alias=True, mode="json")

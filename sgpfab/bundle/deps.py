@@ -160,7 +160,7 @@ def base_requirements(src: Path, spec: AppSpec, source: str) -> str:
 
 
 def names(requirements: str) -> set[str]:
-    out = set()
+    out: set[str] = set()
     for line in requirements.splitlines():
         line = line.split("#", 1)[0].strip()
         if not line or line.startswith("-"):

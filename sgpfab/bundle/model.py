@@ -156,7 +156,7 @@ class Bundle:
         return next((t for t in self.metadata.targets if t.covers(arch, glibc, python, os)), None)
 
     @classmethod
-    def load(cls, path: str | Path) -> "Bundle":
+    def load(cls, path: str | Path) -> Bundle:
         """Open and fully verify a bundle; InputError names the first problem."""
         p = Path(path)
         try:

@@ -193,9 +193,10 @@ def generate(src: Path, spec: AppSpec, requirements: str, wheels: Path, engine: 
         tool, args, script = "command", [str(configured.command)], COMMAND
     else:
         tool, args = detect(src, spec, requirements)
-        script = {"alembic": ALEMBIC, "flask-migrate": FLASK_MIGRATE, "django": DJANGO, "metadata": METADATA}.get(tool)
-        if script is None:
+        found = {"alembic": ALEMBIC, "flask-migrate": FLASK_MIGRATE, "django": DJANGO, "metadata": METADATA}.get(tool)
+        if found is None:
             return SchemaResult("none", note="no migration tool or SQLAlchemy models found")
+        script = found
     try:
         env_dir = tool_env(requirements, wheels, python, say)
     except SgpfabError as e:

@@ -162,5 +162,5 @@ def write_archive(src: Path, rels: list[str], dest: Path) -> None:
             info.size, info.mtime, info.mode = st.st_size, 0, 0o755 if st.st_mode & 0o111 else 0o644
             with open(src / rel, "rb") as f:
                 tar.addfile(info, f)
-    with open(dest, "wb") as f, gzip.GzipFile(fileobj=f, mode="wb", mtime=0, filename="") as gz:
+    with open(dest, "wb") as out, gzip.GzipFile(fileobj=out, mode="wb", mtime=0, filename="") as gz:
         gz.write(raw.getvalue())

@@ -46,19 +46,22 @@ class Fail(Exception):
     pass
 
 
+_CMD = ""  # the sub-command running; every answer names it, so chained calls can be told apart
+
+
 def _out(obj):
-    sys.stdout.write(json.dumps(obj, sort_keys=True) + "\n")
+    sys.stdout.write(json.dumps(dict(obj, _cmd=_CMD), sort_keys=True) + "\n")
 
 
 def _stdin_json():
     try:
         return json.loads(sys.stdin.read() or "null")
     except ValueError as e:
-        raise Fail("stdin is not JSON: %s" % e)
+        raise Fail("stdin is not JSON: %s" % e) from None
 
 
 def _now():
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
 # -- layout ---------------------------------------------------------------------------------------
@@ -212,6 +215,10 @@ def _ops_lock(h, exclusive=False, wait=True):
 
 # -- releases -------------------------------------------------------------------------------------
 def state(a, h):
+    _out(_state_dict(h))
+
+
+def _state_dict(h):
     releases, partials, junk = [], [], []
     rel = h.releases
     if os.path.isdir(rel):
@@ -238,8 +245,8 @@ def state(a, h):
             releases.append({"name": name, "complete": meta is not None, "bad": bad is not None,
                              "bad_reason": bad, "meta": meta or {}})
     incoming = sorted(os.listdir(h.p("incoming"))) if os.path.isdir(h.p("incoming")) else []
-    _out({"root": h.root, "current": _current(h), "releases": releases, "partials": partials, "junk": junk,
-          "incoming": incoming, "journal": _read_journal(h), "db_exists": _db_exists(h)})
+    return {"root": h.root, "current": _current(h), "releases": releases, "partials": partials, "junk": junk,
+            "incoming": incoming, "journal": _read_journal(h), "db_exists": _db_exists(h)}
 
 
 def _db_exists(h):
@@ -274,7 +281,7 @@ def _load_manifest(h, name, incoming):
         with open(os.path.join(incoming, "manifest.json")) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
-        raise Fail("bundle for %s has no readable manifest: %s" % (name, e))
+        raise Fail("bundle for %s has no readable manifest: %s" % (name, e)) from None
     def digests(key):
         d = manifest.get(key) if isinstance(manifest, dict) else None
         return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
@@ -511,7 +518,7 @@ def backup(a, h):
             _out({"backup": None, "stale_removed": stale})
             return
         label = re.sub(r"[^0-9A-Za-z.+-]", "_", a.label or "manual")[:80]
-        stamp = _dt.datetime.now(_dt.timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        stamp = _dt.datetime.now(_dt.UTC).strftime("%Y%m%dT%H%M%S%fZ")
         ext = "db" if h.engine == "sqlite" else "dump"
         dest = os.path.join(dest_dir, "app-%s-%s.%s" % (stamp, label, ext))
         tmp = dest + ".partial"
@@ -615,7 +622,7 @@ def _pg_env(h, settings=None):
     try:
         passfile = os.path.join(d, "pgpass")
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        esc = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")  # noqa: E731
+        esc = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")
         with os.fdopen(fd, "w") as f:
             f.write("%s:%s:%s:%s:%s\n" % (esc(p["host"]), p["port"], esc(p["dbname"]), esc(p["user"]),
                                           esc(p["password"])))
@@ -858,7 +865,7 @@ def settings(a, h):
         with contextlib.suppress(OSError):
             with open(os.path.join(cfg, "overrides.env")) as f:
                 over = parse_env(f.read())
-        mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}  # noqa: E731
+        mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}
         _out({"env": mask(env), "overrides": mask(over), "files": sorted(files),
               "fingerprint": _fingerprint(h, env, files) if env_text else None})
     else:
@@ -887,7 +894,7 @@ def meta_update(a, h):
         with open(path) as f:
             meta = json.load(f)
     except (OSError, ValueError):
-        raise Fail("release %s is missing or incomplete" % a.name)
+        raise Fail("release %s is missing or incomplete" % a.name) from None
     extra = _stdin_json()
     if not isinstance(extra, dict):
         raise Fail("metadata must be a JSON object")
@@ -1037,11 +1044,11 @@ def _query_service(name, lib=None):
 def _windows_service_state(name):
     try:
         state, pid = _query_service(name)
-    except (OSError, AttributeError) as e:  # no usable advapi32 here: ask sc.exe
+    except (OSError, AttributeError):  # no usable advapi32 here: ask sc.exe
         try:
             r = subprocess.run(["sc.exe", "queryex", name], capture_output=True, text=True)
-        except OSError:
-            raise Fail("cannot query service %s: %s" % (name, e))
+        except OSError as e:
+            raise Fail("cannot query service %s: %s" % (name, e)) from None
         state, pid = parse_sc_queryex(r.stdout) if r.returncode == 0 else ("MISSING", 0)
     active, sub = WINDOWS_STATES.get(state, ("inactive", state.lower()))
     return {"active": active, "sub": sub, "restarts": 0, "pid": pid}
@@ -1163,7 +1170,7 @@ def lock(a, h):
         os.mkdir(os.path.join(base, "lock"))
         info.update({"token": a.token, "since": _now(), "host": socket.gethostname()})
         _write_atomic(info_path, json.dumps(info, sort_keys=True))
-    _out({"locked": True, "took_over": a.action == "takeover"})
+    _out({"locked": True, "took_over": a.action == "takeover", "state": _state_dict(h) if a.with_state else None})
 
 
 # -- audit ----------------------------------------------------------------------------------------
@@ -1216,9 +1223,12 @@ def preflight(a, h):
         pv, impl = "", ""
     tools = {t: bool(shutil.which(t)) for t in ("rsync", "systemctl", "systemd-run", "pg_dump", "pg_restore", "psql",
                                                 "flock", "nssm.exe")}
+    uv = h.p(".sgpfab", "bin", "uv.exe" if WINDOWS else "uv")
     _out({"python": pv, "implementation": impl, "interpreter": python, "glibc": glibc,
           "arch": platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64"),
-          "free_bytes": free, "tools": tools, "os": "windows" if WINDOWS else "linux"})
+          "free_bytes": free, "tools": tools, "os": "windows" if WINDOWS else "linux",
+          "uv": uv if os.access(uv, os.X_OK) else (shutil.which("uv") or ""),
+          "state": _state_dict(h) if a.with_state else None})
 
 
 def parser():
@@ -1285,6 +1295,7 @@ def parser():
     s.add_argument("--token", default="")
     s.add_argument("--expect-token", default="", help="takeover: the stale holder's token")
     s.add_argument("--force", action="store_true", help="release whoever holds it")
+    s.add_argument("--with-state", action="store_true", help="answer with the release state once locked")
     s.set_defaults(fn=lock)
     sub.add_parser("audit").set_defaults(fn=audit)
     s = sub.add_parser("history")
@@ -1292,12 +1303,15 @@ def parser():
     s.set_defaults(fn=history)
     s = sub.add_parser("preflight")
     s.add_argument("--python", default="")
+    s.add_argument("--with-state", action="store_true", help="answer with the release state too")
     s.set_defaults(fn=preflight)
     return p
 
 
 def main(argv=None):
+    global _CMD
     a = parser().parse_args(argv)
+    _CMD = a.cmd
     if getattr(a, "status", False) is None:
         a.status = [200]
     try:

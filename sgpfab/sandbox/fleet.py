@@ -430,7 +430,7 @@ def down(name: str = "demo", log=print) -> None:
     groups = {Path(c) for h in hosts for c in h.cgroups}
     groups |= {Path(f"/sys/fs/cgroup/{ctrl}/sgpfab-{name}") for ctrl in ("systemd", "unified")}
     groups |= set(_memory_cgroups(name))
-    for attempt in range(10):
+    for _attempt in range(10):
         for g in sorted(groups, key=lambda p: len(p.parts), reverse=True):
             _rmdir_tree(g)
         if not any(g.exists() for g in groups):

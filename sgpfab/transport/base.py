@@ -5,8 +5,13 @@ from __future__ import annotations
 import os
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from ..errors import InputError, RemoteError
+from .rsync import ProgressFn
+
+if TYPE_CHECKING:
+    from ..inventory import Host
 
 
 @dataclass(frozen=True)
@@ -47,9 +52,10 @@ class Transport(ABC):
     - `put` writes one file (atomically where the host allows), `read_file` reads one back.
     - `sync` makes directory `dest` hold exactly the files of local directory `src`
       (`delete=False` keeps extra files); unchanged files are not sent again.
+    - `put` and `sync` report bytes copied so far to `progress(bytes, percent)` when given one.
     """
 
-    host: object
+    host: Host
     bytes_sent: int = 0
 
     @property
@@ -67,14 +73,15 @@ class Transport(ABC):
             stdin: bytes | None = None) -> Result: ...
 
     @abstractmethod
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None: ...
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
+            progress: ProgressFn | None = None) -> None: ...
 
     @abstractmethod
     def read_file(self, remote: str) -> bytes: ...
 
     @abstractmethod
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True) -> SyncStats: ...
+             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats: ...
 
     def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
         """Run a long command (e.g. `journalctl --follow`), handing each output line to

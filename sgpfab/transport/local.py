@@ -8,15 +8,21 @@ import shlex
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import RemoteError
+
+if TYPE_CHECKING:
+    from ..inventory import Host
+from . import rsync
 from .base import Result, SyncStats, Transport
+from .rsync import ProgressFn
 
 
 class LocalTransport(Transport):
     """Runs POSIX shell commands here; privileged ones through `sudo -n` unless already root."""
 
-    def __init__(self, host):
+    def __init__(self, host: Host):
         self.host = host
         self.bytes_sent = 0
 
@@ -49,6 +55,7 @@ class LocalTransport(Transport):
     def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
         with subprocess.Popen(["/bin/sh", "-c", self._sudo(command, privileged)], stdout=subprocess.PIPE,
                               stdin=subprocess.DEVNULL, text=True, errors="replace") as p:
+            assert p.stdout is not None
             for line in p.stdout:
                 on_line(line.rstrip("\n"))
             return p.wait()
@@ -56,7 +63,8 @@ class LocalTransport(Transport):
     def interactive(self, command: str, *, privileged: bool = False) -> int:
         return subprocess.call(["/bin/sh", "-c", self._sudo(command, privileged)])
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
+            progress: ProgressFn | None = None) -> None:
         tmp = remote + ".sgpfab-upload"
         try:
             shutil.copyfile(local, tmp)
@@ -65,6 +73,8 @@ class LocalTransport(Transport):
             os.replace(tmp, remote)
         except OSError as e:
             raise RemoteError(f"{self.host.name}: copy of {Path(local).name} to {remote} failed: {e}") from None
+        if progress is not None:
+            progress(os.path.getsize(remote), 100)
 
     def read_file(self, remote: str) -> bytes:
         try:
@@ -73,7 +83,7 @@ class LocalTransport(Transport):
             raise RemoteError(f"{self.host.name}: cannot read {remote}: {e}") from None
 
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True) -> SyncStats:
+             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
         cmd = ["rsync", "-a", "--checksum", "--stats"]
         if delete:
             cmd.append("--delete")
@@ -81,8 +91,8 @@ class LocalTransport(Transport):
             cmd.append(f"--link-dest={link_dest}")
         cmd += [f"--exclude={e}" for e in excludes]
         cmd += [str(src).rstrip("/") + "/", dest.rstrip("/") + "/"]
-        r = subprocess.run(cmd, capture_output=True, text=True)
-        if r.returncode not in (0, 24):
-            raise RemoteError(f"{self.host.name}: copy to {dest} failed (rsync exit {r.returncode}): "
+        r = rsync.run(cmd, progress)
+        if r.exited not in (0, 24):
+            raise RemoteError(f"{self.host.name}: copy to {dest} failed (rsync exit {r.exited}): "
                               f"{(r.stderr.strip().splitlines() or ['?'])[0][:300]}")
         return SyncStats(None, 0)

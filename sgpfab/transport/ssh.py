@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import select
 import shlex
 import socket
 import subprocess
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paramiko
 from fabric import Config, Connection
 from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_after_attempt, wait_exponential
 
 from ..errors import RemoteError
+
+if TYPE_CHECKING:
+    from ..inventory import Host
+from . import rsync
 from .base import Result, SyncStats, Transport
+from .rsync import ProgressFn
 
 log = logging.getLogger("sgpfab")
 
@@ -34,7 +39,7 @@ RSYNC_PERMANENT = {1: "syntax or usage error", 2: "protocol incompatibility", 3:
 class SSHTransport(Transport):
     """Runs POSIX shell commands on one Linux host. Unknown or changed host keys are refused."""
 
-    def __init__(self, host, inventory, connect_timeout: int = 10):
+    def __init__(self, host: Host, inventory, connect_timeout: int = 10):
         self.host = host
         self.inventory = inventory
         cfg = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
@@ -42,6 +47,7 @@ class SSHTransport(Transport):
                                connect_timeout=connect_timeout)
         _verify_host_keys(self.conn, self.known_hosts_files())
         self.bytes_sent = 0  # by rsync and SFTP uploads, for reports and benchmarks
+        self._control_dir: str | None = None  # rsync's ssh connections share one master (this run only)
 
     @property
     def login_user(self) -> str:
@@ -80,7 +86,7 @@ class SSHTransport(Transport):
             command = f"sudo -n sh -c {shlex.quote(command)}"
         try:
             out, err, code = self._exec(command, stdin, timeout)
-        except socket.timeout:
+        except TimeoutError:
             raise RemoteError(f"{self.host.name}: command timed out after {timeout}s: {command[:120]}") from None
         except (paramiko.SSHException, OSError, EOFError) as e:
             raise RemoteError(f"{self.host.name}: connection lost: {_oneline(e)}") from None
@@ -112,7 +118,7 @@ class SSHTransport(Transport):
                     break
                 else:
                     if deadline is not None and time.monotonic() > deadline:
-                        raise socket.timeout()
+                        raise TimeoutError()
                     select.select([chan], [], [], 0.05)
             while chan.recv_ready():
                 out += chan.recv(1 << 16)
@@ -153,12 +159,14 @@ class SSHTransport(Transport):
             command = f"sudo -n sh -c {shlex.quote(command)}"
         return subprocess.call([*self.ssh_command(), "-t", self.host.address, command])
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
+            progress: ProgressFn | None = None) -> None:
         """SFTP to a temporary name, then rename: the file is never seen half-written."""
         tmp = remote + ".sgpfab-upload"
+        each = None if progress is None else (lambda done, total: progress(done, done * 100 // total if total else None))
         try:
             sftp = self.conn.sftp()
-            sftp.put(str(local), tmp)
+            sftp.put(str(local), tmp, callback=each)
             if mode is not None:
                 sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, remote)
@@ -184,6 +192,10 @@ class SSHTransport(Transport):
             ssh += ["-p", str(self.host.ssh_port)]
         if self.host.user:
             ssh += ["-l", self.host.user]
+        if self._control_dir is None:
+            import tempfile
+            self._control_dir = tempfile.mkdtemp(prefix="sgpfab-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
+        ssh += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/cm", "-o", "ControlPersist=30"]
         return ssh
 
     def rsync_command(self, src: str, dest: str, excludes: tuple[str, ...] = (), link_dest: str | None = None,
@@ -201,27 +213,32 @@ class SSHTransport(Transport):
         return cmd
 
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True) -> SyncStats:
+             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
         """Copy a directory's contents to the host; retries transient failures."""
         cmd = self.rsync_command(str(src), dest, excludes, link_dest, delete)
         for attempt in Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(3),
                                 wait=wait_exponential(multiplier=1, max=8), reraise=True,
                                 before_sleep=before_sleep_log(log, logging.WARNING)):
             with attempt:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
-                if r.returncode in (0, 24):  # 24: files vanished on the source side
-                    sent = _stat(r.stdout, "Total bytes sent")
+                r = rsync.run(cmd, progress)
+                if r.exited in (0, 24):  # 24: files vanished on the source side
+                    sent = rsync.stat(r.stdout, "Total bytes sent")
                     self.bytes_sent += sent
-                    return SyncStats(_stat(r.stdout, "Number of regular files transferred"), sent)
+                    return SyncStats(rsync.stat(r.stdout, "Number of regular files transferred"), sent)
                 cause = _rsync_cause(r.stderr)
-                msg = f"{self.host.name}: upload to {dest} failed (rsync exit {r.returncode}): {cause}"
-                if r.returncode in RSYNC_PERMANENT or "No space left" in r.stderr:
+                msg = f"{self.host.name}: upload to {dest} failed (rsync exit {r.exited}): {cause}"
+                if r.exited in RSYNC_PERMANENT or "No space left" in r.stderr:
                     raise RemoteError(msg)
                 raise TransientError(msg)
         raise AssertionError("unreachable")
 
     def close(self) -> None:
         self.conn.close()
+        if self._control_dir is not None:
+            subprocess.run([*self.ssh_command(), "-O", "exit", self.host.address], capture_output=True, timeout=10)
+            import shutil
+            shutil.rmtree(self._control_dir, ignore_errors=True)
+            self._control_dir = None
 
 
 def _detect_dead_peers(transport) -> None:
@@ -240,11 +257,6 @@ def _detect_dead_peers(transport) -> None:
             sock.setsockopt(level, opt, value)
         except (OSError, AttributeError):
             pass
-
-
-def _stat(text: str, label: str) -> int:
-    m = re.search(rf"^{label}: ([\d,.]+)", text, re.M)
-    return int(re.sub(r"[,.]", "", m.group(1))) if m else 0
 
 
 def _rsync_cause(stderr: str) -> str:

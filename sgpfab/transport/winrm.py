@@ -18,6 +18,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tenacity import (
     Retrying,
@@ -29,7 +30,11 @@ from tenacity import (
 
 from ..errors import InputError, RemoteError
 from ..windows import PRELUDE, q
+
+if TYPE_CHECKING:
+    from ..inventory import Host
 from .base import Result, SyncStats, Transport
+from .rsync import ProgressFn
 
 log = logging.getLogger(__name__)
 ENVELOPE_OVERHEAD = 4096  # bytes of SOAP around the stdin payload, with room to spare
@@ -114,7 +119,7 @@ def make_protocol(host):
 class WinRMTransport(Transport):
     """Runs PowerShell on one Windows host; the same interface as SSHTransport."""
 
-    def __init__(self, host, inventory=None, protocol=None):
+    def __init__(self, host: Host, inventory=None, protocol=None):
         self.host = host
         self.protocol = protocol
         self.shell_id: str | None = None
@@ -182,8 +187,10 @@ class WinRMTransport(Transport):
             raise self.fail(res)
         return res
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None) -> None:
-        """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch."""
+    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
+            progress: ProgressFn | None = None) -> None:
+        """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch.
+        `progress` hears once, when the file is in place."""
         raw = Path(local).read_bytes()
         sha = hashlib.sha256(raw).hexdigest()
         packed = gzip.compress(raw, mtime=0)
@@ -199,6 +206,8 @@ class WinRMTransport(Transport):
                 if code != 0:
                     raise RemoteError(f"{self.host.name}: upload of {Path(local).name} failed (exit {code}):"
                                       f" {_clean_stderr(stderr).strip()[-200:]}")
+        if progress is not None:
+            progress(len(raw), 100)
 
     def read_file(self, remote: str) -> bytes:
         r = self.run(f"Read-FileBase64 {q(remote)}\n")
@@ -216,7 +225,7 @@ class WinRMTransport(Transport):
         return r.exited
 
     def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True) -> SyncStats:
+             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
         """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent.
         `delete` removes files that `src` does not have; `link_dest` has no meaning here."""
         base = Path(src)
@@ -225,9 +234,13 @@ class WinRMTransport(Transport):
         listing = self.run(f"Get-TreeHashes {q(dest)}\n").stdout
         have = dict(line.rsplit(" ", 1) for line in listing.splitlines() if " " in line)
         sent = [rel for rel, digest in wanted.items() if have.get(rel) != digest]
-        before = self.bytes_sent
+        before, total = self.bytes_sent, sum((base / rel).stat().st_size for rel in sent)
+        done = 0
         for rel in sent:
             self.put(base / rel, dest.rstrip("\\") + "\\" + rel.replace("/", "\\"))
+            done += (base / rel).stat().st_size
+            if progress is not None:
+                progress(done, done * 100 // total if total else 100)
         extra = [rel for rel in have if rel not in wanted]
         if delete and extra:
             paths = ", ".join(q(dest.rstrip("\\") + "\\" + rel.replace("/", "\\")) for rel in extra)

@@ -42,10 +42,23 @@ def pytest_configure_node(node):  # xdist: hand the run id to each worker
     node.workerinput["sgpfab_run"] = node.config.sgpfab_run
 
 
+# The longest tests first, so that under pytest-xdist no worker starts one near the end while the
+# others sit idle; the quick unit tests fill the gaps last.
+LONGEST_FIRST = ("test_recovery.py", "test_bundles.py", "test_safety.py", "test_fleet_rollout.py")
+
+
 def pytest_collection_modifyitems(items):
+    def rank(item) -> int:
+        path = str(item.fspath)
+        if "/e2e/" not in path:
+            return len(LONGEST_FIRST) + 1
+        name = path.rsplit("/", 1)[-1]
+        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
+
     for item in items:
         if "/e2e/" in str(item.fspath):
             item.add_marker(pytest.mark.e2e)
+    items.sort(key=rank)  # stable: the order within a file stays
 
 
 def pytest_sessionfinish(session, exitstatus):

@@ -14,12 +14,15 @@ def items(slot, h):
 
 def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
     a, b = slot.hosts
-    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.4")
+    first = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.4")
     for h in (a, b):
+        # a first deploy says how far each host's upload has got (the wheels are megabytes)
+        assert re.search(rf"{h}\b.*uploading wheels: [1-9][\d.]* MB \(100%\)", first.stdout + first.stderr), first.stdout
         assert slot.http(h, "/health")[0] == 200
         assert slot.post_json(h, "/items", {"name": f"written-under-1.0.4-on-{h}"})[0] == 201
     changed = slot.variant("v2", append={"sgp_api/main.py": "# 1.0.5"})
-    slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5", "--source", str(changed))
+    again = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5", "--source", str(changed))
+    assert "uploading wheels" not in again.stdout + again.stderr  # nothing of them is sent again
     for h in (a, b):
         assert slot.current(h) == "v1.0.5"
         assert items(slot, h) == [f"written-under-1.0.4-on-{h}"]

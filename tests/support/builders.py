@@ -148,8 +148,13 @@ class HostctlResult:
 
     @property
     def json(self) -> dict | None:
+        """The answer, without the `_cmd` tag every answer carries (checked here once)."""
         lines = self.out.strip().splitlines()
-        return json.loads(lines[-1]) if lines else None
+        if not lines:
+            return None
+        data = json.loads(lines[-1])
+        assert isinstance(data.pop("_cmd", None), str), "every answer names its sub-command"
+        return data
 
 
 def hostctl(root: Path, *args: str, stdin: object = None) -> HostctlResult:

@@ -96,10 +96,11 @@ def cases(directory: Path | None = None) -> dict[str, str]:
         "linux.write_files.helpers": lambda: render_cmd(linux.write_files(
             lay.tools, {"host.json": ('{"a": 1}\n', 0o644), "launch/serve.py": (b"print('x')\n", 0o755),
                         "it's odd.txt": ("$x\n", 0o600)}, privileged=True)),
+        "linux.chain": lambda: render_cmd(linux.chain([
+            linux.hostctl(shop, "journal", "begin", stdin=b'{"to": "v1"}'), linux.sha256_many([lay.hostctl]),
+            linux.start_processes(shop, rel, ["web"])])),
         "linux.sha256_many": lambda: render_cmd(linux.sha256_many([lay.hostctl, lay.host_json, "/srv/it's"])),
         "linux.ensure_probe_token": lambda: render_cmd(linux.ensure_probe_token(shop)),
-        "linux.which_uv": lambda: render_cmd(linux.which_uv(shop)),
-        "linux.stage_dir": lambda: render_cmd(linux.stage_dir(shop, v)),
         "linux.build_venv.with-project-wheel": lambda: render_cmd(linux.build_venv(
             shop, v, lay.uv, f"{lay.incoming(v)}/requirements/cp311-x86_64-glibc2.36.txt",
             (f"{lay.wheelhouse}/shop-1.0.1-py3-none-any.whl",))),

@@ -480,6 +480,10 @@ class WindowsHost:
             mod._load_advapi32 = lambda: self.advapi
             mod._last_error = lambda: self.errors["last"]
             mod._remove_junction = remove_junction
+            # The Windows host's PATH, not this machine's: uv is at the stand-in's uv path.
+            real_which = shutil.which
+            mod.shutil = types.SimpleNamespace(**{k: getattr(shutil, k) for k in dir(shutil) if not k.startswith("__")})
+            mod.shutil.which = lambda name, *a, **k: self.uv_path if name in ("uv", "uv.exe") else real_which(name, *a, **k)
             self._modules[key] = mod
         return self._modules[key]
 

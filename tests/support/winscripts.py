@@ -50,8 +50,6 @@ def all_scripts(inst) -> dict[str, str]:
         "write_files": windows.write_files(lay.tools, {"hostctl.py": ("x = '\u2019'\n", 0o644),
                                                       "launch/winrun.py": (b"\x00\xff", 0o644)}),
         "ensure_probe_token": windows.ensure_probe_token(inst),
-        "which_uv": windows.which_uv(inst),
-        "stage_dir": windows.stage_dir(inst, V),
         "build_venv": windows.build_venv(inst, V, windows.join(lay.tools, "bin", "uv.exe"),
                                          windows.join(lay.incoming(V), "requirements", "cp311.txt"), ("shop-1.0-py3-none-any.whl",)),
         "release_files": windows.release_files(inst, rel, spec),

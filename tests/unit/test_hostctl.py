@@ -825,8 +825,8 @@ def lock(root, action, *args, stdin=None):
 
 
 def test_lock_take_and_release(root):
-    assert lock(root, "take", "--token", "t1", stdin={"who": "alice@laptop", "pid": 123}) == {"locked": True,
-                                                                                            "took_over": False}
+    assert lock(root, "take", "--token", "t1", stdin={"who": "alice@laptop", "pid": 123}) == {
+        "locked": True, "took_over": False, "state": None}
     r = lock(root, "take", "--token", "t2", stdin={"who": "bob"})
     assert r["locked"] is False and r["holder"]["who"] == "alice@laptop" and r["holder"]["token"] == "t1"
     assert r["holder"]["since"] and r["holder"]["host"]
@@ -849,7 +849,7 @@ def test_takeover_is_a_compare_and_swap_on_the_token(root):
     holder = lock(root, "take", "--token", "x")["holder"]
     assert holder["token"] == "dead" and holder["who"] == "crashed run"
     assert lock(root, "takeover", "--token", "mine", "--expect-token", "dead", stdin={"who": "me"}) == {
-        "locked": True, "took_over": True}
+        "locked": True, "took_over": True, "state": None}
     assert lock(root, "take", "--token", "x")["holder"]["token"] == "mine"
     assert lock(root, "takeover", "--token", "third", "--expect-token", "dead")["locked"] is False, \
         "the second taker of the same stale lock loses"
@@ -889,7 +889,7 @@ def test_takeover_waits_for_the_dead_runs_host_side_operations(root):
     finally:
         os.close(fd)
     out = json.loads(p.stdout.read())
-    assert p.wait(timeout=30) == 0 and out == {"locked": True, "took_over": True}
+    assert p.wait(timeout=30) == 0 and out == {"_cmd": "lock", "locked": True, "took_over": True, "state": None}
 
 
 # -- audit and history -------------------------------------------------------------------------------
@@ -931,7 +931,8 @@ def test_concurrent_audit_writers_never_interleave(root):
 
 def test_preflight_reports_the_facts(root):
     facts = ok(hostctl(root / "not" / "yet", "preflight", "--python", sys.executable))
-    assert set(facts) == {"python", "implementation", "interpreter", "glibc", "arch", "free_bytes", "tools", "os"}
+    assert set(facts) == {"python", "implementation", "interpreter", "glibc", "arch", "free_bytes", "tools", "os",
+                          "uv", "state"}
     assert facts["python"] == platform.python_version() and facts["implementation"] == "cpython"
     assert facts["interpreter"] == sys.executable and facts["os"] == "linux"
     assert facts["glibc"] == platform.libc_ver()[1]
@@ -1104,3 +1105,10 @@ def test_gate_settle_time(root):
     with Server(answers((200, "ok"))) as s:
         g, took = gate(root, s.url, "--settle", "0.3", "--deadline", "10")
     assert g.ok and took >= 0.3
+
+
+def test_lock_and_preflight_answer_with_the_state_when_asked(root):
+    took = lock(root, "take", "--token", "t1", "--with-state", stdin={"who": "me"})
+    assert took["locked"] and took["state"]["current"] is None and took["state"]["releases"] == []
+    facts = hostctl(root, "preflight", "--with-state").json
+    assert facts["state"]["journal"] is None and facts["uv"] == ""

@@ -22,8 +22,6 @@ import stat
 import subprocess
 
 import pytest
-
-from sgpfab.errors import InputError
 from support.builders import (
     GOLDEN_INVENTORY,
     GOLDEN_RELEASE,
@@ -37,6 +35,8 @@ from support.golden_cases import APPS, GOLDEN_DIR, SERVICE_USER, cases, golden_p
 
 from sgpfab import linux, runfiles, systemd
 from sgpfab.appspec import AppSpec, Process, WebProcess
+from sgpfab.cmd import Cmd
+from sgpfab.errors import InputError
 from sgpfab.layout import Layout, Units, systemd_escape
 from sgpfab.versions import MAX_LENGTH, Version
 
@@ -361,27 +361,6 @@ def test_probe_token_is_made_once_private_and_random(tmp_path):
     assert env.read_text() != first
 
 
-def test_stage_dir_gives_a_clean_directory(tmp_path):
-    inst, _ = local_instance(tmp_path)
-    v = Version.parse(GOLDEN_RELEASE)
-    leftover = tmp_path / "root" / "releases" / f".partial-{GOLDEN_RELEASE}" / "stale.py"
-    leftover.parent.mkdir(parents=True)
-    leftover.write_text("x")
-    assert sh(linux.stage_dir(inst, v).text).returncode == 0
-    assert leftover.parent.is_dir() and list(leftover.parent.iterdir()) == []
-
-
-def test_which_uv_prefers_the_pushed_one(tmp_path):
-    inst, _ = local_instance(tmp_path)
-    env = {**os.environ, "PATH": "/nonexistent"}
-    assert sh(linux.which_uv(inst).text, env=env).stdout == ""
-    uv = tmp_path / "root" / ".sgpfab" / "bin" / "uv"
-    uv.parent.mkdir(parents=True)
-    uv.write_text("#!/bin/sh\n")
-    uv.chmod(0o755)
-    assert sh(linux.which_uv(inst).text, env=env).stdout.strip() == str(uv)
-
-
 def test_write_files_unpacks_every_file_with_its_mode(tmp_path):
     target = tmp_path / "it's a dir"
     files = {"a.txt": ("hello\n", 0o644), "bin/run": (b"#!/bin/sh\n", 0o755), "odd name $x": ("z", 0o600)}
@@ -418,3 +397,24 @@ def test_exec_in_release_doubles_dollars_for_systemd_run(tmp_path):
 def test_health_url(tmp_path, bind, url):
     inv = load_inventory(tmp_path, data=inventory_data(apps={"shop": app_with(bind=bind)}))
     assert linux.health_url(inv.instance("shop", "h1")) == url
+
+
+def test_a_chain_gives_each_part_exactly_its_stdin_and_stops_at_the_first_failure(tmp_path):
+    out = tmp_path / "out"
+    parts = [Cmd(f"cat > {out}.1"), Cmd(f"cat > {out}.2", stdin=b"second\x00part\n" * 3000), Cmd("true"),
+             Cmd(f"cat > {out}.4", stdin=b""), Cmd(f"cat > {out}.5", stdin=b"fifth")]
+    c = linux.chain(parts, login_is_root=True)
+    r = subprocess.run(["sh", "-c", c.text], input=c.stdin, capture_output=True)
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "out.1").read_bytes() == b"", "a part without stdin reads nothing of the others'"
+    assert (tmp_path / "out.2").read_bytes() == b"second\x00part\n" * 3000
+    assert (tmp_path / "out.4").read_bytes() == b"" and (tmp_path / "out.5").read_bytes() == b"fifth"
+    c = linux.chain([Cmd("exit 3"), Cmd(f"touch {out}.never")], login_is_root=True)
+    r = subprocess.run(["sh", "-c", c.text], input=c.stdin, capture_output=True)
+    assert r.returncode == 3 and not (tmp_path / "out.never").exists()
+
+
+def test_a_chain_runs_privileged_parts_through_sudo_unless_root():
+    c = linux.chain([Cmd("id -u", privileged=True), Cmd("id -u")], login_is_root=False)
+    assert c.text.startswith("sudo -n sh -c 'id -u' </dev/null && sh -c 'id -u' </dev/null") and not c.privileged
+    assert "sudo" not in linux.chain([Cmd("id -u", privileged=True)], login_is_root=True).text

@@ -10,8 +10,8 @@ What this cannot show: that Windows, PowerShell, NSSM and NTFS behave as emulate
 
 import json
 import os
-import sys
 import socket
+import sys
 import threading
 import urllib.request
 from pathlib import Path

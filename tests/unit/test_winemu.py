@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # tests/, for the support package
-from support import psgrammar, winargv  # noqa: E402
-from support.psgrammar import parse_errors  # noqa: E402
-from support.winargv import commandline_to_argv, ps51_command_line, ps51_native_argv  # noqa: E402
+from support import psgrammar, winargv
+from support.psgrammar import parse_errors
+from support.winargv import commandline_to_argv, ps51_command_line, ps51_native_argv
 
 PY = "C:\\Python311\\python.exe"
 

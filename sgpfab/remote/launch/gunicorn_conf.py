@@ -10,7 +10,7 @@ import os
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sgpfab_probe  # noqa: E402
+import sgpfab_probe
 
 control_socket_disable = True  # gunicorn >= 27 would otherwise open a socket in $HOME
 graceful_timeout = int(os.environ.get("SGPFAB_GRACEFUL_TIMEOUT", "20"))

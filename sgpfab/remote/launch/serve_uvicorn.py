@@ -19,7 +19,7 @@ import sys
 import uvicorn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import sgpfab_probe  # noqa: E402
+import sgpfab_probe
 
 LISTEN_FD = 3
 
