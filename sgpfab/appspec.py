@@ -54,7 +54,7 @@ class WebProcess(Strict):
         return None if value is None else v.one_line(value, "web command")
 
     @model_validator(mode="after")
-    def _shape(self) -> "WebProcess":
+    def _shape(self) -> WebProcess:
         if self.server == "command":
             if not self.command:
                 raise ValueError("server: command needs a command")
@@ -155,7 +155,7 @@ class Schema(Strict):
         return None if value is None else v.one_line(value, "schema command")
 
     @model_validator(mode="after")
-    def _shape(self) -> "Schema":
+    def _shape(self) -> Schema:
         if (self.source == "command") != bool(self.command):
             raise ValueError("schema: set command together with source: command")
         return self

@@ -13,8 +13,8 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 _locks: dict[str, threading.Lock] = {}
 _locks_guard = threading.Lock()

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 from .activate import activate, recover
 from .bundle import Bundle
@@ -150,10 +151,9 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
         _build_release(s, st, plan)
     except BaseException:
         # Nothing half-built stays behind (a full disk must not stay full).
-        try:
+        # Best effort: the original error is what the user needs to see.
+        with contextlib.suppress(Exception):
             s.remove(PARTIAL_PREFIX + version.release_name, version.release_name)
-        except Exception:
-            pass
         raise
 
 

@@ -104,7 +104,7 @@ class SecretRef(Strict):
     required: bool = True
 
     @model_validator(mode="after")
-    def _one(self) -> "SecretRef":
+    def _one(self) -> SecretRef:
         names = [n for n in (self.secret, self.secret_file) if n is not None]
         if len(names) != 1:
             raise ValueError("give exactly one of secret: NAME or secret_file: NAME")
@@ -263,7 +263,7 @@ class Instance(InstanceSettings):
     service: str
 
     @model_validator(mode="after")
-    def _paths(self) -> "Instance":
+    def _paths(self) -> Instance:
         root = self.api_root
         if self.host.os == "linux":
             parts = root.split("/")[1:]
@@ -415,7 +415,7 @@ class Inventory:
                     self.instance(app.name, h.name)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Inventory":
+    def load(cls, path: str | os.PathLike) -> Inventory:
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())

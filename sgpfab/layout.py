@@ -33,7 +33,7 @@ class Layout:
     windows: bool = False
 
     @classmethod
-    def for_instance(cls, inst) -> "Layout":
+    def for_instance(cls, inst) -> Layout:
         return cls(inst.api_root, inst.host.os == "windows")
 
     def _p(self, *parts: str) -> str:

@@ -57,7 +57,7 @@ class Load:
                 r.errors[why] = r.errors.get(why, 0) + 1
             time.sleep(self.interval)
 
-    def __enter__(self) -> "Load":
+    def __enter__(self) -> Load:
         self._thread.start()
         time.sleep(0.3)  # some requests before the operation starts
         return self

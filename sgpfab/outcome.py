@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from enum import Enum
+from enum import StrEnum
 
 
-class Status(str, Enum):
+class Status(StrEnum):
     OK = "ok"  # done
     NOOP = "noop"  # nothing to do (already so)
     FAILED = "failed"  # failed; the host is on `after`
@@ -35,5 +35,5 @@ class Outcome:
     def ok(self) -> bool:
         return self.status.succeeded
 
-    def but(self, **changes) -> "Outcome":
+    def but(self, **changes) -> Outcome:
         return replace(self, **changes)

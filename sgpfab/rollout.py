@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
-from typing import Callable
 
 from .errors import InputError, SgpfabError
 from .outcome import Outcome, Status

@@ -21,7 +21,7 @@ class Fleet:
     hosts: list[Host]
 
     @classmethod
-    def select(cls, inventory: Inventory, app_name: str | None, names) -> "Fleet":
+    def select(cls, inventory: Inventory, app_name: str | None, names) -> Fleet:
         app = inventory.app(app_name)
         hosts = inventory.resolve(names)
         outside = [h.name for h in hosts if not inventory.deploys(app, h)]

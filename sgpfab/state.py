@@ -59,7 +59,7 @@ class HostState(Reply):
     db_exists: bool = False
 
     @classmethod
-    def parse(cls, data: dict) -> "HostState":
+    def parse(cls, data: dict) -> HostState:
         st = cls.model_validate(data)
         good = [r for r in st.releases if release_version(r.name) is not None]
         odd = [r.name for r in st.releases if release_version(r.name) is None]  # e.g. 'vlatest'

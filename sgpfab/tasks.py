@@ -27,8 +27,22 @@ from .deploy import Plan
 from .errors import InputError, SgpfabError
 from .inventory import Inventory, default_inventory_path
 from .ops import backup_host, check_backup, cleanup_host, restore_host
-from .report import (Progress, backups_table, console, emit_json, history_table, outcome_dict, outcomes_table,
-                     plan_table, releases_dict, releases_table, say, say_err, settings_table, status_table)
+from .report import (
+    Progress,
+    backups_table,
+    console,
+    emit_json,
+    history_table,
+    outcome_dict,
+    outcomes_table,
+    plan_table,
+    releases_dict,
+    releases_table,
+    say,
+    say_err,
+    settings_table,
+    status_table,
+)
 from .rollout import Policy, Rollout, make_policy, run
 from .runner import Fleet, open_sessions
 from .settings import SecretStore, resolve
@@ -614,6 +628,7 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
 def logs(c, process=None, lines="50", since=None, follow=False, app=None):
     """Show the app's log lines from every -H host, each prefixed with its host and process."""
     import threading
+
     from .validate import PROCESS, check, one_line
     try:
         procs = [check(PROCESS, p, "process name") for p in (process or [])]

@@ -32,7 +32,7 @@ class Version:
         self._v = v
 
     @classmethod
-    def parse(cls, text: object) -> "Version":
+    def parse(cls, text: object) -> Version:
         """'1.2.3' or 'v1.2.3' (ASCII only, at most 64 characters); anything else: InputError."""
         if not isinstance(text, str) or not text:
             raise InputError("missing version: give one like 1.0.5")
@@ -63,7 +63,7 @@ class Version:
     def build(self) -> str:
         return self._v.build or ""
 
-    def same_precedence(self, other: "Version") -> bool:
+    def same_precedence(self, other: Version) -> bool:
         return self._v.compare(other._v) == 0
 
     def _key(self) -> tuple:
