@@ -27,8 +27,11 @@ from sgpfab.sandbox import fleet as sandbox
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FAB = str(Path(sys.executable).with_name("fab"))
-FLEET_NAME, FLEET_HOSTS, FLEET_SUBNET = "pytest", 4, 251  # staging1, prod1, prod2, prod3
-LOCK = Path("/run/sgpfab-e2e-fleet.lock")
+# staging1, prod1, prod2, prod3. Two test runs at once (say, two developers on one machine) each
+# name their own fleet and subnet: SGPFAB_E2E_FLEET=mine SGPFAB_E2E_SUBNET=240.
+FLEET_NAME = os.environ.get("SGPFAB_E2E_FLEET", "pytest")
+FLEET_HOSTS, FLEET_SUBNET = 4, int(os.environ.get("SGPFAB_E2E_SUBNET", "251"))
+LOCK = Path(f"/run/sgpfab-e2e-fleet-{FLEET_NAME}.lock")
 SECRETS = {"SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-e2e-secret-Zq9", "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-e2e-s3cret"}
 
 

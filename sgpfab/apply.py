@@ -1,0 +1,14 @@
+"""Placeholder: `sgpfab apply` (being written)."""
+
+from __future__ import annotations
+
+from .errors import InputError
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("apply", help="(not yet available)")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    raise InputError("sgpfab apply is not available yet")
