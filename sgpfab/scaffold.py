@@ -1,4 +1,4 @@
-"""Placeholder: `sgpfab scaffold` (being written)."""
+"""Placeholder: `sgpfab init` (being written)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ from .errors import InputError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("scaffold", help="(not yet available)")
+    p = sub.add_parser("init", help="(not yet available)")
     p.set_defaults(func=_run)
 
 
 def _run(args) -> int:
-    raise InputError("sgpfab scaffold is not available yet")
+    raise InputError("sgpfab init is not available yet")
