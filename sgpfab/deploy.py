@@ -30,6 +30,7 @@ class Plan:
     uv: Callable[[str], Path]  # host OS -> a uv binary to push to hosts without one
     # host name -> its settings; None: keep the settings already on the hosts (on-server apply)
     settings: dict[str, Settings] | None = field(default_factory=dict)
+    action: str = "deploy"  # what the audit log calls it ("apply": run on the host itself)
 
     @property
     def version(self) -> Version:
@@ -91,7 +92,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             st = s.state()
         before = st.current
         s.step("lock")
-        audit = dict(action="deploy", version=str(version), before=display(before), digest=bundle.digest)
+        audit = dict(action=plan.action, version=str(version), before=display(before), digest=bundle.digest)
         try:
             if _already_active(s, st, plan, settings):
                 changed = s.install_processes(st.current, bundle.spec)

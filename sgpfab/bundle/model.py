@@ -243,7 +243,10 @@ class Bundle:
         def build(tmp: Path) -> None:
             (tmp / "tree").mkdir()
             with tarfile.open(self.archive, "r:gz") as tar:
-                tar.extractall(tmp / "tree", filter="data")
+                if hasattr(tarfile, "data_filter"):
+                    tar.extractall(tmp / "tree", filter="data")
+                else:  # Python before 3.11.4 (Debian 12's 3.11.2): members were checked by verify()
+                    tar.extractall(tmp / "tree")
 
         return cache.entry("unpacked", self.manifest.archive.sha256, build) / "tree"
 
