@@ -28,6 +28,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from . import validate as v
+from . import winaccount
 from .appspec import AppSpec
 from .errors import InputError, InventoryError
 
@@ -193,6 +194,7 @@ class InstanceSettings(Strict):
     port: int = Field(default=8000, ge=1, le=65535)
     bind: str = "0.0.0.0"
     run_as: str | None = None  # the service's user; default: the login user (never root)
+    run_as_password: SecretRef | None = None  # Windows: {secret: NAME}, the password of a named run_as account
     env: dict[str, EnvValue] = Field(default_factory=dict)
     health: HealthCheck = HealthCheck()
     database: Database = Database()
@@ -214,8 +216,16 @@ class InstanceSettings(Strict):
     def _run_as(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not (v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value)):
+        if not (v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value)
+                or winaccount.ACCOUNT.fullmatch(value)):
             raise ValueError(f"invalid user name {value!r}")
+        return value
+
+    @field_validator("run_as_password")
+    @classmethod
+    def _run_as_password(cls, value: SecretRef | None) -> SecretRef | None:
+        if value is not None and (value.secret is None or not value.required):
+            raise ValueError("run_as_password must be {secret: NAME} (a required, single-line secret)")
         return value
 
     @field_validator("env", mode="before")
@@ -276,15 +286,33 @@ class Instance(InstanceSettings):
             if (not v.WINDOWS_ABS_PATH.fullmatch(root) or not parts or any(p.strip() in ("", ".", "..") for p in parts)
                     or any(p != p.rstrip(" .") for p in parts) or root != root.strip()):  # Windows drops them
                 raise ValueError(f"api_root must be a directory below a drive root, like C:\\apps\\shop: {root!r}")
-        if self.run_as is not None:
-            user_ok = (v.POSIX_USER if self.host.os == "linux" else v.WINDOWS_USER).fullmatch(self.run_as)
-            if not user_ok:
-                raise ValueError(f"invalid user name {self.run_as!r} for a {self.host.os} host")
-            if _is_superuser(self.run_as, self.host.os):
+        if self.host.os == "windows":
+            self._windows_account()
+        elif self.run_as is not None:
+            if not v.POSIX_USER.fullmatch(self.run_as):
+                raise ValueError(f"invalid user name {self.run_as!r} for a linux host")
+            if self.run_as == "root":
                 raise ValueError(f"the service must not run as {self.run_as}: set run_as to an unprivileged user")
+        if self.host.os == "linux" and self.run_as_password is not None:
+            raise ValueError("run_as_password is for Windows hosts only (Linux services need no password)")
         if self.host.os == "linux" and self.host.user is not None and not v.POSIX_USER.fullmatch(self.host.user):
             raise ValueError(f"invalid user name {self.host.user!r} for a linux host")
         return self
+
+    def _windows_account(self) -> None:
+        """run_as on Windows: none (virtual accounts), a named account with its password's
+        secret, or a gMSA without one (see winaccount)."""
+        if self.run_as is None:
+            if self.run_as_password is not None:
+                raise ValueError("run_as_password is set but run_as is not: name the account in run_as")
+            return
+        winaccount.check(self.run_as)
+        if winaccount.is_gmsa(self.run_as) and self.run_as_password is not None:
+            raise ValueError(f"run_as {self.run_as} is a group managed service account: it takes no"
+                             " run_as_password (Windows gets its password from the domain); remove it")
+        if not winaccount.is_gmsa(self.run_as) and self.run_as_password is None:
+            raise ValueError(f"run_as {self.run_as} needs run_as_password: {{secret: NAME}} (the account's password,"
+                             " from the controller's secrets)")
 
     @property
     def interpreter(self) -> str:
@@ -296,14 +324,6 @@ def _interpreter(value: str | None) -> str | None:
                                   or value in ("python", "python3", "python.exe")):
         raise ValueError(f"python must be an absolute path to an interpreter: {value!r}")
     return value
-
-
-def _is_superuser(user: str, os_name: str) -> bool:
-    if os_name == "linux":
-        return user == "root"
-    name = user.split("\\")[-1].lower()
-    return name in ("system", "localsystem", "administrator") or user.lower() in (
-        "nt authority\\system", "nt authority\\localservice", "nt authority\\networkservice")
 
 
 class AppConfig(InstanceSettings):

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from .errors import InputError, RemoteError, SgpfabError
 from .inventory import App, Host, Inventory
 from .session import HostSession
+from .settings import SecretStore, account_password
 from .transport import open_transport
 
 CONNECT_PARALLEL = 32
@@ -33,13 +34,19 @@ class Fleet:
 def open_sessions(stack: ExitStack, fleet: Fleet, say=print, preflight: bool = True) -> list[HostSession]:
     """Connect to every host in parallel (host keys verified), resolve the app's settings there,
     and read each host's facts and state, so a bad or unreachable host stops us before any
-    change anywhere."""
+    change anywhere. A Windows app's run_as password is resolved first, on the controller (a
+    missing secret stops us before any connection)."""
+    store = SecretStore(fleet.inventory.secrets_file)
+    passwords = {h.name: account_password(fleet.inventory.instance(fleet.app.name, h.name), store)
+                 for h in fleet.hosts}
+
     def connect(host: Host):
         t = None
         try:
             t = open_transport(host, fleet.inventory)
             t.open()
-            s = HostSession(t, fleet.inventory.instance(fleet.app.name, host.name), say)
+            s = HostSession(t, fleet.inventory.instance(fleet.app.name, host.name), say,
+                            account_password=passwords[host.name])
             if preflight:
                 s.preflight()
             return s, None

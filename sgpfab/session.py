@@ -12,7 +12,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,7 +60,7 @@ def resolve_service_user(inst, login_user: str) -> str:
 class HostSession:
     """Wraps a transport and an app instance with the operations sgpfab needs on that host."""
 
-    def __init__(self, transport: Transport, inst, say=print):
+    def __init__(self, transport: Transport, inst, say=print, account_password: str | None = None):
         self.t = transport
         self.inst = inst
         self.host = inst.host
@@ -70,6 +70,8 @@ class HostSession:
         self.say = say
         self.started = time.monotonic()
         self.service_user = resolve_service_user(inst, transport.login_user)
+        # Windows, a named run_as account: its password (never printed; on stdin only)
+        self._account = {"password": account_password} if account_password is not None else {}
         self.state_at_connect: HostState | None = None
         self.facts: HostFacts | None = None
         self.timings: dict[str, float] = {}
@@ -346,9 +348,12 @@ class HostSession:
     def show_settings(self) -> dict:
         return self.hostctl("settings", "show", as_service=True)
 
-    def override_settings(self, set_env: dict[str, str] | None = None, unset: list[str] | None = None) -> list[str]:
+    def override_settings(self, set_env: dict[str, str] | None = None, unset: list[str] | None = None,
+                          secret: Collection[str] = ()) -> list[str]:
+        """Set (or unset) host-local overrides; names in `secret` are masked wherever settings are shown."""
         if set_env:
-            return self.hostctl("settings", "override-set", data={"env": set_env}, as_service=True)["overrides"]
+            data = {"env": set_env, "secret": sorted(secret)}
+            return self.hostctl("settings", "override-set", data=data, as_service=True)["overrides"]
         return self.hostctl("settings", "override-unset", data={"keys": unset or []}, as_service=True)["overrides"]
 
     # -- hooks and processes -----------------------------------------------------------------------
@@ -357,7 +362,7 @@ class HostSession:
 
     def install_processes(self, release: str, spec) -> bool:
         """The units (services) of `release`'s processes; True when a file had to change."""
-        r = self.run(self.steps.install_processes(self.inst, release, spec, self.service_user))
+        r = self.run(self.steps.install_processes(self.inst, release, spec, self.service_user, **self._account))
         return self.steps.UNITS_CHANGED in r.stdout
 
     def start_processes(self, release: str, names: list[str]) -> bool:
@@ -445,7 +450,7 @@ class HostSession:
         if to not in self._files_written:
             parts.append(self.steps.release_files(self.inst, to, spec))
             self._files_written.add(to)
-        parts.append(self.steps.install_processes(self.inst, to, spec, self.service_user))
+        parts.append(self.steps.install_processes(self.inst, to, spec, self.service_user, **self._account))
         if stop_web:
             parts.append(self.steps.stop_processes(self.inst, stop_web, ["web"]))
         if spec.web is not None:

@@ -9,7 +9,9 @@ user NAME). Headless machines have no keyring: the first two always work without
 Values are written on the host into shared/config/env (mode 0600, the service user's), which
 every process of the release loads (systemd EnvironmentFile=); a `secret_file` is written to
 shared/config/files/NAME and the variable holds its path. Secrets are never printed (plan masks
-them), never logged, never in the audit log, never in a bundle.
+them), never logged, never in the audit log, never in a bundle. The password of a Windows
+app's named run_as account is a secret too (`account_password`): it goes to the host only on a
+script's stdin, never into a settings file.
 """
 
 from __future__ import annotations
@@ -181,3 +183,20 @@ def check_postgres_url(url: str, inst) -> None:
     if not ok:
         raise InputError(f"{inst.host.name}: {inst.database.env} is not a valid PostgreSQL URL (expected"
                          " postgresql://USER:PASSWORD@HOST:PORT/DBNAME)")
+
+
+def account_password(inst, store: SecretStore) -> str | None:
+    """The password of a Windows app's named run_as account (`run_as_password: {secret: NAME}`),
+    resolved here on the controller; None when the app has none (virtual accounts, a gMSA).
+    InputError (one line, naming host and secret, never a value) when the secret is not set."""
+    ref = inst.run_as_password
+    if ref is None:
+        return None
+    value = store.get(ref.name)
+    if value is None:
+        raise InputError(f"{inst.host.name}: secret {ref.name!r} (for run_as_password) is not set: export"
+                         f" {SecretStore.env_name(ref.name)}, add it to the secrets file, or store it in the keyring"
+                         " (service 'sgpfab')")
+    if not value or "\0" in value:
+        raise InputError(f"{inst.host.name}: secret {ref.name!r} (for run_as_password) is empty or holds a NUL")
+    return value

@@ -464,7 +464,7 @@ def settings(c, app=None, json=False):
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
         rows = [(s.name, s.show_settings()) for s in sessions]
     if json:
-        emit_json("settings", hosts=[{"host": h, **{k: v for k, v in d.items() if k != "fingerprint"}}
+        emit_json("settings", hosts=[{"host": h, **{k: v for k, v in d.items() if k not in ("fingerprint", "_cmd")}}
                                      for h, d in rows])
     else:
         console.print(settings_table(rows))
@@ -514,7 +514,8 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
     values = _pairs(env, "--env")
     fleet = _fleet(c, app)
     store = SecretStore(fleet.inventory.secrets_file)
-    for key, name in _pairs(secret, "--secret").items():
+    secret_keys = _pairs(secret, "--secret")
+    for key, name in secret_keys.items():
         value = store.get(name)
         if value is None:
             raise InputError(f"secret {name!r} is not set: export {SecretStore.env_name(name)} or add it to the"
@@ -525,7 +526,7 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
 
     def one(s):
         from .outcome import Outcome, Status
-        s.override_settings(set_env=values)
+        s.override_settings(set_env=values, secret=secret_keys)
         if restart:
             return _restart(s, "settings-set")
         cur = s.current_version

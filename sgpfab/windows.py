@@ -17,9 +17,11 @@ $OutputEncoding, which PRELUDE sets to UTF-8 without a byte-order mark. The host
 `python -X utf8`, so it reads that UTF-8 (and its own files) as UTF-8, not the ANSI code page.
 
 Each process of the app is an NSSM service (>= 2.24-101) running `python winrun.py` from
-API_ROOT\.sgpfab\launch as its own virtual account `NT SERVICE\<service>`; winrun.py loads the
+API_ROOT\.sgpfab\launch as its own virtual account `NT SERVICE\<service>`, or, with `run_as`, as
+the app's named account (a user whose password arrives on stdin, or a gMSA); winrun.py loads the
 app's settings file and starts the process the release describes. Rights on API_ROOT are granted
-to each service's SID (computed here, so the service need not exist yet).
+to each service's SID (computed here, so the service need not exist yet), or to the named
+account's SID (looked up on the host).
 
 Verified by emulation only (tests/support/winhost.py): see docs/windows.md.
 """
@@ -34,6 +36,7 @@ import struct
 import unicodedata
 from collections.abc import Mapping
 
+from . import winaccount
 from .cmd import Cmd
 from .errors import InputError
 from .layout import Layout, Units
@@ -151,6 +154,24 @@ function Grant-Access([string]$Path, [string]$Sid, [string]$Rights) {
   $rules = (Get-Acl -LiteralPath $Path).GetAccessRules($true, $false, [System.Security.Principal.SecurityIdentifier])
   foreach ($r in $rules) { if ($r.IdentityReference.Value -eq $Sid) { return } }
   Invoke-Checked 'icacls.exe' @($Path, '/grant', ('*' + $Sid + ':' + $Rights), '/Q') | Out-Null
+}
+function Resolve-AccountSid([string]$Account) {
+  if ($Account.StartsWith('.\')) { $Account = $env:COMPUTERNAME + $Account.Substring(1) }
+  (New-Object System.Security.Principal.NTAccount($Account)).Translate([System.Security.Principal.SecurityIdentifier]).Value
+}
+function Grant-AccountAccess([string]$Path, [string]$Account, [string]$Rights) {
+  Grant-Access $Path (Resolve-AccountSid $Account) $Rights
+}
+function Set-ServiceAccount([string]$Name, [string]$Account, $Password = $null) {
+  $svc = Get-CimInstance -ClassName Win32_Service -Filter ("Name='" + $Name + "'")
+  if ($null -eq $svc) { throw ('no service named {0}' -f $Name) }
+  $same = $svc.StartName -eq $Account
+  if ($same -and $null -eq $Password) { return }
+  $arguments = @{ StartName = $Account }
+  if ($null -ne $Password) { $arguments['StartPassword'] = [string]$Password }
+  $r = Invoke-CimMethod -InputObject $svc -MethodName Change -Arguments $arguments
+  if ($r.ReturnValue -ne 0) { throw ('Win32_Service.Change of {0} returned {1}' -f $Name, $r.ReturnValue) }
+  if (-not $same) { $SgpfabState.Changed = $true }
 }
 function Get-NssmValue([string]$Name, [string[]]$Parameter) {
   $ErrorActionPreference = 'Continue'
@@ -287,12 +308,24 @@ def service_sid(name: str) -> str:
     return "S-1-5-80-" + "-".join(str(n) for n in struct.unpack("<5I", digest))
 
 
-def _refuse_named_account(inst) -> None:
-    if inst.run_as is not None:
-        raise InputError(
-            f"{inst.host.name}: run_as is not supported on Windows hosts yet: each process runs as its own"
-            f" virtual account (NT SERVICE\\{inst.service}, ...); remove run_as for this app on this host"
-            " (see docs/windows.md)")
+def named_account(inst) -> str | None:
+    """The app's named run_as account (`DOMAIN\\user`, `.\\user`, `DOMAIN\\gmsa$`), or None when
+    each service runs as its own virtual account."""
+    return inst.run_as
+
+
+def _account_password(inst, password: str | None) -> str | None:
+    """The password to give Win32_Service.Change: required for a named account, refused for a
+    gMSA and for virtual accounts (the messages never hold it)."""
+    account = named_account(inst)
+    if account is None or winaccount.is_gmsa(account):
+        if password is not None:
+            raise ValueError("a password is only given for a named run_as account that is not a gMSA")
+        return None
+    if password is None:
+        raise InputError(f"{inst.host.name}: run_as {account} needs its password (run_as_password) to install"
+                         " the services")
+    return password
 
 
 # -- setup ----------------------------------------------------------------------------------------
@@ -300,7 +333,6 @@ def _refuse_named_account(inst) -> None:
 def prepare(inst, login_user: str, service_user: str) -> Cmd:
     """API_ROOT's tree (idempotent); shared\\config readable by SYSTEM and the administrators
     only (each service's account gets read access in `install_processes`)."""
-    _refuse_named_account(inst)
     lay = _lay(inst)
     dirs = [*lay.owned_dirs, lay.shared, *lay.shared_dirs, lay.backups, lay.config_dir]
     if inst.database.engine == "sqlite":
@@ -388,7 +420,8 @@ def nssm_settings(inst, release: str, process: str, web: bool) -> list[tuple[tup
     """((parameter[, subparameter]), (value, ...)) for `nssm set`: `process` of `release` through
     winrun.py. NSSM joins several values with blanks, so AppParameters goes as separate tokens
     and the command line NSSM builds ('"Application" AppParameters') needs no quotes: winrun.py
-    is named relative to AppDirectory."""
+    is named relative to AppDirectory. ObjectName (the virtual account) only when the app has no
+    named run_as account: that one is set by `Set-ServiceAccount`, not by nssm.exe."""
     lay = _lay(inst)
     params = ["winrun.py", "--release", release, "--process", process] + (["--web"] if web else [])
     log = join(lay.logs, f"{process}.log")
@@ -406,19 +439,30 @@ def nssm_settings(inst, release: str, process: str, web: bool) -> list[tuple[tup
         (("AppThrottle",), (str(APP_THROTTLE_MS),)),
         (("AppStopMethodConsole",), (str(APP_STOP_CONSOLE_MS),)),
         (("AppKillProcessTree",), ("1",)),
-        (("ObjectName",), (service_account(service_name(inst, process)),)),
+        *([] if named_account(inst) else [(("ObjectName",), (service_account(service_name(inst, process)),))]),
         (("Start",), ("SERVICE_AUTO_START",)),
     ]
 
 
-def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
+def install_processes(inst, release: str, spec, service_user: str, password: str | None = None) -> Cmd:
     """Each process an NSSM service pointing at `release` (installed when missing; a setting is
     set only when `nssm get` shows another value; prints UNITS_CHANGED when any changed), running
-    as its virtual account with the rights it needs. The app's other services (named SERVICE-*
-    and running from this API_ROOT) are stopped and disabled."""
-    _refuse_named_account(inst)
+    as its virtual account, or as the app's named run_as account, with the rights it needs. The
+    app's other services (named SERVICE-* and running from this API_ROOT) are stopped and
+    disabled.
+
+    A named account is first granted "Log on as a service" (hostctl grant-logon, as nssm.exe does
+    for `set ObjectName`), then set on each service by `Set-ServiceAccount` (CIM
+    Win32_Service.Change, not nssm.exe's command line); its `password` becomes the script's stdin
+    ($SgpfabStdin) and appears nowhere in the script. A gMSA is set without a password."""
     lay = _lay(inst)
+    account = named_account(inst)
+    password = _account_password(inst, password)
     lines = []
+    if account is not None:
+        _check_native(account)
+        lines.append(_native(inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, "grant-logon", "--account",
+                             account))
     for process in spec.processes:
         name = service_name(inst, process)
         sid = service_sid(name)
@@ -428,6 +472,8 @@ def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
         for param, values in nssm_settings(inst, release, process, process == "web"):
             _check_native(*param, *values)
             lines.append(f"Set-NssmValue {q(name)} {_array(param)} {_array(values)}")
+        if account is not None:
+            lines.append(f"Set-ServiceAccount {q(name)} {q(account)}" + (" $SgpfabStdin" if password else ""))
         grants = [(lay.root, "(OI)(CI)RX"), (lay.shared, "(OI)(CI)M"), (lay.config_dir, "(OI)(CI)RX")]
         if process == "web":
             grants.append((lay.launch_env, "(R)"))
@@ -437,11 +483,14 @@ def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
         grants += [(d, "(OI)(CI)M") for d in writable]
         for path, rights in grants:
             _check_native(path)
-            lines.append(f"Grant-Access {q(path)} {q(sid)} {q(rights)}")
+            line = (f"Grant-Access {q(path)} {q(sid)} {q(rights)}" if account is None
+                    else f"Grant-AccountAccess {q(path)} {q(account)} {q(rights)}")  # one account: once
+            if line not in lines:
+                lines.append(line)
     keep = [service_name(inst, p) for p in spec.processes]
     lines.append(f"Disable-OtherAppServices {q(inst.service)} {q(lay.releases + chr(92))} {_array(keep)}")
     lines.append(f"if ($SgpfabState.Changed) {{ {q(UNITS_CHANGED)} }}")
-    return Cmd(_script(*lines), privileged=True)
+    return Cmd(_script(*lines), stdin=password.encode("utf-8") if password else None, privileged=True)
 
 
 def process_id(inst, release: str, process: str) -> str:

@@ -865,6 +865,7 @@ def settings(a, h):
         with contextlib.suppress(OSError):
             with open(os.path.join(cfg, "overrides.env")) as f:
                 over = parse_env(f.read())
+        secret |= _override_secrets(cfg)
         mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}
         _out({"env": mask(env), "overrides": mask(over), "files": sorted(files),
               "fingerprint": _fingerprint(h, env, files) if env_text else None})
@@ -875,16 +876,31 @@ def settings(a, h):
             with open(path) as f:
                 cur = parse_env(f.read())
         data = _stdin_json() or {}
+        secret = _override_secrets(cfg)
         if a.action == "override-set":
+            marked = set(data.get("secret") or [])
             for k, val in (data.get("env") or {}).items():
                 if not ENV_KEY_RE.fullmatch(k) or not isinstance(val, str):
                     raise Fail("invalid setting %r" % k)
                 cur[k] = val
+                secret = secret | {k} if k in marked else secret - {k}
         else:
             for k in data.get("keys") or []:
                 cur.pop(k, None)
+                secret.discard(k)
+        # The names of secret overrides first: a value is never on disk unmarked.
+        _write_atomic(os.path.join(cfg, "overrides.keys.json"), json.dumps({"secret": sorted(secret & set(cur))}),
+                      0o600)
         _write_atomic(path, format_env(cur), 0o600)
         _out({"overrides": sorted(cur)})
+
+
+def _override_secrets(cfg):
+    """Names of the host-local overrides that were set from secrets (masked like deployed secrets)."""
+    with contextlib.suppress(OSError, ValueError):
+        with open(os.path.join(cfg, "overrides.keys.json")) as f:
+            return set(json.load(f).get("secret", []))
+    return set()
 
 
 def meta_update(a, h):
@@ -1053,6 +1069,92 @@ def _windows_service_state(name):
     active, sub = WINDOWS_STATES.get(state, ("inactive", state.lower()))
     return {"active": active, "sub": sub, "restarts": 0, "pid": pid}
 
+
+
+# -- "Log on as a service" (Windows) -------------------------------------------------------------
+SE_SERVICE_LOGON_NAME = "SeServiceLogonRight"
+POLICY_LOOKUP_NAMES, POLICY_CREATE_ACCOUNT = 0x0800, 0x0010
+ERROR_INSUFFICIENT_BUFFER = 122
+
+
+def _lsa_types():
+    """(LSA_UNICODE_STRING, LSA_OBJECT_ATTRIBUTES) as ntsecapi.h declares them."""
+    import ctypes
+
+    class LSA_UNICODE_STRING(ctypes.Structure):
+        _fields_ = [("Length", ctypes.c_ushort), ("MaximumLength", ctypes.c_ushort), ("Buffer", ctypes.c_wchar_p)]
+
+    class LSA_OBJECT_ATTRIBUTES(ctypes.Structure):
+        _fields_ = [("Length", ctypes.c_ulong), ("RootDirectory", ctypes.c_void_p), ("ObjectName", ctypes.c_void_p),
+                    ("Attributes", ctypes.c_ulong), ("SecurityDescriptor", ctypes.c_void_p),
+                    ("SecurityQualityOfService", ctypes.c_void_p)]
+    return LSA_UNICODE_STRING, LSA_OBJECT_ATTRIBUTES
+
+
+def _lsa_advapi32(types):
+    """The account-lookup and LSA policy functions of advapi32.dll, typed."""
+    import ctypes
+    lib = _load_advapi32()
+    ustr, attrs = types
+    dword_p, handle = ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p
+    lib.LookupAccountNameW.argtypes = [ctypes.c_wchar_p, ctypes.c_wchar_p, ctypes.c_void_p, dword_p, ctypes.c_wchar_p,
+                                       dword_p, dword_p]
+    lib.LookupAccountNameW.restype = ctypes.c_int
+    lib.LsaOpenPolicy.argtypes = [ctypes.POINTER(ustr), ctypes.POINTER(attrs), ctypes.c_uint32,
+                                  ctypes.POINTER(handle)]
+    lib.LsaOpenPolicy.restype = ctypes.c_uint32  # NTSTATUS
+    lib.LsaAddAccountRights.argtypes = [handle, ctypes.c_void_p, ctypes.POINTER(ustr), ctypes.c_uint32]
+    lib.LsaAddAccountRights.restype = ctypes.c_uint32
+    lib.LsaClose.argtypes, lib.LsaClose.restype = [handle], ctypes.c_uint32
+    lib.LsaNtStatusToWinError.argtypes, lib.LsaNtStatusToWinError.restype = [ctypes.c_uint32], ctypes.c_uint32
+    return lib
+
+
+def _account_sid(lib, account):
+    """The SID of `account` (LookupAccountNameW, two calls: sizes, then the SID), as a buffer."""
+    import ctypes
+    sid_size, dom_size, use = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
+    lib.LookupAccountNameW(None, account, None, ctypes.byref(sid_size), None, ctypes.byref(dom_size),
+                           ctypes.byref(use))
+    err = _last_error()
+    if err != ERROR_INSUFFICIENT_BUFFER or not sid_size.value:
+        raise Fail("no account %s on this host (LookupAccountNameW: error %d)" % (account, err))
+    sid = ctypes.create_string_buffer(sid_size.value)
+    domain = ctypes.create_unicode_buffer(dom_size.value)
+    if not lib.LookupAccountNameW(None, account, sid, ctypes.byref(sid_size), domain, ctypes.byref(dom_size),
+                                  ctypes.byref(use)):
+        raise Fail("no account %s on this host (LookupAccountNameW: error %d)" % (account, _last_error()))
+    return sid
+
+
+def grant_logon(a, h):
+    """Grant `--account` the right to log on as a service (LsaAddAccountRights, what nssm.exe
+    does when it is given an account); adding a right the account has already is no change."""
+    if not WINDOWS:
+        raise Fail("grant-logon is for Windows hosts")
+    import ctypes
+    account = a.account
+    if account.startswith(".\\"):  # this computer: LookupAccountNameW wants its name
+        account = os.environ.get("COMPUTERNAME", "") + account[1:]
+    types = _lsa_types()
+    lib = _lsa_advapi32(types)
+    sid = _account_sid(lib, account)
+    ustr, attrs = types
+    policy = ctypes.c_void_p()
+    status = lib.LsaOpenPolicy(None, ctypes.byref(attrs()), POLICY_LOOKUP_NAMES | POLICY_CREATE_ACCOUNT,
+                               ctypes.byref(policy))
+    if status:
+        raise Fail("LsaOpenPolicy failed: error %d" % lib.LsaNtStatusToWinError(status))
+    try:
+        size = len(SE_SERVICE_LOGON_NAME) * 2  # bytes, UTF-16, no terminator
+        right = ustr(size, size + 2, SE_SERVICE_LOGON_NAME)
+        status = lib.LsaAddAccountRights(policy, sid, ctypes.byref(right), 1)
+        if status:
+            raise Fail("granting %s to %s failed: error %d" % (SE_SERVICE_LOGON_NAME, a.account,
+                                                                lib.LsaNtStatusToWinError(status)))
+    finally:
+        lib.LsaClose(policy)
+    _out({"account": a.account, "right": SE_SERVICE_LOGON_NAME})
 
 def _token(h):
     with contextlib.suppress(OSError):
@@ -1301,6 +1403,9 @@ def parser():
     s = sub.add_parser("history")
     s.add_argument("--last", type=int, default=50)
     s.set_defaults(fn=history)
+    s = sub.add_parser("grant-logon")
+    s.add_argument("--account", required=True)
+    s.set_defaults(fn=grant_logon)
     s = sub.add_parser("preflight")
     s.add_argument("--python", default="")
     s.add_argument("--with-state", action="store_true", help="answer with the release state too")

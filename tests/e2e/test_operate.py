@@ -85,6 +85,12 @@ def test_settings_and_secrets(tasks_slot, tmp_path):
     assert "later" in s.fab("-H", b, "exec", "--command", "echo $FEATURE").stdout
     s.fab("-H", b, "settings-unset", "--name", "FEATURE", "--restart")
     assert "off" in s.fab("-H", b, "exec", "--command", "echo $FEATURE").stdout
+    # A host-local override set from a secret is masked like a deployed secret, table and JSON.
+    s.fab("-H", b, "settings-set", "--secret", "API_TOKEN=tasks_secret_key")
+    table = s.fab("-H", b, "settings").stdout
+    listing = validated(s.fab("-H", b, "settings", "--json").stdout)["hosts"][0]
+    assert secret not in table and listing["overrides"]["API_TOKEN"] == "********", (table, listing)
+    s.fab("-H", b, "settings-unset", "--name", "API_TOKEN")
 
     # A missing secret is one line before anything changes anywhere.
     before = [s.snapshot(h) for h in (a, b)]

@@ -87,6 +87,7 @@ class Service:
         self.started = threading.Event()
         self.thread: threading.Thread | None = None
         self.history: list[str] = []  # states, in order, for tests
+        self.password: str | None = None  # what Win32_Service.Change stored (the SCM keeps it, NSSM does not)
         self.starts = 0  # application starts
 
     def get(self, name: str) -> str:
@@ -109,6 +110,7 @@ class NSSM:
         self.services: dict[str, Service] = {}
         self._pids = itertools.count(4000, 4)
         self.lock = threading.RLock()
+        self.logon = None  # the host's account check when a service starts (raises ServiceError)
 
     # -- nssm.exe -------------------------------------------------------------------------------
     def command(self, argv: list[str]) -> tuple[str, str, int]:
@@ -201,6 +203,8 @@ class NSSM:
             raise ServiceError(f"Service '{name}' cannot be started: it is disabled.")
         if svc.state != "STOPPED":
             return  # Start-Service on a started service does nothing
+        if self.logon is not None:
+            self.logon(svc)  # the SCM logs the account on before NSSM runs
         svc.stopping, svc.throttle = False, 0
         svc.wake.clear()
         svc.started.clear()

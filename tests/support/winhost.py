@@ -28,6 +28,14 @@ What it is made of, and how faithful each part is:
     real winrun.py as a subprocess with this machine's Python; the app's shell commands run in
     /bin/sh, not cmd.exe, and `.venv\Scripts` holds a `python` link to this Python.
   - nssm.exe and the service control manager: tests/support/nssm.py.
+  - named accounts (`run_as`): a table of the host's accounts (`add_account`: name, SID,
+    password or gMSA). `Resolve-AccountSid` translates through it (`.\\user` as this computer's
+    user, WIN1); the host helper's LookupAccountNameW / LsaOpenPolicy / LsaAddAccountRights
+    (grant-logon) are answered from it, with their winbase.h/ntsecapi.h argument shapes (a binary
+    SID, an LSA_UNICODE_STRING); `Set-ServiceAccount` acts out Win32_Service.Change on the
+    emulated service (ReturnValue 22 for an unknown account) and records the password it was
+    given. Starting a service whose named account lacks "Log on as a service" or whose stored
+    password is not the account's fails as the SCM's error 1069 (logon failure) does.
   - icacls.exe: an ACL model (explicit grants, (OI)(CI) inheritance, /inheritance:r); a service
     whose account lacks a right it needs fails as it would (logs not writable: the service does
     not start; settings or the release not readable: the application exits with an error).
@@ -72,6 +80,7 @@ RIGHTS = {"R": 1, "RX": 2, "M": 3, "F": 4}
 WELL_KNOWN_SIDS = {"system": windows.SYSTEM_SID, "nt authority\\system": windows.SYSTEM_SID,
                    "administrators": windows.ADMINISTRATORS_SID, "builtin\\administrators": windows.ADMINISTRATORS_SID}
 _STDIO = threading.Lock()
+COMPUTER = "WIN1"
 
 
 class PSThrow(Exception):
@@ -116,10 +125,7 @@ class Acl:
     def sid(self, trustee: str) -> str | None:
         if trustee.startswith("*"):
             return trustee[1:] if re.fullmatch(r"S-1-\d+(?:-\d+)+", trustee[1:]) else None
-        low = trustee.lower()
-        if low.startswith("nt service\\"):
-            return windows.service_sid(trustee.split("\\", 1)[1])
-        return WELL_KNOWN_SIDS.get(low)
+        return self.host.account_sid(trustee)
 
     def icacls(self, argv: list[str]) -> tuple[str, str, int]:
         if not argv:
@@ -185,6 +191,10 @@ class WinOs:
 
     def __getattr__(self, name):
         return getattr(os, name)
+
+    @property
+    def environ(self):
+        return {**os.environ, "COMPUTERNAME": COMPUTER}
 
     @staticmethod
     def rename(src, dst):
@@ -271,17 +281,68 @@ class _Fn:
         return self.f(*args)
 
 
+def sid_bytes(sid: str) -> bytes:
+    """A SID's binary form (winnt.h SID: revision, sub-authority count, 48-bit big-endian
+    authority, little-endian 32-bit sub-authorities)."""
+    parts = [int(x) for x in sid.split("-")[1:]]
+    rev, auth, subs = parts[0], parts[1], parts[2:]
+    return bytes([rev, len(subs)]) + auth.to_bytes(6, "big") + b"".join(x.to_bytes(4, "little") for x in subs)
+
+
+def sid_string(data: bytes) -> str:
+    count = data[1]
+    subs = [int.from_bytes(data[8 + 4 * i:12 + 4 * i], "little") for i in range(count)]
+    return "-".join(["S", str(data[0]), str(int.from_bytes(data[2:8], "big")), *map(str, subs)])
+
+
 class FakeAdvapi32:
     """OpenSCManagerW / OpenServiceW / QueryServiceStatusEx / CloseServiceHandle over the SCM
     emulation (winsvc.h semantics; SC_STATUS_PROCESS_INFO = 0; SERVICE_STATUS_PROCESS is 36
-    bytes)."""
+    bytes); LookupAccountNameW / LsaOpenPolicy / LsaAddAccountRights / LsaClose /
+    LsaNtStatusToWinError over the host's account table (`host.accounts`, `host.logon_rights`)."""
 
-    def __init__(self, scm: NSSM, errors: dict):
-        self.scm, self.errors, self.handles, self.closed = scm, errors, {}, []
+    def __init__(self, scm: NSSM, errors: dict, host=None):
+        self.scm, self.errors, self.handles, self.closed, self.host = scm, errors, {}, [], host
         self.OpenSCManagerW = _Fn(lambda machine, db, access: 0x10, returns_handle=True)
         self.OpenServiceW = _Fn(self._open, returns_handle=True)
         self.QueryServiceStatusEx = _Fn(self._query)
         self.CloseServiceHandle = _Fn(lambda h: self.closed.append(h) or 1)
+        self.LookupAccountNameW = _Fn(self._lookup)
+        self.LsaOpenPolicy = _Fn(self._open_policy)
+        self.LsaAddAccountRights = _Fn(self._add_rights)
+        self.LsaClose = _Fn(lambda h: 0)
+        self.LsaNtStatusToWinError = _Fn(lambda status: {0xC0000022: 5}.get(status, 317))
+        self.policy_access = 0
+
+    def _lookup(self, system, name, sid, sid_size, domain, dom_size, use):
+        assert system is None and "\\" in name and not name.startswith(".\\"), name  # '.' is not a domain here
+        found = self.host.accounts.get(name.lower())
+        if found is None:
+            self.errors["last"] = 1332  # ERROR_NONE_MAPPED
+            return 0
+        data, dom = sid_bytes(found["sid"]), name.split("\\", 1)[0]
+        if sid is None or sid_size._obj.value < len(data) or dom_size._obj.value < len(dom) + 1:
+            sid_size._obj.value, dom_size._obj.value = len(data), len(dom) + 1
+            self.errors["last"] = 122  # ERROR_INSUFFICIENT_BUFFER
+            return 0
+        ctypes.memmove(sid, data, len(data))
+        domain.value, use._obj.value = dom, 1  # SidTypeUser
+        return 1
+
+    def _open_policy(self, system, attrs, access, handle):
+        assert system is None and not any(getattr(attrs._obj, f) for f, _ in attrs._obj._fields_), "zeroed attributes"
+        self.policy_access = access
+        if access & 0x0810 != 0x0810:  # POLICY_LOOKUP_NAMES | POLICY_CREATE_ACCOUNT
+            return 0xC0000022  # STATUS_ACCESS_DENIED
+        handle._obj.value = 0x5000
+        return 0
+
+    def _add_rights(self, policy, sid, rights, count):
+        assert getattr(policy, "value", policy) == 0x5000 and count == 1
+        right = rights._obj
+        assert right.Length == 2 * len(right.Buffer) and right.MaximumLength >= right.Length, "LSA_UNICODE_STRING"
+        self.host.logon_rights.setdefault(sid_string(bytes(sid)), set()).add(right.Buffer)
+        return 0
 
     def _open(self, scm, name, access):
         assert scm == 0x10 and access == 0x0004
@@ -314,9 +375,46 @@ class WindowsHost:
         self.statements: list[str] = []
         self.uploads: list[str] = []
         self.errors: dict = {"last": 0}
-        self.advapi = FakeAdvapi32(self.nssm, self.errors)
+        self.accounts: dict[str, dict] = {}  # COMPUTER-or-DOMAIN\\name (lower case) -> sid, password, gmsa
+        self.logon_rights: dict[str, set[str]] = {}  # SID -> user rights (LsaAddAccountRights)
+        self.account_changes: list[tuple[str, str, str | None]] = []  # Win32_Service.Change: name, account, password
+        self.nssm.logon = self._logon
+        self.advapi = FakeAdvapi32(self.nssm, self.errors, self)
         self._modules: dict[str, types.ModuleType] = {}
         self.on_hostctl = None  # tests: called with the argv of every host-helper run
+
+    # -- accounts -------------------------------------------------------------------------------
+    def add_account(self, name: str, password: str | None = None) -> str:
+        """A user (`DOMAIN\\name` or `.\\name`, with a password) or a gMSA (`DOMAIN\\name$`, none)."""
+        key = self._qualified(name).lower()
+        sid = f"S-1-5-21-1004336348-1177238915-682003330-{1100 + len(self.accounts)}"
+        self.accounts[key] = {"sid": sid, "password": password, "gmsa": name.endswith("$")}
+        return sid
+
+    @staticmethod
+    def _qualified(name: str) -> str:
+        return COMPUTER + name[1:] if name.startswith(".\\") else name
+
+    def account_sid(self, name: str) -> str | None:
+        low = name.lower()
+        if low.startswith("nt service\\"):
+            return windows.service_sid(name.split("\\", 1)[1])
+        if low in WELL_KNOWN_SIDS:
+            return WELL_KNOWN_SIDS[low]
+        found = self.accounts.get(self._qualified(name).lower())
+        return found["sid"] if found else None
+
+    def _logon(self, svc) -> None:
+        """The SCM's logon of a service's account when it starts (error 1069 when it fails)."""
+        account = svc.get("ObjectName")
+        if account.lower().startswith("nt service\\"):
+            return
+        found = self.accounts.get(self._qualified(account).lower())
+        ok = (found is not None and "SeServiceLogonRight" in self.logon_rights.get(found["sid"], set())
+              and (found["gmsa"] or svc.password == found["password"]))
+        if not ok:
+            raise ServiceError(f"Service '{svc.name}' cannot be started: The service did not start due to a logon"
+                               " failure (1069).")
 
     # -- the drive ------------------------------------------------------------------------------
     def local(self, win: str) -> Path:
@@ -542,8 +640,8 @@ class WindowsHost:
     def _denied(self, svc) -> list[str]:
         """What the service's account may not do that it must (checked when NSSM starts it)."""
         account = svc.get("ObjectName")
-        assert account.lower().startswith("nt service\\"), f"{svc.name} runs as {account}"
-        sid = windows.service_sid(account.split("\\", 1)[1])
+        sid = self.account_sid(account)
+        assert sid is not None, f"{svc.name} runs as {account}"
         params = winargv.commandline_to_argv('"x" ' + svc.get("AppParameters"))[1:]
         release = params[params.index("--release") + 1]
         root = ntpath.dirname(ntpath.dirname(svc.get("AppDirectory")))
@@ -562,7 +660,7 @@ class WindowsHost:
         assert argv[0] == app
         if not self.local(app).is_file():
             raise FileNotFoundError(f"CreateProcess: {app} not found")
-        sid = windows.service_sid(svc.get("ObjectName").split("\\", 1)[-1])
+        sid = self.account_sid(svc.get("ObjectName"))
         logs = ntpath.dirname(svc.get("AppStdout"))
         if not self.acl.allows(logs, sid, "M"):
             raise PermissionError(f"{svc.name}: cannot open {svc.get('AppStdout')}: access denied")
@@ -684,6 +782,33 @@ class WindowsHost:
         if self.acl.explicit(path, sid):
             return
         self.native(ctx, "icacls.exe", [path, "/grant", "*" + sid + ":" + rights, "/Q"], output=False)
+
+    def resolve_account(self, account: str) -> str:
+        """Resolve-AccountSid: NTAccount.Translate, `.\\` read as this computer."""
+        sid = self.account_sid(account)
+        if sid is None:
+            raise PSThrow('Exception calling "Translate" with "1" argument(s): "Some or all identity references could'
+                          ' not be translated."')
+        return sid
+
+    def ps_Grant_AccountAccess(self, ctx, path, account, rights):
+        self.ps_Grant_Access(ctx, path, self.resolve_account(account), rights)
+
+    def ps_Set_ServiceAccount(self, ctx, name, account, password=None):
+        """Win32_Service.Change(StartName, StartPassword) on the emulated service; StartPassword
+        is left out (NULL) without a password."""
+        svc = self.nssm._find(name)
+        if svc is None:
+            raise PSThrow(f"no service named {name}")
+        same = svc.get("ObjectName").lower() == account.lower()  # -eq: case-insensitive
+        if same and password is None:
+            return
+        if self.account_sid(account) is None:
+            raise PSThrow(f"Win32_Service.Change of {name} returned 22")  # Status Invalid Service Account
+        svc.values["ObjectName"], svc.password = account, password
+        self.account_changes.append((name, account, password))
+        if not same:
+            ctx.changed = True
 
     def nssm_get(self, ctx, name, params) -> str:
         """Get-NssmValue: `nssm get`, its errors discarded (2>$null), $LASTEXITCODE reset."""

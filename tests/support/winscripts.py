@@ -70,6 +70,32 @@ def all_scripts(inst) -> dict[str, str]:
     return {name: c.text for name, c in cmds.items()}
 
 
+# Named run_as accounts with hostile-but-valid names, and a password no script may show.
+ACCOUNTS = {"named": ("CORP-EU.X\\svc shop.v2", "pw"), "local": (".\\svc-shop_1", "pw"), "gmsa": ("CORP\\shop-gmsa$", None)}
+HOSTILE_PASSWORD = "p\u00e4ss 'w\u2019\"rd\" $(Get-Date) `n; & | %PATH% \\"
+
+
+def account_instance(tmp_path, kind: str, api_root="C:\\sgp api"):
+    account, secret = ACCOUNTS[kind]
+    extra = f"    run_as: {json.dumps(account)}\n" + (f"    run_as_password: {{secret: {secret}}}\n" if secret else "")
+    return instance(tmp_path, api_root=api_root, extra=extra)
+
+
+def account_scripts(tmp_path, api_root="C:\\sgp api") -> dict[str, tuple[str, bytes | None]]:
+    """install_processes for each kind of named account: (script, stdin)."""
+    spec = AppSpec.model_validate({"processes": {"web": {"server": "command", "command": "python -m shop"},
+                                                 "worker": "python -m shop.worker"}, "writable": ["media"]})
+    out = {}
+    for kind, (_account, secret) in ACCOUNTS.items():
+        d = tmp_path / kind
+        d.mkdir(exist_ok=True)
+        inst = account_instance(d, kind, api_root)
+        cmd = windows.install_processes(inst, V.release_name, spec, inst.run_as,
+                                        **({"password": HOSTILE_PASSWORD} if secret else {}))
+        out[f"install_processes {kind}"] = (cmd.text, cmd.stdin)
+    return out
+
+
 def transport_scripts() -> dict[str, str]:
     q = windows.q
     return {

@@ -760,6 +760,23 @@ def test_overrides_set_unset_and_show(root):
     assert hc.parse_env(over.read_text()) == {"TOKEN": "t2"}
 
 
+def test_an_override_set_from_a_secret_is_masked_until_it_is_set_plain_or_unset(root):
+    write_settings(root, {"A": "1"})
+    ok(hostctl(root, "settings", "override-set", stdin={"env": {"API_KEY": "k-123", "MODE": "x"},
+                                                        "secret": ["API_KEY"]}))
+    shown = ok(hostctl(root, "settings", "show"))
+    assert shown["overrides"] == {"API_KEY": "********", "MODE": "x"}
+    assert stat.S_IMODE((cfg(root) / "overrides.keys.json").stat().st_mode) == 0o600
+    ok(hostctl(root, "settings", "override-set", stdin={"env": {"MODE": "y"}}))  # other keys keep their mark
+    assert ok(hostctl(root, "settings", "show"))["overrides"]["API_KEY"] == "********"
+    ok(hostctl(root, "settings", "override-set", stdin={"env": {"API_KEY": "plain"}}))  # set again, not secret
+    assert ok(hostctl(root, "settings", "show"))["overrides"]["API_KEY"] == "plain"
+    ok(hostctl(root, "settings", "override-set", stdin={"env": {"API_KEY": "k-456"}, "secret": ["API_KEY"]}))
+    ok(hostctl(root, "settings", "override-unset", stdin={"keys": ["API_KEY"]}))
+    ok(hostctl(root, "settings", "override-set", stdin={"env": {"API_KEY": "visible"}}))
+    assert ok(hostctl(root, "settings", "show"))["overrides"]["API_KEY"] == "visible"
+
+
 def test_overrides_survive_a_settings_write(root):
     ok(hostctl(root, "settings", "override-set", stdin={"env": {"B": "2"}}))
     write_settings(root, {"A": "1"})

@@ -366,9 +366,56 @@ def test_windows_builtin_accounts_are_refused(tmp_path, run_as):
     assert "run_as" in refused(tmp_path, data)
 
 
-def test_windows_service_accounts_and_users_are_accepted(tmp_path):
-    data = inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(run_as="CORP\\svc-shop")})
-    assert load_inventory(tmp_path, data=data).instance("shop", "w").run_as == "CORP\\svc-shop"
+def _windows_app(**app):
+    return inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(**app)})
+
+
+@pytest.mark.parametrize("run_as", ["CORP\\svc-shop", ".\\svc shop", "CORP-EU.X\\svc.shop_1"])
+def test_windows_named_accounts_with_a_password_secret_are_accepted(tmp_path, run_as):
+    data = _windows_app(run_as=run_as, run_as_password={"secret": "shop_svc_password"})
+    i = load_inventory(tmp_path, data=data).instance("shop", "w")
+    assert i.run_as == run_as and i.run_as_password.name == "shop_svc_password"
+
+
+def test_a_windows_gmsa_takes_no_password(tmp_path):
+    i = load_inventory(tmp_path, data=_windows_app(run_as="CORP\\shop-gmsa$")).instance("shop", "w")
+    assert i.run_as == "CORP\\shop-gmsa$" and i.run_as_password is None
+    msg = refused(tmp_path, _windows_app(run_as="CORP\\shop-gmsa$", run_as_password={"secret": "pw"}))
+    assert "apps.shop on w" in msg and "group managed service account" in msg and "no run_as_password" in msg
+
+
+def test_a_windows_named_account_without_its_password_is_refused(tmp_path):
+    msg = refused(tmp_path, _windows_app(run_as="CORP\\svc-shop"))
+    assert "apps.shop on w" in msg and "needs run_as_password: {secret: NAME}" in msg
+
+
+@pytest.mark.parametrize("password, says", [
+    ({"secret_file": "pw"}, "run_as_password must be {secret: NAME}"),
+    ({"secret": "pw", "required": False}, "run_as_password must be {secret: NAME}"),
+    ("plain-text-password", "run_as_password"),
+    ({"secret": "bad name!"}, "secret name"),
+])
+def test_run_as_password_must_be_a_required_secret(tmp_path, password, says):
+    msg = refused(tmp_path, _windows_app(run_as="CORP\\svc", run_as_password=password))
+    assert says in msg and "plain-text-password" not in msg
+
+
+def test_run_as_password_without_run_as_or_on_linux_is_refused(tmp_path):
+    assert "run_as is not" in refused(tmp_path, _windows_app(run_as_password={"secret": "pw"}))
+    msg = refused(tmp_path, inventory_data(apps={"shop": app_with(run_as="shopsvc", run_as_password={"secret": "pw"})}))
+    assert "run_as_password is for Windows hosts only" in msg
+
+
+@pytest.mark.parametrize("run_as", ["svc-shop", "CORP\\", "CORP\\svc$x", "CORP\\svc\\x", "CORP\\'svc'", "CORP\\svc ",
+                                    "TOO-LONG-DOMAIN-NAME\\svc"])
+def test_windows_run_as_must_be_a_qualified_account(tmp_path, run_as):
+    refused(tmp_path, _windows_app(run_as=run_as, run_as_password={"secret": "pw"}))
+
+
+@pytest.mark.parametrize("run_as", ["NT SERVICE\\shop", "BUILTIN\\Administrators", "CORP\\Domain Admins",
+                                    "NT AUTHORITY\\Local Service", "LocalService", ".\\NetworkService"])
+def test_windows_builtin_and_admin_groups_are_refused(tmp_path, run_as):
+    assert "must not run as" in refused(tmp_path, _windows_app(run_as=run_as, run_as_password={"secret": "pw"}))
 
 
 @pytest.mark.parametrize("root, normalised", [

@@ -34,7 +34,8 @@ def test_service_user_linux(tmp_path):
 
 def test_service_user_windows(tmp_path):
     assert resolve_service_user(inst(tmp_path, host_os="windows"), "Administrator") == "NT SERVICE\\shop"
-    assert resolve_service_user(inst(tmp_path, host_os="windows", run_as="CORP\\svc"), "x") == "CORP\\svc"
+    named = inst(tmp_path, host_os="windows", run_as="CORP\\svc", run_as_password={"secret": "svc_pw"})
+    assert resolve_service_user(named, "x") == "CORP\\svc"
 
 
 def result(stdout, *, exited=0, stderr=""):

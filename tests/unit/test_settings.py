@@ -14,6 +14,7 @@ from sgpfab.settings import (
     MASK,
     SecretStore,
     Settings,
+    account_password,
     builtins,
     check_private,
     expand,
@@ -307,3 +308,24 @@ def test_optional_missing_secret_keeps_the_builtin(tmp_path):
     inst = instance(tmp_path, env={"DATABASE_URL": {"secret": "db", "required": False}})
     s = resolve(inst, SecretStore(None, use_keyring=False))
     assert s.env["DATABASE_URL"] == "sqlite:////srv/shop/shared/db/app.db"
+
+
+# -- a Windows app's run_as password ----------------------------------------------------------------
+
+def test_run_as_password_comes_from_the_secrets_and_stays_out_of_the_settings(monkeypatch, tmp_path):
+    inst = instance(tmp_path, host_os="windows", run_as="CORP\\svc", run_as_password={"secret": "svc_pw"})
+    store = store_with(monkeypatch, svc_pw=SECRET_VALUE)
+    assert account_password(inst, store) == SECRET_VALUE
+    assert SECRET_VALUE not in repr(resolve(inst, store).payload())
+    assert account_password(instance(tmp_path, host_os="windows"), store) is None
+
+
+def test_a_missing_or_empty_run_as_password_is_one_line_without_the_value(monkeypatch, tmp_path):
+    inst = instance(tmp_path, host_os="windows", run_as="CORP\\svc", run_as_password={"secret": "svc_pw"})
+    with pytest.raises(InputError) as e:
+        account_password(inst, SecretStore(None, use_keyring=False))
+    msg = str(e.value)
+    assert msg.startswith("h1: secret 'svc_pw' (for run_as_password) is not set") and "\n" not in msg
+    assert "SGPFAB_SECRET_SVC_PW" in msg
+    with pytest.raises(InputError, match="is empty"):
+        account_password(inst, store_with(monkeypatch, svc_pw=""))

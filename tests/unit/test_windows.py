@@ -13,7 +13,14 @@ from support import winargv
 from support.psgrammar import parse_errors
 from support.pslit import QUOTES, Param, Var, literals, parse_literal, tokens
 from support.winhost import WindowsHost
-from support.winscripts import all_scripts, instance, transport_scripts
+from support.winscripts import (
+    HOSTILE_PASSWORD,
+    account_instance,
+    account_scripts,
+    all_scripts,
+    instance,
+    transport_scripts,
+)
 
 from sgpfab import windows
 from sgpfab.appspec import AppSpec
@@ -133,8 +140,9 @@ ROOTS = ["C:\\sgp api", "D:\\Program Files\\SGP API", "C:\\apps\\shop-api.v2"]
 @pytest.mark.parametrize("root", ROOTS)
 def test_every_generated_script_parses_as_windows_powershell(tmp_path, root):
     inst = instance(tmp_path, api_root=root)
-    scripts = {**all_scripts(inst), **transport_scripts()}
-    assert len(scripts) >= 25
+    scripts = {**all_scripts(inst), **transport_scripts(),
+               **{name: text for name, (text, _stdin) in account_scripts(tmp_path, root).items()}}
+    assert len(scripts) >= 28
     failures = {name: parse_errors(s) for name, s in scripts.items()}
     # as the transport sends them: PRELUDE, the $SgpfabStdin line, the script
     failures.update({f"sent: {name}": parse_errors(windows.PRELUDE + winrm.stdin_prefix(b"x") + s)
@@ -160,7 +168,8 @@ def test_every_native_argument_survives_ps51(tmp_path, root):
     helper hands to nssm.exe or icacls.exe, reaches the program exactly."""
     inst = instance(tmp_path, api_root=root)
     checked = 0
-    for name, script in all_scripts(inst).items():
+    named = {name: text for name, (text, _stdin) in account_scripts(tmp_path, root).items()}
+    for name, script in {**all_scripts(inst), **named}.items():
         for t in statements(script):
             cmd, args = t[0], [a for a in t[1:] if not isinstance(a, (Var, Param))]
             if cmd in ("Invoke-Checked", "Invoke-Passthrough"):
@@ -253,15 +262,6 @@ def test_nssm_accepts_the_virtual_account_settings_without_a_password(tmp_path):
     assert n.command(["set", "sgp-api", "ObjectName", "CORP\\svc"])[2] != 0
 
 
-def test_run_as_is_refused_on_windows(tmp_path):
-    inst = instance(tmp_path, extra="    run_as: CORP\\svcshop\n")
-    with pytest.raises(InputError, match="run_as is not supported on Windows"):
-        windows.prepare(inst, "deployer", "CORP\\svcshop")
-    spec = AppSpec.model_validate({"processes": {"web": {"server": "command", "command": "x"}}})
-    with pytest.raises(InputError, match="run_as"):
-        windows.install_processes(inst, "v1", spec, "CORP\\svcshop")
-
-
 @pytest.mark.parametrize("user", ["LocalSystem", "Administrator", "NT AUTHORITY\\SYSTEM", "win1\\administrator"])
 def test_superusers_are_refused_by_the_inventory(tmp_path, user):
     from sgpfab.errors import InventoryError
@@ -348,3 +348,60 @@ def test_base64_file_writes_round_trip(tmp_path):
     assert host.local("C:\\d d\\a\\it\u2019s.txt").read_bytes() == files["a/it\u2019s.txt"][0]
     assert host.local("C:\\d d\\b.bin").read_bytes() == bytes(range(256))
     assert base64.b64decode(literals(cmd.text.splitlines()[1])[1]) == bytes(range(256))
+
+
+# -- a named run_as account (issue 16) -----------------------------------------------------------------
+
+SPEC = AppSpec.model_validate({"processes": {"web": {"server": "command", "command": "x"}, "worker": "y"},
+                               "writable": ["media"]})
+
+
+def test_a_named_account_is_set_through_cim_with_its_password_on_stdin_only(tmp_path):
+    inst = account_instance(tmp_path, "named")
+    cmd = windows.install_processes(inst, "v1", SPEC, inst.run_as, password=HOSTILE_PASSWORD)
+    assert cmd.stdin == HOSTILE_PASSWORD.encode("utf-8")
+    for piece in (HOSTILE_PASSWORD, "p\u00e4ss", "Get-Date", base64.b64encode(cmd.stdin).decode()):
+        assert piece not in cmd.text
+    lines = cmd.text.splitlines()
+    assert lines[0].startswith("Invoke-Checked 'C:\\Python311\\python.exe'") and lines[0].endswith(
+        "'grant-logon', '--account', 'CORP-EU.X\\svc shop.v2')"), "the logon right before any service changes"
+    assert [ln for ln in lines if ln.startswith("Set-ServiceAccount")] == [
+        "Set-ServiceAccount 'sgp-api' 'CORP-EU.X\\svc shop.v2' $SgpfabStdin",
+        "Set-ServiceAccount 'sgp-api-worker' 'CORP-EU.X\\svc shop.v2' $SgpfabStdin"]
+    assert not any("ObjectName" in ln or "Grant-Access " in ln for ln in lines), "no nssm.exe account, no SIDs"
+    grants = [ln for ln in lines if ln.startswith("Grant-AccountAccess")]
+    assert len(grants) == len(set(grants)) == 5, "each right once for the one account"
+    assert "Grant-AccountAccess 'C:\\sgp api\\.sgpfab\\launch.env' 'CORP-EU.X\\svc shop.v2' '(R)'" in grants
+
+
+def test_a_gmsa_is_set_without_a_password(tmp_path):
+    inst = account_instance(tmp_path, "gmsa")
+    cmd = windows.install_processes(inst, "v1", SPEC, inst.run_as)
+    assert cmd.stdin is None and "$SgpfabStdin" not in cmd.text
+    assert "Set-ServiceAccount 'sgp-api' 'CORP\\shop-gmsa$'\n" in cmd.text
+    with pytest.raises(ValueError, match="only given for a named run_as account"):
+        windows.install_processes(inst, "v1", SPEC, inst.run_as, password="x")
+
+
+def test_a_named_account_without_its_password_or_a_password_without_one_is_refused(tmp_path):
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    inst = account_instance(tmp_path / "a", "local")
+    with pytest.raises(InputError, match="needs its password") as e:
+        windows.install_processes(inst, "v1", SPEC, inst.run_as)
+    assert "\n" not in str(e.value)
+    plain = instance(tmp_path / "b")
+    with pytest.raises(ValueError, match="only given") as e2:
+        windows.install_processes(plain, "v1", SPEC, "NT SERVICE\\sgp-api", password=HOSTILE_PASSWORD)
+    assert HOSTILE_PASSWORD not in str(e2.value)
+
+
+def test_virtual_accounts_are_unchanged_without_run_as(tmp_path):
+    cmd = windows.install_processes(instance(tmp_path), "v1", SPEC, "NT SERVICE\\sgp-api")
+    assert cmd.stdin is None and "Set-ServiceAccount" not in cmd.text and "grant-logon" not in cmd.text
+    assert "Set-NssmValue 'sgp-api' @('ObjectName') @('NT SERVICE\\sgp-api')" in cmd.text
+
+
+def test_prepare_accepts_a_named_account(tmp_path):
+    inst = account_instance(tmp_path, "named")
+    assert "Protect-Directory" in windows.prepare(inst, "deployer", inst.run_as).text

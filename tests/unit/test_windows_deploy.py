@@ -8,6 +8,7 @@ Windows PowerShell 5.1's quoting and the C runtime's parsing.
 What this cannot show: that Windows, PowerShell, NSSM and NTFS behave as emulated (docs/windows.md).
 """
 
+import base64
 import json
 import os
 import socket
@@ -28,7 +29,7 @@ from sgpfab.errors import DeployError, InputError
 from sgpfab.inventory import Inventory
 from sgpfab.ops import rollback_host
 from sgpfab.session import LAUNCHERS, HostSession
-from sgpfab.settings import SecretStore, resolve
+from sgpfab.settings import SecretStore, account_password, resolve
 from sgpfab.transport.winrm import WinRMTransport
 from sgpfab.versions import Version
 
@@ -98,7 +99,7 @@ def free_port():
         return s.getsockname()[1]
 
 
-def inventory(tmp: Path, port: int) -> Inventory:
+def inventory(tmp: Path, port: int, extra: str = "") -> Inventory:
     text = f"""
 hosts:
   win1: {{os: windows, hostname: win1.example.com, user: deployer, python: 'C:\\Python311\\python.exe'}}
@@ -118,7 +119,7 @@ apps:
     targets: [{{os: windows, python: "{PY}"}}]
     env: {{GREETING: {json.dumps(GREETING)}}}
     health: {{version: true, timeout: 20, settle: 0.5}}
-"""
+{extra}"""
     (tmp / "fleet.yaml").write_text(text, encoding="utf-8")
     return Inventory.load(tmp / "fleet.yaml")
 
@@ -161,7 +162,8 @@ class Win:
         p.transport.send_message = FakeWinRM(self.host)
         t = WinRMTransport(self.inst.host, protocol=p)
         t.open()
-        return HostSession(t, self.inst, say=lambda n: self.notes.append(str(n)))
+        password = account_password(self.inst, SecretStore(use_keyring=False))  # as runner.open_sessions does
+        return HostSession(t, self.inst, say=lambda n: self.notes.append(str(n)), account_password=password)
 
     def plan(self, bundle) -> Plan:
         settings = resolve(self.inst, SecretStore(use_keyring=False))
@@ -366,3 +368,110 @@ def _swallow(fn, *args):
 
 def _gone(message):
     raise RuntimeError("the dead controller's connection is gone")
+
+
+
+# -- a named run_as account (issue 16) ---------------------------------------------------------------
+
+PASSWORD = "p\u00e4ss 'w\u2019\"rd\" $(Get-Date) `n; & | %PATH% \\"
+
+
+@pytest.fixture
+def named(tmp_path, monkeypatch, win):
+    r"""The stand-in host with a local user `.\svc shop` whose password is a secret of the
+    controller (SGPFAB_SECRET_SHOP_SVC_PASSWORD), and the app set to run as it."""
+    monkeypatch.setenv("SGPFAB_SECRET_SHOP_SVC_PASSWORD", PASSWORD)
+    extra = "    run_as: '.\\svc shop'\n    run_as_password: {secret: shop_svc_password}\n"
+    w = Win(tmp_path, win.host, inventory(tmp_path, win.port, extra), win.port)
+    w.sid = win.host.add_account(".\\svc shop", PASSWORD)
+    return w
+
+
+def _nowhere_but_stdin(w: Win, secret: str, caplog) -> None:
+    """`secret` in no script text (bar the transport's $SgpfabStdin line), statement, native
+    argument, note, log record or file on the host."""
+    forms = [secret, windows.q(secret)[1:-1], base64.b64encode(secret.encode()).decode(), secret[:5]]
+    for script in w.host.scripts:
+        body = script[len(windows.PRELUDE):]
+        if body.startswith("$SgpfabStdin = "):
+            body = body.split("\n", 1)[1]
+        assert not any(f in body for f in forms)
+    assert not any(f in st for st in w.host.statements for f in forms)
+    for c in w.host.natives:
+        assert not any(secret in a for a in [*c.args, *c.argv]) and secret.encode() not in (c.stdin or b"")
+    assert not any(secret in n for n in w.notes) and secret not in caplog.text
+    for f in w.host.base.rglob("*"):
+        if f.is_file() and not f.is_symlink():
+            assert secret.encode() not in f.read_bytes(), f
+
+
+def test_a_named_account_runs_every_service_and_its_password_travels_on_stdin_only(named, bundles, caplog):
+    import logging
+    caplog.set_level(logging.DEBUG)
+    host = named.host
+    out = deploy(named, bundles["1.0.0"])
+    assert out.status.value == "ok" and named.get()["version"] == "1.0.0", out
+    web, worker = host.nssm.services["sgp-api"], host.nssm.services["sgp-api-worker"]
+    assert web.get("ObjectName") == worker.get("ObjectName") == ".\\svc shop"
+    assert web.password == worker.password == PASSWORD, "Win32_Service.Change got the password intact"
+    assert "SeServiceLogonRight" in host.logon_rights[named.sid], "granted through LsaAddAccountRights"
+    assert host.advapi.policy_access == 0x0810
+    assert host.acl.allows(ROOT + "\\shared\\logs", named.sid, "M")
+    assert host.acl.allows(ROOT + "\\releases\\v1.0.0\\uploads", named.sid, "M")
+    assert not host.acl.allows(ROOT + "\\shared\\logs", windows.service_sid("sgp-api"), "M"), "no virtual account"
+    assert not any(c.argv[:1] == ["set"] and "ObjectName" in c.argv for c in host.natives if c.exe == "nssm.exe")
+
+    out = deploy(named, bundles["1.0.1"])
+    assert out.after == "1.0.1" and named.get()["version"] == "1.0.1"
+    out = deploy(named, bundles["1.0.1"])
+    assert out.status.value == "noop", "the account (set again with its password) counts as no change"
+    assert [a for _n, a, _p in host.account_changes] == [".\\svc shop"] * len(host.account_changes)
+    _nowhere_but_stdin(named, PASSWORD, caplog)
+
+
+def test_a_wrong_password_fails_the_start_and_the_message_does_not_hold_it(named, bundles, caplog):
+    named.host.accounts["win1\\svc shop"]["password"] = "the real one"
+    with pytest.raises(DeployError) as e:
+        deploy(named, bundles["1.0.0"])
+    assert "logon failure (1069)" in str(e.value) and PASSWORD not in str(e.value), str(e.value)
+    assert named.host.nssm.services["sgp-api"].state == "STOPPED"
+    _nowhere_but_stdin(named, PASSWORD, caplog)
+
+
+def test_an_account_the_host_does_not_know_stops_before_any_service_changes(named, bundles):
+    named.host.accounts.clear()
+    with pytest.raises(DeployError, match="no account WIN1\\\\svc shop on this host"):
+        deploy(named, bundles["1.0.0"])
+    assert named.host.nssm.services == {}
+
+
+def test_a_gmsa_runs_the_services_without_a_password(tmp_path, win, bundles):
+    extra = "    run_as: 'CORP\\shop-gmsa$'\n"
+    w = Win(tmp_path, win.host, inventory(tmp_path, win.port, extra), win.port)
+    sid = w.host.add_account("CORP\\shop-gmsa$")
+    out = deploy(w, bundles["1.0.0"])
+    assert out.status.value == "ok" and w.get()["version"] == "1.0.0", out
+    web = w.host.nssm.services["sgp-api"]
+    assert web.get("ObjectName") == "CORP\\shop-gmsa$" and web.password is None
+    assert {p for _n, _a, p in w.host.account_changes} == {None}, "StartPassword left out"
+    assert "SeServiceLogonRight" in w.host.logon_rights[sid]
+    installs = [s[len(windows.PRELUDE):] for s in w.host.scripts if "\nSet-ServiceAccount " in s[len(windows.PRELUDE):]]
+    assert installs and not any(s.startswith("$SgpfabStdin") for s in installs), "no stdin for a gMSA"
+
+
+def test_a_missing_password_secret_stops_every_task_before_it_connects(tmp_path, monkeypatch):
+    from contextlib import ExitStack
+
+    import sgpfab.runner as runner
+
+    monkeypatch.delenv("SGPFAB_SECRET_SHOP_SVC_PASSWORD", raising=False)
+    monkeypatch.setenv("SGPFAB_SECRETS_FILE", str(tmp_path / "none.yaml"))
+    monkeypatch.setattr(runner, "open_transport", lambda *a: pytest.fail("connected"))
+    extra = "    run_as: 'CORP\\svc'\n    run_as_password: {secret: shop_svc_password}\n"
+    inv = inventory(tmp_path, 8000, extra)
+    fleet = runner.Fleet.select(inv, "shop", "win1")
+    with pytest.raises(InputError) as e, ExitStack() as stack:
+        runner.open_sessions(stack, fleet)
+    msg = str(e.value)
+    assert msg.startswith("win1: secret 'shop_svc_password' (for run_as_password) is not set") and "\n" not in msg
+    assert "SGPFAB_SECRET_SHOP_SVC_PASSWORD" in msg

@@ -381,7 +381,8 @@ def _sgpfab_scripts() -> dict[str, str]:
 
     with tempfile.TemporaryDirectory() as d:
         inst = winscripts.instance(Path(d))
-    return {"PRELUDE": windows.PRELUDE, **winscripts.all_scripts(inst), **winscripts.transport_scripts()}
+        named = {name: text for name, (text, _stdin) in winscripts.account_scripts(Path(d)).items()}
+    return {"PRELUDE": windows.PRELUDE, **winscripts.all_scripts(inst), **winscripts.transport_scripts(), **named}
 
 
 @pytest.fixture(scope="module")
