@@ -235,7 +235,7 @@ class InstanceSettings(Strict):
             return {}
         if not isinstance(value, dict):
             raise ValueError("env: a mapping of NAME: value")
-        out = {}
+        out: dict[str, str | SecretRef] = {}
         for key, val in value.items():
             if not isinstance(key, str):  # YAML reads ON:/OFF:/1: as booleans and numbers
                 raise ValueError(f"environment variable name {key!r} is not text: quote it")

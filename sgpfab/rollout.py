@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from .errors import InputError, SgpfabError
@@ -211,7 +211,9 @@ def _run_wave(wave, action, fn, parallel, budget):
         return Outcome(s.name, action, Status.FAILED, s.current_version, _where(s), message,
                        round(time.monotonic() - start, 2), timings=dict(s.timings))
 
-    pending, running, done = list(wave), {}, []
+    pending = list(wave)
+    running: dict[Future, HostSession] = {}
+    done: list[tuple[HostSession, Outcome]] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:
             over_budget = sum(1 for _, o in done if not o.ok) > budget

@@ -420,7 +420,7 @@ def list_(c, app=None, json=False):
     """List the releases on the -H hosts (* marks the active one)."""
     with ExitStack() as stack:
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
-        rows = [(s.name, s.state_at_connect) for s in sessions]
+        rows = [(s.name, s.state_at_connect or s.state()) for s in sessions]
     if json:
         emit_json("releases", hosts=[releases_dict(h, st) for h, st in rows])
     else:
@@ -599,7 +599,9 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
             if not (s.state_at_connect and s.state_at_connect.current):
                 raise InputError(f"{s.name}: nothing is deployed here (nothing was run anywhere)")
         if tty:
-            code = sessions[0].exec(sessions[0].state_at_connect.current, command, tty=True)
+            st = sessions[0].state_at_connect
+            assert st is not None and st.current is not None  # checked just above
+            code = sessions[0].exec(st.current, command, tty=True)
             raise Exit(code=code)
 
         def one(s):

@@ -31,14 +31,15 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from typing import Any
 
 NAME_RE = re.compile(r"^v[0-9A-Za-z.+-]{1,64}$")
 BACKUP_RE = re.compile(r"^app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.(db|dump)$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SECRET_FILE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-DEFAULTS = {"partial_prefix": ".partial-", "marker": ".sgpfab-release.json", "release_prefix": "v",
-            "database": {"engine": "sqlite", "path": None, "env": "DATABASE_URL"}, "backups_keep": 10,
-            "service": "", "service_user": "", "login_user": ""}
+DEFAULTS: dict[str, Any] = {"partial_prefix": ".partial-", "marker": ".sgpfab-release.json", "release_prefix": "v",
+                            "database": {"engine": "sqlite", "path": None, "env": "DATABASE_URL"},
+                            "backups_keep": 10, "service": "", "service_user": "", "login_user": ""}
 WINDOWS = os.name == "nt"
 
 
@@ -182,7 +183,7 @@ def _flock(path, exclusive=True, wait=True):
             import msvcrt
             while True:
                 try:
-                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+                    msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
                     break
                 except OSError:
                     if not wait:
@@ -193,7 +194,7 @@ def _flock(path, exclusive=True, wait=True):
                 yield True
             finally:
                 os.lseek(fd, 0, 0)
-                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+                msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
         else:
             import fcntl
             flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
@@ -370,7 +371,7 @@ def switch(a, h):
 def _make_junction(target, link):
     """Windows: a directory junction `link` -> `target` (no privilege needed, unlike symlinks)."""
     import _winapi
-    _winapi.CreateJunction(target, link)
+    _winapi.CreateJunction(target, link)  # type: ignore[attr-defined]
 
 
 def _remove_junction(link):
@@ -960,7 +961,8 @@ def _unit_states(units):
         return {u: _windows_service_state(u) for u in units}
     r = subprocess.run(["systemctl", "show", "--property=Id,ActiveState,SubState,NRestarts,MainPID", "--"]
                        + list(units), capture_output=True, text=True)
-    out, cur = {}, {}
+    out: dict[str, dict] = {}
+    cur: dict[str, str] = {}
     for line in r.stdout.splitlines() + [""]:
         if not line.strip():
             if cur.get("Id"):
@@ -997,7 +999,7 @@ def parse_sc_queryex(text):
 
 def _load_advapi32():
     import ctypes
-    return ctypes.WinDLL("advapi32", use_last_error=True)
+    return ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
 
 
 def _advapi32():
@@ -1016,7 +1018,7 @@ def _advapi32():
 
 def _last_error():
     import ctypes
-    return ctypes.get_last_error()
+    return ctypes.get_last_error()  # type: ignore[attr-defined]
 
 
 def _service_status_struct():
@@ -1180,7 +1182,8 @@ def gate(a, h):
     started = time.monotonic()
     delay, bad_in_row, good_in_row, seen = 0.05, 0, 0, []
     last = {"ok": False, "error": "not probed yet"}
-    pids, pid_changes = {}, {}
+    pids: dict[str, int] = {}
+    pid_changes: dict[str, int] = {}
     while True:
         units = _unit_states(a.unit)
         for u, st in units.items():  # where no restart counter exists (Windows), count new PIDs
@@ -1315,7 +1318,7 @@ def preflight(a, h):
     free = shutil.disk_usage(probe_dir).free
     glibc = ""
     with contextlib.suppress(Exception):
-        glibc = os.confstr("CS_GNU_LIBC_VERSION").split()[1]
+        glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()[1]
     python = a.python or sys.executable
     try:
         r = subprocess.run([python, "-c", "import platform,sys; print(platform.python_version());"

@@ -195,6 +195,7 @@ def up(name: str = "demo", count: int = 3, subnet: int = 250, log=print) -> Flee
     with open(d.parent / ".lock", "w") as lock:  # fleets claim subnets one at a time
         fcntl.flock(lock, fcntl.LOCK_EX)
         down(name, log=lambda *_: None)
+        d.mkdir(parents=True, exist_ok=True)  # down() removes the fleet's directory
         others = _other_fleets(name)
         addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False).stdout
         holder = subnet_holder(subnet, name, {n: f.subnet for n, f in others.items()},
@@ -442,6 +443,8 @@ def down(name: str = "demo", log=print) -> None:
 
     for f in ("state.json", "state.json.tmp"):
         (d / f).unlink(missing_ok=True)
+    if not still and d.is_dir():  # the fleet's private key, ssh_config and inventory go too
+        subprocess.run(["rm", "-rf", "--one-file-system", str(d)], capture_output=True, check=False)
     if fleet is not None or found:
         log(f"sandbox fleet {name!r} is down")
 

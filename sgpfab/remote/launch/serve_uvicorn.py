@@ -15,6 +15,7 @@ import asyncio
 import importlib
 import os
 import sys
+from typing import Any
 
 import uvicorn
 
@@ -42,7 +43,7 @@ class DrainingServer(uvicorn.Server):
 def load(spec, factory):
     """The wrapped ASGI app of 'module:attr' (called first when it is a factory)."""
     module, _, attr = spec.partition(":")
-    obj = importlib.import_module(module)
+    obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
     return sgpfab_probe.wrap_asgi(obj() if factory else obj)
