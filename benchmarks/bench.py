@@ -582,8 +582,8 @@ def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                           _f(median([(r["counts"] or {}).get("children_cpu_s") for r in runs]), "{:.2f}")])
     if ops:
         out.append(("SSH operations per host and operation (counted in the fab process; medians)",
-                    ["hosts", "operation", "commands (channel execs)", "SSH connections (paramiko)", ("rsync runs (1 SSH"
-                     " connection each)"), "SFTP requests", "other processes", "fab's own CPU s", "its children's CPU s"],
+                    ["hosts", "operation", "commands (channel execs, rsync's included)", "SSH connections (paramiko)",
+                     "rsync runs (each on a channel of that connection)", "SFTP requests", "other processes", "fab's own CPU s", "its children's CPU s"],
                     ops))
 
     p = res.get("projection")

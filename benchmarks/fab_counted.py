@@ -6,7 +6,8 @@ calls (not sgpfab's code) with counters:
 - exec: commands run over SSH (one paramiko channel each, at least one network round trip);
 - ssh_connect: SSH connections made in-process (paramiko handshakes);
 - sftp_request: SFTP requests (uploads and reads of files; writes are pipelined);
-- spawn:NAME: processes started (rsync and ssh each make one more SSH connection, with its handshake);
+- spawn:NAME: processes started (rsync runs on a channel of the paramiko connection, through
+  sgpfab/transport/relay.py; an ssh process makes one more SSH connection, with its handshake);
 
 and, at exit, the rusage of the fab process itself and of its reaped children, so the
 controller's CPU can be split between the Python process (one core at most, under the GIL)

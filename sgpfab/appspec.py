@@ -7,9 +7,9 @@ what runs on a host is exactly what was built and verified.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 from . import validate as v
 
@@ -161,11 +161,71 @@ class Schema(Strict):
         return self
 
 
+class ReleaseCommand(Strict):
+    """A release command that runs only when a file matching `when_changed` changed."""
+
+    command: str
+    when_changed: tuple[str, ...]  # gitignore-style patterns over the release's files
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, value: str) -> str:
+        return v.one_line(value, "release command")
+
+    @field_validator("when_changed")
+    @classmethod
+    def _when_changed(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if not value:
+            raise ValueError("give at least one file pattern")
+        return _patterns_ok(tuple(v.one_line(p, "when_changed pattern", 500) for p in value))
+
+
+def _patterns_ok(patterns: tuple[str, ...]) -> tuple[str, ...]:
+    import pathspec
+    for p in patterns:
+        try:
+            pathspec.GitIgnoreSpec.from_lines([p])
+        except Exception as e:  # pathspec raises several types for a malformed pattern
+            raise ValueError(f"when_changed pattern {p!r} is not a valid gitignore-style pattern ({e})") from None
+    return patterns
+
+
+def _split_release(data: Any) -> Any:
+    """`release` items are commands or {command, when_changed}: kept as two parallel tuples
+    (`release`, `release_when_changed`) so what reads `release` on hosts is unchanged."""
+    if not isinstance(data, dict) or not isinstance(data.get("release"), (list, tuple)):
+        return data
+    items = data["release"]
+    if not any(isinstance(i, (dict, ReleaseCommand)) for i in items):
+        return data
+    if data.get("release_when_changed"):
+        raise ValueError("release: give when_changed in the release items or in release_when_changed, not both")
+    commands: list[str] = []
+    patterns: list[tuple[str, ...]] = []
+    for n, item in enumerate(items, start=1):
+        if isinstance(item, str):
+            commands.append(item)
+            patterns.append(())
+            continue
+        try:
+            rc = item if isinstance(item, ReleaseCommand) else ReleaseCommand.model_validate(item)
+        except ValidationError as e:
+            first = e.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ValueError(f"release item {n}{' ' + where if where else ''}: "
+                             f"{first['msg'].removeprefix('Value error, ')}") from None
+        commands.append(rc.command)
+        patterns.append(rc.when_changed)
+    return {**data, "release": commands, "release_when_changed": patterns}
+
+
 class AppSpec(Strict):
     """The app itself, as configured under `apps.NAME` (minus where and how it runs on a host)."""
 
     processes: dict[str, WebProcess | Process]
     release: tuple[str, ...] = ()  # run in the new release before the switch (migrate, collectstatic)
+    # per release command: the file patterns whose change makes it run (() = always); () = all always
+    release_when_changed: tuple[tuple[str, ...], ...] = ()
     build: tuple[str, ...] = ()  # run on the controller before bundling (compiled assets)
     writable: tuple[str, ...] = ()  # release directories the service user may write (collectstatic)
     dependencies: Dependencies = Dependencies()
@@ -176,13 +236,26 @@ class AppSpec(Strict):
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _release_items(cls, data: Any) -> Any:
+        return _split_release(data)
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Leave `release_when_changed` out when unused, so specs without it keep their digest."""
+        out = handler(self)
+        if not self.release_when_changed and isinstance(out, dict):
+            out.pop("release_when_changed", None)
+        return out
+
     @field_validator("processes", mode="before")
     @classmethod
     def _processes(cls, value):
         if not isinstance(value, dict) or not value:
             raise ValueError("processes: give at least one process")
         from pydantic import ValidationError
-        out = {}
+        out: dict[str, WebProcess | Process] = {}
         for name, p in value.items():
             v.check(v.PROCESS, name, "process name (lower case letters, digits, _)")
             try:
@@ -203,6 +276,23 @@ class AppSpec(Strict):
     @classmethod
     def _hooks(cls, value: tuple[str, ...]) -> tuple[str, ...]:
         return tuple(v.one_line(c, "hook command") for c in value)
+
+    @field_validator("release_when_changed")
+    @classmethod
+    def _when_changed(cls, value: tuple[tuple[str, ...], ...]) -> tuple[tuple[str, ...], ...]:
+        if not any(value):
+            return ()
+        return tuple(_patterns_ok(tuple(v.one_line(p, "when_changed pattern", 500) for p in ps)) for ps in value)
+
+    @model_validator(mode="after")
+    def _when_changed_shape(self) -> AppSpec:
+        if self.release_when_changed and len(self.release_when_changed) != len(self.release):
+            raise ValueError("release_when_changed: give one pattern list per release command")
+        return self
+
+    def when_changed(self, index: int) -> tuple[str, ...]:
+        """The patterns of release command `index` (1-based); () when it always runs."""
+        return self.release_when_changed[index - 1] if self.release_when_changed else ()
 
     @field_validator("writable")
     @classmethod

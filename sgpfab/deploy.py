@@ -16,8 +16,9 @@ from .layout import PARTIAL_PREFIX
 from .outcome import Outcome, Status
 from .session import HostSession, elapsed
 from .settings import Settings
-from .state import HostState
+from .state import HostState, Release
 from .versions import Version, display
+from .whenchanged import Decision, decide
 
 SPACE_MARGIN = 3  # free space needed on a host: this many times the release's size, at least
 
@@ -106,7 +107,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             name = version.release_name
             fingerprint, _ = s.stage(name, bundle.spec, settings, f"before-{name}")
             s.step("staged")
-            _run_hooks(s, name, bundle.spec)
+            _run_hooks(s, name, bundle.spec, hook_decisions(plan, st.active, fingerprint))
             activate(s, name, before, "deploy", before_undo=s.revert_settings, settings_fingerprint=fingerprint)
         except BaseException as e:
             s.revert_settings()
@@ -170,8 +171,7 @@ def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
     s.step("upload")
     target = bundle.target_for(facts.arch, facts.glibc, facts.python, s.host.os) or bundle.metadata.targets[0]
     s.note("verifying every file on the host, building the venv offline")
-    s.build_release(version, uv, bundle.metadata.requirements[target.key], bundle.metadata.install.project,
-                    release_meta(bundle))
+    s.build_release(bundle, uv, bundle.metadata.requirements[target.key], release_meta(bundle))
     s.step("built")
 
 
@@ -183,12 +183,25 @@ def release_meta(bundle: Bundle) -> dict:
             "spec": md.spec.model_dump(mode="json", by_alias=True), "install": md.install.model_dump(mode="json")}
 
 
-def _run_hooks(s: HostSession, release: str, spec) -> None:
-    """The release commands (migrate, collectstatic...), in the new release, before the switch.
+def hook_decisions(plan: Plan, active: Release | None, settings_fingerprint: str) -> list[Decision]:
+    """Which release commands run on a host whose active release is `active`, given the settings
+    fingerprint the new release will run with ('' when unknown)."""
+    recorded = active.meta.settings_fingerprint if active else ""
+    changed = (settings_fingerprint != recorded) if settings_fingerprint and recorded else None
+    return decide(plan.bundle, active, changed)
+
+
+def _run_hooks(s: HostSession, release: str, spec, decisions: list[Decision]) -> None:
+    """The release commands (migrate, collectstatic...), in the new release, before the switch;
+    those whose `when_changed` files did not change are skipped (see whenchanged.py).
     A failing one switches nothing and names itself, the host and its output."""
     s.make_writable(release, spec.writable)
-    for i, command in enumerate(spec.release, start=1):
-        s.note(f"release command {i}/{len(spec.release)}: {command}")
+    for d in decisions:
+        s.note(d.describe(len(decisions)))
+        if not d.run:
+            s.step(f"hook {d.index} skipped")
+            continue
+        i, command = d.index, d.command
         r = s.run_hook(release, i)
         s.step(f"hook {i}")
         if not r.ok:

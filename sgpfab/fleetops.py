@@ -18,6 +18,7 @@ from .rollout import Policy, Rollout, run
 from .session import HostSession
 from .settings import MASK
 from .versions import Version, display
+from .whenchanged import decide
 
 
 def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
@@ -109,6 +110,8 @@ class PlanRow:
     settings: dict[str, str] = field(default_factory=dict)  # secrets masked
     settings_changed: bool | None = None
     release_commands: list[str] = field(default_factory=list)
+    # per release command: {"command", "run", "reason"} (see whenchanged.py)
+    release_decisions: list[dict] = field(default_factory=list)
 
 
 def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
@@ -145,6 +148,9 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
                 row.settings_changed = s.settings_fingerprint(settings) != active.meta.settings_fingerprint
             except Exception:
                 row.settings_changed = None
+        if row.action not in ("nothing", "refused"):
+            row.release_decisions = [{"command": d.command, "run": d.run, "reason": d.reason}
+                                     for d in decide(b, active, row.settings_changed)]
         rows.append(row)
     return rows
 

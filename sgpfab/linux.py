@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import posixpath
 import shlex
+import zlib
 from collections.abc import Mapping
 
-from .cmd import Cmd, tar_of
+from .cmd import Cmd, targz_of
 from .layout import Layout, Units
 from .runfiles import release_files as _release_files
 from .systemd import UNIT_DIR, units_for
@@ -58,9 +59,9 @@ def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = 
 
 def write_files(directory: str, files: Mapping[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
     """Write files (relative path -> (content, mode)) under `directory` in one go, each replaced
-    whole (tar on stdin)."""
-    return Cmd(f"mkdir -p {q(directory)} && tar -x -f - -C {q(directory)} --no-same-owner --overwrite",
-               privileged=privileged, stdin=tar_of(files))
+    whole (a gzip-compressed tar on stdin)."""
+    return Cmd(f"mkdir -p {q(directory)} && tar -x -z -f - -C {q(directory)} --no-same-owner --overwrite",
+               privileged=privileged, stdin=targz_of(files))
 
 
 EXIT_START_FAILED = 75  # a chain's exit code when a process did not start (see start_processes)
@@ -89,18 +90,29 @@ def chain(parts: list[Cmd], login_is_root: bool = False) -> Cmd:
     return Cmd(" && ".join(segments), stdin=b"".join(c.stdin or b"" for c in parts) or None, timeout=timeout)
 
 
-# Reads the helper's source (its length is the first argument) from stdin and runs it; what
-# follows the source on stdin stays there for the helper to read as its input.
-_BOOT = ('import sys; n = int(sys.argv.pop(1)); src = sys.stdin.buffer.read(n); sys.argv[0] = "hostctl"; '
-         'exec(compile(src, "hostctl.py", "exec"), {"__name__": "__main__"})')
+EXIT_NO_HELPER = 3  # hostctl_verified: the installed helper is missing or not the expected one
+NO_HELPER = "sgpfab:no-helper"
+
+# Runs the helper whose source has the expected SHA-256: the installed copy, or (when a length is
+# given) the zlib-compressed source read first from stdin. Only bytes that match are executed;
+# what follows the source on stdin stays there for the helper to read as its input.
+_BOOT_VERIFIED = f"""import hashlib, sys, zlib
+n, want, path = int(sys.argv.pop(1)), sys.argv.pop(1), sys.argv.pop(1)
+try: src = zlib.decompress(sys.stdin.buffer.read(n)) if n else open(path, "rb").read()
+except OSError: src = b""
+if hashlib.sha256(src).hexdigest() != want: print("{NO_HELPER}"); sys.exit({EXIT_NO_HELPER})
+sys.argv[0] = "hostctl"; exec(compile(src, "hostctl.py", "exec"), {{"__name__": "__main__"}})
+"""
 
 
-def hostctl_from_stdin(inst, source: bytes, *args: str, data: bytes | None = None) -> Cmd:
-    """Run the host helper without installing it (its source on stdin, then `data`): read-only
-    calls on a host that may have nothing of sgpfab yet."""
-    text = " ".join([q(inst.host.interpreter), "-c", q(_BOOT), str(len(source)), "--root", q(inst.api_root),
-                     *map(q, args)])
-    return Cmd(text, stdin=source + (data or b""), timeout=120)
+def hostctl_verified(inst, digest: str, *args: str, source: bytes | None = None, data: bytes | None = None) -> Cmd:
+    """Run the host helper whose source has SHA-256 `digest` without writing anything: the copy
+    installed on the host when it is that one (else exit EXIT_NO_HELPER, printing NO_HELPER), or
+    with `source`, that source compressed on stdin. Then `data` on stdin."""
+    packed = zlib.compress(source, 9) if source is not None else b""
+    text = " ".join([q(inst.host.interpreter), "-c", q(_BOOT_VERIFIED), str(len(packed)), q(digest),
+                     q(_lay(inst).hostctl), "--root", q(inst.api_root), *map(q, args)])
+    return Cmd(text, stdin=(packed + (data or b"")) or None, timeout=120)
 
 
 def sha256_many(paths: list[str]) -> Cmd:
@@ -149,7 +161,7 @@ def install_units(inst, units: dict[str, str]) -> Cmd:
         "set -e",
         f"d=$(mktemp -d {q(UNIT_DIR + '/.sgpfab.XXXXXX')})",
         'trap \'rm -rf "$d"\' EXIT',
-        'tar -x -f - -C "$d" --no-same-owner',
+        'tar -x -z -f - -C "$d" --no-same-owner',
         "reload= listen=",
         f"for f in {' '.join(map(q, names))}; do",
         f'  if ! cmp -s "$d/$f" {q(UNIT_DIR)}/"$f"; then',
@@ -172,7 +184,7 @@ def install_units(inst, units: dict[str, str]) -> Cmd:
         script.append(f"if [ -f {q(sock)} ]; then systemctl disable --now --quiet {q(u.socket)} || true;"
                       f" rm -f {q(sock)}; systemctl daemon-reload; fi")
         script.append(f"systemctl enable --quiet {' '.join(map(q, enable))}")
-    return Cmd("\n".join(script) + "\n", privileged=True, stdin=tar_of(files))
+    return Cmd("\n".join(script) + "\n", privileged=True, stdin=targz_of(files))
 
 
 def release_files(inst, release: str, spec) -> Cmd:

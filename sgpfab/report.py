@@ -40,7 +40,7 @@ def emit_json(kind: str, **data) -> None:
 
 
 def _plain(obj):
-    if is_dataclass(obj):
+    if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     if hasattr(obj, "model_dump"):
         return obj.model_dump(mode="json", by_alias=True)
@@ -162,9 +162,11 @@ def status_table(rows: list[dict]) -> Table:
 
 def plan_table(rows, title: str) -> Table:
     t = Table(title=title)
-    for col in ("host", "group", "before", "after", "action", "transfer", "migrations", "settings"):
+    for col in ("host", "group", "before", "after", "action", "transfer", "migrations", "settings", "release commands"):
         t.add_column(col)
     for r in rows:
+        hooks = "; ".join(f"{i}: run" if d["run"] else f"{i}: skipped ({d['reason']})"
+                          for i, d in enumerate(r.release_decisions, start=1)) or "-"
         action = {"nothing": "nothing (already active)", "refused": "REFUSED: same version, different content",
                   "switch": "switch to the release already there", "upload": "upload, build, switch"}[r.action]
         transfer = (f"up to {human_bytes(r.transfer_bytes)} ({r.wheels_missing}/{r.wheels_total} wheels)"
@@ -176,7 +178,8 @@ def plan_table(rows, title: str) -> Table:
         else:
             mig = "SCHEMA CHANGES" if r.schema_change else "none pending"
         settings = {None: "-", True: "CHANGED", False: "unchanged"}[r.settings_changed]
-        t.add_row(_e(r.host), _e(r.group), _e(r.before or "-"), _e(r.after), action, transfer, _e(mig), settings)
+        t.add_row(_e(r.host), _e(r.group), _e(r.before or "-"), _e(r.after), action, transfer, _e(mig), settings,
+                  _e(hooks))
     return t
 
 

@@ -145,10 +145,19 @@ class HostSession:
         r = self.run(self.hostctl_cmd(*args, data=data, as_service=as_service, timeout=timeout))
         return _last_json(self.host.name, r)
 
-    def hostctl_unprepared(self, *args: str) -> dict:
-        """A read-only host-helper call on a host that may not have the helper yet: the helper's
-        source goes on stdin, so nothing is written anywhere."""
-        r = self.run(self.steps.hostctl_from_stdin(self.inst, HOSTCTL_SOURCE.read_bytes(), *args))
+    def hostctl_unprepared(self, *args: str, data: bytes | None = None) -> dict:
+        """A read-only host-helper call on a host that may not have the helper yet; nothing is
+        written anywhere. Where the OS module can check it, the helper installed on the host runs
+        when it is this sgpfab's own (same SHA-256), else the source goes on stdin."""
+        source = HOSTCTL_SOURCE.read_bytes()
+        if not hasattr(self.steps, "hostctl_verified"):  # Windows: the source every time (no `data`)
+            return _last_json(self.host.name, self.run(self.steps.hostctl_from_stdin(self.inst, source, *args)))
+        digest = hashlib.sha256(source).hexdigest()
+        r = self.run(self.steps.hostctl_verified(self.inst, digest, *args, data=data), check=False)
+        if r.exited == self.steps.EXIT_NO_HELPER and self.steps.NO_HELPER in r.stdout.splitlines():
+            r = self.run(self.steps.hostctl_verified(self.inst, digest, *args, source=source, data=data), check=False)
+        if not r.ok:
+            raise self.t.fail(r)
         return _last_json(self.host.name, r)
 
     # -- facts -------------------------------------------------------------------------------------
@@ -251,22 +260,24 @@ class HostSession:
         return tell
 
     def upload(self, bundle, link_dest: str | None) -> None:
-        """Wheels into the wheelhouse, the bundle's manifest and requirements into incoming/,
-        the app's files into the partial release (unchanged files hard-linked, not sent)."""
+        """Wheels into the wheelhouse, the app's files into the partial release (unchanged files
+        hard-linked, not sent); the manifest and requirements follow with `build_release`."""
         version = bundle.version
         lay = self.layout
         self.t.sync(bundle.wheels_dir, lay.wheelhouse, delete=False, progress=self._progress("wheels"))
-        self.t.sync(bundle.path, lay.incoming(version), excludes=("wheels/", bundle.archive.name))
         # Anything a killed earlier build left in the partial directory is deleted by the sync.
         self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest, progress=self._progress("app files"))
 
-    def build_release(self, version, uv: str, requirements_file: str, project_wheel: str | None, meta: dict) -> None:
-        """On the host, in one go: verify every file against the manifest, build the venv
-        offline, and mark the release complete (metadata) under its final name."""
-        lay = self.layout
+    def build_release(self, bundle, uv: str, requirements_file: str, meta: dict) -> None:
+        """On the host, in one go: the bundle's manifest and requirements into incoming/, verify
+        every file against the manifest, build the venv offline, and mark the release complete
+        (metadata) under its final name."""
+        lay, version = self.layout, bundle.version
+        project_wheel = bundle.metadata.install.project
         req = self.steps.join(lay.incoming(version), "requirements", requirements_file)
         extra = (self.steps.join(lay.wheelhouse, project_wheel),) if project_wheel else ()
-        self.run_chain([self.hostctl_cmd("verify", "--name", version.release_name),
+        self.run_chain([self.steps.write_files(lay.incoming(version), manifest_and_requirements(bundle.path)),
+                        self.hostctl_cmd("verify", "--name", version.release_name),
                         self.steps.build_venv(self.inst, version, uv, req, extra),
                         self.hostctl_cmd("finalize", "--name", version.release_name, data=meta)])
 
@@ -311,9 +322,7 @@ class HostSession:
         """Can this host reach the app's database with `settings` (nothing written)? The
         helper's source goes on stdin when the host has none yet."""
         data = {"engine": self.inst.database.engine, "env_key": self.inst.database.env, "env": settings.env}
-        r = self.run(self.steps.hostctl_from_stdin(self.inst, HOSTCTL_SOURCE.read_bytes(), "dbcheck", "--stdin",
-                                                   data=json.dumps(data).encode()))
-        return _last_json(self.host.name, r)
+        return self.hostctl_unprepared("dbcheck", "--stdin", data=json.dumps(data).encode())
 
     # -- settings ----------------------------------------------------------------------------------
     def stage(self, release: str, spec, settings, label: str) -> tuple[str, BackupReply]:
@@ -520,6 +529,16 @@ class HostSession:
             self.hostctl("audit", data=record)
         except RemoteError as e:
             log.warning("%s: could not write the audit log: %s", self.host.name, str(e).splitlines()[0])
+
+
+def manifest_and_requirements(bundle_dir: Path) -> dict[str, tuple[bytes, int]]:
+    """The files of a bundle directory the host reads before it builds a release (relative path
+    -> (content, mode)): the manifest and the requirements of every target."""
+    files = {"manifest.json": ((bundle_dir / "manifest.json").read_bytes(), 0o644)}
+    for f in sorted((bundle_dir / "requirements").glob("*")):
+        if f.is_file():
+            files[f"requirements/{f.name}"] = (f.read_bytes(), 0o644)
+    return files
 
 
 def _spec_of(release):

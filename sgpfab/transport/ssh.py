@@ -1,4 +1,4 @@
-"""SSH transport: a Fabric Connection (host keys verified) plus rsync over the same ssh setup."""
+"""SSH transport: a Fabric Connection (host keys verified); rsync runs over that same connection."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import select
 import shlex
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -22,6 +23,7 @@ if TYPE_CHECKING:
     from ..inventory import Host
 from . import rsync
 from .base import Result, SyncStats, Transport
+from .relay import ChannelRelay
 from .rsync import ProgressFn
 
 log = logging.getLogger("sgpfab")
@@ -32,6 +34,7 @@ class TransientError(RemoteError):
 
 
 TRANSIENT = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
+RELAY_SCRIPT = str(Path(__file__).with_name("relay.py"))
 RSYNC_PERMANENT = {1: "syntax or usage error", 2: "protocol incompatibility", 3: "errors selecting files",
                    4: "unsupported action", 11: "error in file I/O"}
 
@@ -47,7 +50,8 @@ class SSHTransport(Transport):
                                connect_timeout=connect_timeout)
         _verify_host_keys(self.conn, self.known_hosts_files())
         self.bytes_sent = 0  # by rsync and SFTP uploads, for reports and benchmarks
-        self._control_dir: str | None = None  # rsync's ssh connections share one master (this run only)
+        self._control_dir: str | None = None  # interactive ssh connections share one master (this run only)
+        self._relay: ChannelRelay | None = None  # rsync's remote shell: channels of self.conn
 
     @property
     def login_user(self) -> str:
@@ -200,8 +204,12 @@ class SSHTransport(Transport):
 
     def rsync_command(self, src: str, dest: str, excludes: tuple[str, ...] = (), link_dest: str | None = None,
                       delete: bool = True) -> list[str]:
-        """rsync comparing by checksum (a changed file of the same size and mtime is still sent)."""
-        cmd = ["rsync", "-a", "--checksum", "--stats", "-e", " ".join(shlex.quote(x) for x in self.ssh_command())]
+        """rsync comparing by checksum (a changed file of the same size and mtime is still sent),
+        its remote shell a relay onto this connection (relay.py): no second SSH handshake."""
+        if self._relay is None:
+            self._relay = ChannelRelay(lambda: self.conn.client.get_transport().open_session(timeout=30))
+        rsh = [sys.executable, "-I", RELAY_SCRIPT, self._relay.path]
+        cmd = ["rsync", "-a", "--checksum", "--stats", "-e", " ".join(shlex.quote(x) for x in rsh)]
         if delete:
             cmd.append("--delete")
         if link_dest:
@@ -233,6 +241,9 @@ class SSHTransport(Transport):
         raise AssertionError("unreachable")
 
     def close(self) -> None:
+        if self._relay is not None:
+            self._relay.close()
+            self._relay = None
         self.conn.close()
         if self._control_dir is not None:
             subprocess.run([*self.ssh_command(), "-O", "exit", self.host.address], capture_output=True, timeout=10)

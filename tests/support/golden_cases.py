@@ -7,10 +7,13 @@ tests/support/update_golden.py (run by hand, never by the tests) rewrites those 
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
+import shlex
 import tarfile
 import tempfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,11 +35,17 @@ def render_text(text: str) -> str:
 
 
 def render_stdin(data: bytes | None) -> str:
+    """What goes on stdin; compressed data is pinned by its uncompressed bytes (the compressed
+    ones may differ between zlib builds)."""
     if data is None:
         return "stdin: none\n"
-    out = [f"stdin: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}\n"]
+    out = []
+    if data[:2] == b"\x1f\x8b":
+        data = gzip.decompress(data)
+        out.append("stdin: gzip, uncompressed:\n")
+    out.append(f"stdin: {len(data)} bytes, sha256 {hashlib.sha256(data).hexdigest()}\n")
     try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as tar:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             for m in tar.getmembers():
                 f = tar.extractfile(m)
                 content = f.read() if f else b""
@@ -54,6 +63,16 @@ def render_stdin(data: bytes | None) -> str:
 def render_cmd(cmd: Cmd) -> str:
     return (f"privileged: {cmd.privileged}\ntimeout: {cmd.timeout}\n" + render_stdin(cmd.stdin)
             + render_text(cmd.text))
+
+
+def render_verified_with_source(cmd: Cmd) -> str:
+    """A hostctl_verified command with the helper's source: the source decompressed (its length
+    is the command's first number), then what follows it on stdin."""
+    assert cmd.stdin is not None
+    n = int(shlex.split(cmd.text)[3])
+    source = zlib.decompress(cmd.stdin[:n])
+    return (f"source: {source!r}\nafter the source: {cmd.stdin[n:]!r}\n"
+            + render_cmd(Cmd(cmd.text, cmd.privileged, None, cmd.timeout)))
 
 
 def render_files(files: dict[str, tuple[str | bytes, int]]) -> str:
@@ -91,8 +110,11 @@ def cases(directory: Path | None = None) -> dict[str, str]:
             linux.hostctl(shop, "settings", "write", stdin=b'{"env": {"A": "1"}}', as_user="shopsvc", timeout=30)),
         "linux.hostctl.hostile-argument": lambda: render_cmd(
             linux.hostctl(shop, "mark", "--name", rel, "--bad", "--reason", "it's $(reboot) `id`; \"x\" \\ *")),
-        "linux.hostctl_from_stdin.preflight": lambda: render_cmd(
-            linux.hostctl_from_stdin(shop, b"print('hostctl source')\n", "preflight", "--python", shop.interpreter)),
+        "linux.hostctl_verified.installed": lambda: render_cmd(
+            linux.hostctl_verified(shop, "ab" * 32, "dbcheck", "--stdin", data=b'{"env": {}}')),
+        "linux.hostctl_verified.with-source": lambda: render_verified_with_source(
+            linux.hostctl_verified(shop, "ab" * 32, "preflight", "--python", shop.interpreter,
+                                   source=b"print('hostctl source')\n", data=b"{}")),
         "linux.write_files.helpers": lambda: render_cmd(linux.write_files(
             lay.tools, {"host.json": ('{"a": 1}\n', 0o644), "launch/serve.py": (b"print('x')\n", 0o755),
                         "it's odd.txt": ("$x\n", 0o600)}, privileged=True)),

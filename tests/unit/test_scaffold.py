@@ -64,11 +64,12 @@ def test_the_web_process_and_migrations_are_found_in_the_examples(tmp_path, exam
     hint = starter.web_hint(project)
     ref = yaml.safe_load((REPO / "hosts" / "fleet.yaml").read_text())["apps"][reference]
     assert (hint.server, hint.app) == (ref["processes"]["web"]["server"], ref["processes"]["web"]["app"])
-    assert hint.release == tuple(ref["release"][:1])
+    first = [r if isinstance(r, str) else r["command"] for r in ref["release"][:1]]  # {command, when_changed}
+    assert hint.release == tuple(first)
     assert scaffold.write_new(project, scaffold.files(project, example))[0]
     app = Inventory.load(project / "hosts" / "fleet.yaml").app(example)
     assert app.spec.processes["web"].app == ref["processes"]["web"]["app"]
-    assert app.spec.release == tuple(ref["release"][:1])
+    assert app.spec.release == tuple(first)
 
 
 def test_a_project_without_hints_gets_a_placeholder_to_edit(tmp_path):
