@@ -98,19 +98,31 @@ class Bench:
         self.results: dict = {
             "meta": {
                 "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                "smoke": a.smoke, "argv": sys.argv[1:], "cores": os.cpu_count(),
+                "smoke": a.smoke,
+                "argv": sys.argv[1:],
+                "cores": os.cpu_count(),
                 "memory_gib": round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1),
-                "kernel": platform.release(), "python": platform.python_version(),
+                "kernel": platform.release(),
+                "python": platform.python_version(),
                 # run from an export of a commit (no .git): name it in SGPFAB_BENCH_COMMIT
                 "git_head": _git("rev-parse", "--short", "HEAD") or os.environ.get("SGPFAB_BENCH_COMMIT", ""),
                 "sgpfab_uncommitted": bool(_git("status", "--porcelain", "--", "sgpfab")),
                 "sgpfab_fingerprint": sgpfab_fingerprint(),
-                "fleet": {"name": fleet.name, "subnet": fleet.subnet, "hosts": len(fleet.hosts),
-                          "borrowed": bool(a.use_fleet)},
+                "fleet": {
+                    "name": fleet.name,
+                    "subnet": fleet.subnet,
+                    "hosts": len(fleet.hosts),
+                    "borrowed": bool(a.use_fleet),
+                },
                 "controller_cache": os.environ.get("SGPFAB_CACHE") or "~/.cache/sgpfab (sgpfab's default)",
                 "loadavg_at_start": os.getloadavg(),
             },
-            "startup": None, "bundles": [], "load": {}, "cache": {}, "series": {}, "errors": [],
+            "startup": None,
+            "bundles": [],
+            "load": {},
+            "cache": {},
+            "series": {},
+            "errors": [],
         }
 
     # -- helpers ---------------------------------------------------------------------------------
@@ -165,11 +177,17 @@ class Bench:
         env = {**os.environ, **H.SECRETS}
         out = {}
         for mode in ("cached", "none"):
-            runs = [H.run_fab(f"fab --list, bytecode {mode} #{i}", ["--list"], env, [], None, self.scratch / "logs",
-                              bytecode=mode) for i in range(3)]
+            runs = [
+                H.run_fab(
+                    f"fab --list, bytecode {mode} #{i}", ["--list"], env, [], None, self.scratch / "logs", bytecode=mode
+                )
+                for i in range(3)
+            ]
             mid = sorted(runs, key=lambda r: r.wall_s)[1]
             out[mode] = mid.to_dict()
-            log(f"  fab --list, bytecode {mode}: {mid.wall_s:.2f} s wall, {mid.cpu_s:.2f} s CPU, {mid.maxrss_mb:.0f} MB")
+            log(
+                f"  fab --list, bytecode {mode}: {mid.wall_s:.2f} s wall, {mid.cpu_s:.2f} s CPU, {mid.maxrss_mb:.0f} MB"
+            )
         self.results["startup"] = out["cached"]
         self.results["startup_no_bytecode"] = out["none"]
 
@@ -184,13 +202,20 @@ class Bench:
         first = recs[0]
         per_host = {h: {**rec.stats(rec.samples), "errors": rec.errors} for h, rec in zip(hosts, recs)}
         allsamples = [x for rec in recs for x in rec.samples]
-        out = {"run": {**r.to_dict(), "under_load": True}, "stats": H.LoadRecord.stats(allsamples), "per_host": per_host,
-               "errors": {k: v for rec in recs for k, v in rec.errors.items()},
-               "op_start": round(r.started - first.t0, 4), "op_end": round(r.ended - first.t0, 4),
-               "samples": first.samples}
+        out = {
+            "run": {**r.to_dict(), "under_load": True},
+            "stats": H.LoadRecord.stats(allsamples),
+            "per_host": per_host,
+            "errors": {k: v for rec in recs for k, v in rec.errors.items()},
+            "op_start": round(r.started - first.t0, 4),
+            "op_end": round(r.ended - first.t0, 4),
+            "samples": first.samples,
+        }
         st = out["stats"]
-        log(f"    load: {st['requests']} requests, {st['failed']} failed, worst {st['worst_ms']} ms,"
-            f" p99 {st['p99_ms']} ms {out['errors'] or ''}")
+        log(
+            f"    load: {st['requests']} requests, {st['failed']} failed, worst {st['worst_ms']} ms,"
+            f" p99 {st['p99_ms']} ms {out['errors'] or ''}"
+        )
         if not r.ok:
             raise H.BenchError(f"{label}: fab exited {r.rc}:\n{r.stderr_tail}")
         return out
@@ -205,12 +230,15 @@ class Bench:
             dist = self.prebuild(s, key, slow, [0, 1])
             case = {"label": label, "app": kind, "server": H.SERVER[kind], "slow_start": slow, "host": h}
             self.results["load"][key] = case
-            case["first_deploy"] = s.fab(f"load {key}: first deploy", ["deploy", "--bundle", version(0), "--json"],
-                                         [h], dist).to_dict()
-            case["deploy"] = self._under_load(s, [h], f"load {key}: re-deploy under load",
-                                              ["deploy", "--bundle", version(1), "--json"], dist)
-            case["rollback"] = self._under_load(s, [h], f"load {key}: rollback under load", ["rollback", "--json"],
-                                                dist)
+            case["first_deploy"] = s.fab(
+                f"load {key}: first deploy", ["deploy", "--bundle", version(0), "--json"], [h], dist
+            ).to_dict()
+            case["deploy"] = self._under_load(
+                s, [h], f"load {key}: re-deploy under load", ["deploy", "--bundle", version(1), "--json"], dist
+            )
+            case["rollback"] = self._under_load(
+                s, [h], f"load {key}: rollback under load", ["rollback", "--json"], dist
+            )
             self.done(s)
 
     def cache(self) -> None:
@@ -224,30 +252,58 @@ class Bench:
             p.mkdir(parents=True)
         srcs = [H.make_source(self.scratch, "sgp", f"cache-{version(i)}", change=i) for i in range(3)]
         s1 = self.slot("sgp")
-        c["bundle_cold"] = s1.fab("cache: fab bundle, empty controller cache",
-                                  ["bundle", "--version", version(0), "--source", str(srcs[0])], [],
-                                  self.scratch / "dist" / "cache-a", cache=empty_b).to_dict()
-        c["bundle_warm"] = s1.fab("cache: fab bundle, warm controller cache",
-                                  ["bundle", "--version", version(0), "--source", str(srcs[0])], [],
-                                  self.scratch / "dist" / "cache-b", cache=empty_b).to_dict()
+        c["bundle_cold"] = s1.fab(
+            "cache: fab bundle, empty controller cache",
+            ["bundle", "--version", version(0), "--source", str(srcs[0])],
+            [],
+            self.scratch / "dist" / "cache-a",
+            cache=empty_b,
+        ).to_dict()
+        c["bundle_warm"] = s1.fab(
+            "cache: fab bundle, warm controller cache",
+            ["bundle", "--version", version(0), "--source", str(srcs[0])],
+            [],
+            self.scratch / "dist" / "cache-b",
+            cache=empty_b,
+        ).to_dict()
         c["first_cold_controller_cold_hosts"] = s1.fab(
             f"cache: first deploy, bundle built in the run, empty controller cache, cold hosts ({n})",
-            ["deploy", "--version", version(0), "--source", str(srcs[0]), *par], hosts,
-            self.scratch / "dist" / "cache-c", cache=empty_d).to_dict()
+            ["deploy", "--version", version(0), "--source", str(srcs[0]), *par],
+            hosts,
+            self.scratch / "dist" / "cache-c",
+            cache=empty_d,
+        ).to_dict()
         self.done(s1)
         s2 = self.slot("sgp")
         dist = self.scratch / "dist" / "cache-d"
         c["first_warm_controller_cold_hosts"] = s2.fab(
             f"cache: first deploy, bundle built in the run, warm controller cache, cold hosts ({n})",
-            ["deploy", "--version", version(0), "--source", str(srcs[0]), *par], hosts, dist, cache=empty_d).to_dict()
+            ["deploy", "--version", version(0), "--source", str(srcs[0]), *par],
+            hosts,
+            dist,
+            cache=empty_d,
+        ).to_dict()
         c["redeploy_built_in_run"] = s2.fab(
             f"cache: one-line re-deploy, bundle built in the run, warm caches ({n})",
-            ["deploy", "--version", version(1), "--source", str(srcs[1]), *par], hosts, dist, cache=empty_d).to_dict()
-        s2.fab("cache: fab bundle 1.0.2", ["bundle", "--version", version(2), "--source", str(srcs[2])], [], dist,
-               cache=empty_d)
-        c["redeploy_prebuilt"] = s2.fab(f"cache: one-line re-deploy, bundle already built, warm caches ({n})",
-                                        ["deploy", "--bundle", version(2), *par], hosts, dist,
-                                        cache=empty_d).to_dict()
+            ["deploy", "--version", version(1), "--source", str(srcs[1]), *par],
+            hosts,
+            dist,
+            cache=empty_d,
+        ).to_dict()
+        s2.fab(
+            "cache: fab bundle 1.0.2",
+            ["bundle", "--version", version(2), "--source", str(srcs[2])],
+            [],
+            dist,
+            cache=empty_d,
+        )
+        c["redeploy_prebuilt"] = s2.fab(
+            f"cache: one-line re-deploy, bundle already built, warm caches ({n})",
+            ["deploy", "--bundle", version(2), *par],
+            hosts,
+            dist,
+            cache=empty_d,
+        ).to_dict()
         c["rollback"] = s2.fab(f"cache: rollback ({n})", ["rollback", *par], hosts, dist, cache=empty_d).to_dict()
         self.done(s2)
 
@@ -262,16 +318,23 @@ class Bench:
             dist = self.prebuild(s, "sgp-normal", False, range(self.a.repeat + 1))
             entry = {"hosts": n, "redeploy": [], "rollback": []}
             self.results["series"][str(n)] = entry
-            entry["first_deploy"] = s.fab(f"series {n}: first deploy", ["deploy", "--bundle", version(0), *par],
-                                          hosts, dist).to_dict()
+            entry["first_deploy"] = s.fab(
+                f"series {n}: first deploy", ["deploy", "--bundle", version(0), *par], hosts, dist
+            ).to_dict()
             # connect + preflight + read state, nothing else: the fixed cost of any command per host
-            entry["list"] = s.fab(f"series {n}: fab list (connect and preflight only)", ["list", "--json"], hosts,
-                                  dist).to_dict()
+            entry["list"] = s.fab(
+                f"series {n}: fab list (connect and preflight only)", ["list", "--json"], hosts, dist
+            ).to_dict()
             for i in range(1, self.a.repeat + 1):
-                entry["redeploy"].append(s.fab(f"series {n}: one-line re-deploy {version(i)}",
-                                               ["deploy", "--bundle", version(i), *par], hosts, dist).to_dict())
-                entry["rollback"].append(s.fab(f"series {n}: rollback #{i}", ["rollback", *par], hosts,
-                                               dist).to_dict())
+                entry["redeploy"].append(
+                    s.fab(
+                        f"series {n}: one-line re-deploy {version(i)}",
+                        ["deploy", "--bundle", version(i), *par],
+                        hosts,
+                        dist,
+                    ).to_dict()
+                )
+                entry["rollback"].append(s.fab(f"series {n}: rollback #{i}", ["rollback", *par], hosts, dist).to_dict())
             self.done(s)
 
     def smoke(self) -> None:
@@ -281,19 +344,29 @@ class Bench:
         dist = self.prebuild(s, "sgp-normal", False, [0, 1, 2])
         entry = {"hosts": n, "redeploy": [], "rollback": []}
         self.results["series"][str(n)] = entry
-        case = {"label": f"sgp / {H.SERVER['sgp']}", "app": "sgp", "server": H.SERVER["sgp"], "slow_start": False,
-                "host": ",".join(hosts)}
+        case = {
+            "label": f"sgp / {H.SERVER['sgp']}",
+            "app": "sgp",
+            "server": H.SERVER["sgp"],
+            "slow_start": False,
+            "host": ",".join(hosts),
+        }
         self.results["load"]["sgp-normal"] = case
-        entry["first_deploy"] = s.fab(f"smoke: first deploy ({n})", ["deploy", "--bundle", version(0), *par], hosts,
-                                      dist).to_dict()
-        case["deploy"] = self._under_load(s, hosts, f"smoke: one-line re-deploy under load ({n})",
-                                          ["deploy", "--bundle", version(1), *par], dist)
+        entry["first_deploy"] = s.fab(
+            f"smoke: first deploy ({n})", ["deploy", "--bundle", version(0), *par], hosts, dist
+        ).to_dict()
+        case["deploy"] = self._under_load(
+            s, hosts, f"smoke: one-line re-deploy under load ({n})", ["deploy", "--bundle", version(1), *par], dist
+        )
         entry["redeploy"].append(case["deploy"]["run"])
         case["rollback"] = self._under_load(s, hosts, f"smoke: rollback under load ({n})", ["rollback", *par], dist)
         entry["rollback"].append(case["rollback"]["run"])
         # the load's HTTP traffic crosses the same veths: bytes are counted on a re-deploy without load
-        entry["redeploy"].append(s.fab(f"smoke: one-line re-deploy without load ({n})",
-                                       ["deploy", "--bundle", version(2), *par], hosts, dist).to_dict())
+        entry["redeploy"].append(
+            s.fab(
+                f"smoke: one-line re-deploy without load ({n})", ["deploy", "--bundle", version(2), *par], hosts, dist
+            ).to_dict()
+        )
         self.done(s)
 
     def run(self) -> None:
@@ -303,7 +376,9 @@ class Bench:
             for part in PARTS:
                 self.section(part, getattr(self, part))
         self.results["meta"]["loadavg_at_end"] = os.getloadavg()
-        self.results["meta"]["sgpfab_changed_during_run"] = sgpfab_fingerprint() != self.results["meta"]["sgpfab_fingerprint"]
+        self.results["meta"]["sgpfab_changed_during_run"] = (
+            sgpfab_fingerprint() != self.results["meta"]["sgpfab_fingerprint"]
+        )
         derive(self.results, ref=str(min(2, len(self.names))) if self.a.smoke else "4")
 
 
@@ -349,17 +424,35 @@ def derive(res: dict, ref: str) -> None:
 
     def fig(name, value, display, goal, limit, extra=None):
         meets = None if value is None or limit is None else value <= limit
-        figs.append({"figure": name, "value": value, "display": display if value is not None else "n/a",
-                     "goal": goal, "meets": meets, **(extra or {})})
+        figs.append(
+            {
+                "figure": name,
+                "value": value,
+                "display": display if value is not None else "n/a",
+                "goal": goal,
+                "meets": meets,
+                **(extra or {}),
+            }
+        )
 
     red, rb = _runs(S, "redeploy"), _runs(S, "rollback")
     w = _med(red, "wall_s")
-    fig(f"one-line re-deploy, wall, bundle already built ({ref} hosts, median of {len(red)})", w,
-        f"{w:.2f} s" if w is not None else "", "<= 4 s", 4)
+    fig(
+        f"one-line re-deploy, wall, bundle already built ({ref} hosts, median of {len(red)})",
+        w,
+        f"{w:.2f} s" if w is not None else "",
+        "<= 4 s",
+        4,
+    )
     built = cache.get("redeploy_built_in_run")
     w = built["wall_s"] if built and built.get("rc") == 0 else None
-    fig(f"one-line re-deploy, wall, bundle built in the run ({cache.get('hosts', ref)} hosts)", w,
-        f"{w:.2f} s" if w is not None else "", "<= 4 s", 4)
+    fig(
+        f"one-line re-deploy, wall, bundle built in the run ({cache.get('hosts', ref)} hosts)",
+        w,
+        f"{w:.2f} s" if w is not None else "",
+        "<= 4 s",
+        4,
+    )
     w = _med(rb, "wall_s")
     fig(f"rollback, wall ({ref} hosts, median of {len(rb)})", w, f"{w:.2f} s" if w is not None else "", "<= 2 s", 2)
     for case in load.values():
@@ -371,31 +464,58 @@ def derive(res: dict, ref: str) -> None:
             worst = st["worst_ms"]
             fails = st["failed"]
             meets = None if worst is None else (worst <= 250 and fails == 0)
-            figs.append({"figure": f"worst latency under load, {case['label']}, {'re-deploy' if phase == 'deploy' else 'rollback'}"
-                                   f" ({len(case['host'].split(','))} host)",
-                         "value": worst, "failed": fails, "requests": st["requests"],
-                         "display": f"{worst:.0f} ms, {fails} failed / {st['requests']} (p99 {st['p99_ms']:.0f} ms)",
-                         "goal": "<= 250 ms, 0 failed", "meets": meets})
+            figs.append(
+                {
+                    "figure": f"worst latency under load, {case['label']}, {'re-deploy' if phase == 'deploy' else 'rollback'}"
+                    f" ({len(case['host'].split(','))} host)",
+                    "value": worst,
+                    "failed": fails,
+                    "requests": st["requests"],
+                    "display": f"{worst:.0f} ms, {fails} failed / {st['requests']} (p99 {st['p99_ms']:.0f} ms)",
+                    "goal": "<= 250 ms, 0 failed",
+                    "meets": meets,
+                }
+            )
     quiet = [r for r in red if not r.get("under_load")]  # the load's HTTP traffic crosses the veths too
     b = _med(quiet, "net_to_host_mean")
     bmax = max((r["net_to_host_max"] for r in quiet), default=None)
     rep = _med(quiet, "reported_bytes_sent_mean")
     back = _med(quiet, "net_from_host_mean")
-    fig(f"bytes to each host, one-line re-deploy, on the veth incl. SSH ({ref} hosts)", b / 1000 if b else None,
+    fig(
+        f"bytes to each host, one-line re-deploy, on the veth incl. SSH ({ref} hosts)",
+        b / 1000 if b else None,
         f"{b / 1000:.1f} kB/host (max {bmax / 1000:.1f}; sgpfab reports {rep / 1000:.1f} kB payload;"
-        f" {back / 1000:.1f} kB back)" if b else "", "<= 25 kB/host", 25)
+        f" {back / 1000:.1f} kB back)"
+        if b
+        else "",
+        "<= 25 kB/host",
+        25,
+    )
     big = max((int(n) for n in series), default=None)
-    w1, wbig = _med(_runs(series.get("1"), "redeploy"), "wall_s"), _med(_runs(series.get(str(big)), "redeploy"), "wall_s")
+    w1, wbig = (
+        _med(_runs(series.get("1"), "redeploy"), "wall_s"),
+        _med(_runs(series.get(str(big)), "redeploy"), "wall_s"),
+    )
     ratio = wbig / w1 if w1 and wbig and big and big > 1 else None
-    fig(f"re-deploy wall, {big} hosts --parallel {big} vs 1 host", ratio,
-        f"{ratio:.2f}x ({wbig:.1f} s vs {w1:.1f} s)" if ratio else "", "<= 4x", 4)
+    fig(
+        f"re-deploy wall, {big} hosts --parallel {big} vs 1 host",
+        ratio,
+        f"{ratio:.2f}x ({wbig:.1f} s vs {w1:.1f} s)" if ratio else "",
+        "<= 4x",
+        4,
+    )
     for n in sorted({ref, str(big)} & set(series), key=int):
         for key, what in (("redeploy", "re-deploy"), ("rollback", "rollback")):
             runs = _runs(series[n], key)
             c = _med(runs, "cpu_per_host_s")
             rss = _med(runs, "maxrss_mb")
-            fig(f"controller CPU per host-operation, {what} ({n} hosts)", c,
-                f"{c:.2f} s (peak RSS {rss:.0f} MB)" if c is not None else "", "<= 0.5 s", 0.5)
+            fig(
+                f"controller CPU per host-operation, {what} ({n} hosts)",
+                c,
+                f"{c:.2f} s (peak RSS {rss:.0f} MB)" if c is not None else "",
+                "<= 0.5 s",
+                0.5,
+            )
     res["figures"] = figs
 
     # where the seconds go
@@ -406,9 +526,14 @@ def derive(res: dict, ref: str) -> None:
         if not runs:
             return
         outside = median([r["wall_s"] - (r["host_seconds_max"] or 0) for r in runs])
-        steps[key] = {"label": label, "steps": H.step_table([r["timings"] for r in runs]),
-                      "host_seconds_mean": _med(runs, "host_seconds_mean"), "wall_s": _med(runs, "wall_s"),
-                      "outside_steps_s": round(outside, 3) if outside is not None else None}
+        steps[key] = {
+            "label": label,
+            "steps": H.step_table([r["timings"] for r in runs]),
+            "host_seconds_mean": _med(runs, "host_seconds_mean"),
+            "wall_s": _med(runs, "wall_s"),
+            "outside_steps_s": round(outside, 3) if outside is not None else None,
+        }
+
     if S:
         add(f"first-{ref}", f"first deploy, {ref} hosts (bundle prebuilt)", _runs(S, "first_deploy"))
     for n in sorted({"1", ref, str(big)} & set(series), key=int):
@@ -424,29 +549,36 @@ def derive(res: dict, ref: str) -> None:
     for n in sorted(series, key=int):
         e = series[n]
         red, rb, first = _runs(e, "redeploy"), _runs(e, "rollback"), _runs(e, "first_deploy")
-        rows.append({
-            "hosts": int(n), "first_wall_s": _med(first, "wall_s"), "redeploy_wall_s": _med(red, "wall_s"),
-            "rollback_wall_s": _med(rb, "wall_s"), "redeploy_host_s": _med(red, "host_seconds_max"),
-            "first_cpu_per_host_s": _med(first, "cpu_per_host_s"),
-            "redeploy_cpu_per_host_s": _med(red, "cpu_per_host_s"), "rollback_cpu_per_host_s": _med(rb, "cpu_per_host_s"),
-            "redeploy_cpu_s": _med(red, "cpu_s"),
-            "redeploy_self_cpu_s": median([(r.get("counts") or {}).get("self_cpu_s") for r in red]),
-            "redeploy_maxrss_mb": _med(red, "maxrss_mb"), "first_maxrss_mb": _med(first, "maxrss_mb"),
-            "redeploy_fleet_cpu_per_host_s": _med(red, "fleet_cpu_per_host_s"),
-            "rollback_fleet_cpu_per_host_s": _med(rb, "fleet_cpu_per_host_s"),
-            "redeploy_other_cpu_s": _med(red, "other_cpu_s"),
-            "first_net_to_host_mean": _med(first, "net_to_host_mean"),
-            "redeploy_net_to_host_mean": _med(red, "net_to_host_mean"),
-            "rollback_net_to_host_mean": _med(rb, "net_to_host_mean"),
-            "list_cpu_per_host_s": _med(_runs(e, "list"), "cpu_per_host_s"),
-            "list_net_to_host_mean": _med(_runs(e, "list"), "net_to_host_mean"),
-            "list_wall_s": _med(_runs(e, "list"), "wall_s"),
-            "redeploy_exec_per_host": _per_host_count(red, "exec"),
-            "rollback_exec_per_host": _per_host_count(rb, "exec"),
-            "redeploy_rsync_per_host": _per_host_count(red, "spawn:rsync"),
-            "redeploy_sftp_per_host": _per_host_count(red, "sftp_request"),
-            "redeploy_ssh_connect_per_host": _per_host_count(red, "ssh_connect"),
-        })
+        rows.append(
+            {
+                "hosts": int(n),
+                "first_wall_s": _med(first, "wall_s"),
+                "redeploy_wall_s": _med(red, "wall_s"),
+                "rollback_wall_s": _med(rb, "wall_s"),
+                "redeploy_host_s": _med(red, "host_seconds_max"),
+                "first_cpu_per_host_s": _med(first, "cpu_per_host_s"),
+                "redeploy_cpu_per_host_s": _med(red, "cpu_per_host_s"),
+                "rollback_cpu_per_host_s": _med(rb, "cpu_per_host_s"),
+                "redeploy_cpu_s": _med(red, "cpu_s"),
+                "redeploy_self_cpu_s": median([(r.get("counts") or {}).get("self_cpu_s") for r in red]),
+                "redeploy_maxrss_mb": _med(red, "maxrss_mb"),
+                "first_maxrss_mb": _med(first, "maxrss_mb"),
+                "redeploy_fleet_cpu_per_host_s": _med(red, "fleet_cpu_per_host_s"),
+                "rollback_fleet_cpu_per_host_s": _med(rb, "fleet_cpu_per_host_s"),
+                "redeploy_other_cpu_s": _med(red, "other_cpu_s"),
+                "first_net_to_host_mean": _med(first, "net_to_host_mean"),
+                "redeploy_net_to_host_mean": _med(red, "net_to_host_mean"),
+                "rollback_net_to_host_mean": _med(rb, "net_to_host_mean"),
+                "list_cpu_per_host_s": _med(_runs(e, "list"), "cpu_per_host_s"),
+                "list_net_to_host_mean": _med(_runs(e, "list"), "net_to_host_mean"),
+                "list_wall_s": _med(_runs(e, "list"), "wall_s"),
+                "redeploy_exec_per_host": _per_host_count(red, "exec"),
+                "rollback_exec_per_host": _per_host_count(rb, "exec"),
+                "redeploy_rsync_per_host": _per_host_count(red, "spawn:rsync"),
+                "redeploy_sftp_per_host": _per_host_count(red, "sftp_request"),
+                "redeploy_ssh_connect_per_host": _per_host_count(red, "ssh_connect"),
+            }
+        )
     res["fleet_table"] = rows
     res["projection"] = project(rows, res.get("startup"))
 
@@ -466,8 +598,15 @@ def project(rows: list[dict], startup: dict | None) -> dict | None:
     one = next((r for r in rows if r["hosts"] == 1), rows[0])
     t_host = one["redeploy_host_s"] or 0
     fixed = (one["redeploy_wall_s"] or 0) - t_host
-    out = {"fit_cpu_s": cpu, "fit_self_cpu_s": own, "fit_maxrss_mb": rss, "host_seconds_1": t_host,
-           "fixed_wall_s": round(fixed, 2), "startup_cpu_s": (startup or {}).get("cpu_s"), "rows": []}
+    out = {
+        "fit_cpu_s": cpu,
+        "fit_self_cpu_s": own,
+        "fit_maxrss_mb": rss,
+        "host_seconds_1": t_host,
+        "fixed_wall_s": round(fixed, 2),
+        "startup_cpu_s": (startup or {}).get("cpu_s"),
+        "rows": [],
+    }
     if not cpu or not rss:
         return out
     for n in (100, 250, 500, 1000):
@@ -477,10 +616,19 @@ def project(rows: list[dict], startup: dict | None) -> dict | None:
                 gil = (own["a"] + own["b"] * n) if own else total
                 ctrl = max(gil, total / cores)
                 hostbound = math.ceil(n / p) * t_host + fixed
-                out["rows"].append({"hosts": n, "parallel": p, "cores": cores, "cpu_s": round(total, 1),
-                                    "gil_cpu_s": round(gil, 1), "controller_bound_s": round(ctrl, 1),
-                                    "host_bound_s": round(hostbound, 1), "est_wall_s": round(max(ctrl, hostbound), 1),
-                                    "rss_mb": round(rss["a"] + rss["b"] * min(p, n))})
+                out["rows"].append(
+                    {
+                        "hosts": n,
+                        "parallel": p,
+                        "cores": cores,
+                        "cpu_s": round(total, 1),
+                        "gil_cpu_s": round(gil, 1),
+                        "controller_bound_s": round(ctrl, 1),
+                        "host_bound_s": round(hostbound, 1),
+                        "est_wall_s": round(max(ctrl, hostbound), 1),
+                        "rss_mb": round(rss["a"] + rss["b"] * min(p, n)),
+                    }
+                )
     return out
 
 
@@ -495,30 +643,65 @@ def _f(v, fmt="{:.2f}", none="-"):
 def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
     """Every result table as (title, header, rows): printed by print_tables, written by markdown."""
     out = []
-    out.append(("figures", ["figure", "measured", "goal", "meets"],
-                [[f["figure"], f["display"], f["goal"], {True: "yes", False: "NO", None: "-"}[f["meets"]]]
-                 for f in res.get("figures", [])]))
+    out.append(
+        (
+            "figures",
+            ["figure", "measured", "goal", "meets"],
+            [
+                [f["figure"], f["display"], f["goal"], {True: "yes", False: "NO", None: "-"}[f["meets"]]]
+                for f in res.get("figures", [])
+            ],
+        )
+    )
 
     if res.get("fleet_table"):
         rows = []
         for r in res["fleet_table"]:
             kb = r["redeploy_net_to_host_mean"]
             first_kb = r["first_net_to_host_mean"]
-            rows.append([str(r["hosts"]), _f(r["first_wall_s"], "{:.1f}"), _f(r["redeploy_wall_s"], "{:.1f}"),
-                         _f(r["rollback_wall_s"], "{:.1f}"), _f(r["redeploy_cpu_per_host_s"]),
-                         _f(r["rollback_cpu_per_host_s"]), _f(r["first_cpu_per_host_s"]),
-                         _f(r["redeploy_maxrss_mb"], "{:.0f}"), _f(kb and kb / 1000, "{:.1f}"),
-                         _f(first_kb and first_kb / 1e6, "{:.1f}"), _f(r.get("redeploy_fleet_cpu_per_host_s"), "{:.1f}"),
-                         _f(r["redeploy_exec_per_host"], "{:.0f}"), _f(r.get("redeploy_other_cpu_s"), "{:.1f}"),
-                         "-" if r.get("list_wall_s") is None else
-                         f"{r['list_wall_s']:.1f} s, {r['list_cpu_per_host_s']:.2f} s CPU/host,"
-                         f" {r['list_net_to_host_mean'] / 1000:.0f} kB/host"])
-        out.append(("fleet sizes (--parallel = hosts; bundle prebuilt; medians)",
-                    ["hosts", "first deploy s", "re-deploy s", "rollback s", "controller CPU/host re-deploy s",
-                     "controller CPU/host rollback s", "controller CPU/host first deploy s", "peak RSS MB (re-deploy)",
-                     "kB to each host (re-deploy)", "MB to each host (first)", "containers' CPU/host re-deploy s",
-                     "SSH commands/host (re-deploy)", "other CPU on the machine s (re-deploy)",
-                     "fab list (connect + preflight only)"], rows))
+            rows.append(
+                [
+                    str(r["hosts"]),
+                    _f(r["first_wall_s"], "{:.1f}"),
+                    _f(r["redeploy_wall_s"], "{:.1f}"),
+                    _f(r["rollback_wall_s"], "{:.1f}"),
+                    _f(r["redeploy_cpu_per_host_s"]),
+                    _f(r["rollback_cpu_per_host_s"]),
+                    _f(r["first_cpu_per_host_s"]),
+                    _f(r["redeploy_maxrss_mb"], "{:.0f}"),
+                    _f(kb and kb / 1000, "{:.1f}"),
+                    _f(first_kb and first_kb / 1e6, "{:.1f}"),
+                    _f(r.get("redeploy_fleet_cpu_per_host_s"), "{:.1f}"),
+                    _f(r["redeploy_exec_per_host"], "{:.0f}"),
+                    _f(r.get("redeploy_other_cpu_s"), "{:.1f}"),
+                    "-"
+                    if r.get("list_wall_s") is None
+                    else f"{r['list_wall_s']:.1f} s, {r['list_cpu_per_host_s']:.2f} s CPU/host,"
+                    f" {r['list_net_to_host_mean'] / 1000:.0f} kB/host",
+                ]
+            )
+        out.append(
+            (
+                "fleet sizes (--parallel = hosts; bundle prebuilt; medians)",
+                [
+                    "hosts",
+                    "first deploy s",
+                    "re-deploy s",
+                    "rollback s",
+                    "controller CPU/host re-deploy s",
+                    "controller CPU/host rollback s",
+                    "controller CPU/host first deploy s",
+                    "peak RSS MB (re-deploy)",
+                    "kB to each host (re-deploy)",
+                    "MB to each host (first)",
+                    "containers' CPU/host re-deploy s",
+                    "SSH commands/host (re-deploy)",
+                    "other CPU on the machine s (re-deploy)",
+                    "fab list (connect + preflight only)",
+                ],
+                rows,
+            )
+        )
 
     rows = []
     for case in (res.get("load") or {}).values():
@@ -527,26 +710,53 @@ def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             if not p:
                 continue
             st = p["stats"]
-            rows.append([case["label"], "re-deploy" if phase == "deploy" else "rollback", f"{p['run']['wall_s']:.1f}",
-                         str(st["requests"]), str(st["failed"]), _f(st["worst_ms"], "{:.0f}"), _f(st["p99_ms"], "{:.0f}"),
-                         _f(st["p50_ms"], "{:.1f}"), ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) or "-"])
+            rows.append(
+                [
+                    case["label"],
+                    "re-deploy" if phase == "deploy" else "rollback",
+                    f"{p['run']['wall_s']:.1f}",
+                    str(st["requests"]),
+                    str(st["failed"]),
+                    _f(st["worst_ms"], "{:.0f}"),
+                    _f(st["p99_ms"], "{:.0f}"),
+                    _f(st["p50_ms"], "{:.1f}"),
+                    ", ".join(f"{k}: {v}" for k, v in p["errors"].items()) or "-",
+                ]
+            )
     if rows:
-        out.append((("latency under load (1 host; GET the health endpoint, a new connection per request, 5 ms apart;"
-                    " from 1 s before fab starts to 1 s after it ends)"),
-                    ["app / server", "operation", "fab wall s", "requests", "failed", "worst ms", "p99 ms", "p50 ms",
-                     "errors"], rows))
+        out.append(
+            (
+                (
+                    "latency under load (1 host; GET the health endpoint, a new connection per request, 5 ms apart;"
+                    " from 1 s before fab starts to 1 s after it ends)"
+                ),
+                [
+                    "app / server",
+                    "operation",
+                    "fab wall s",
+                    "requests",
+                    "failed",
+                    "worst ms",
+                    "p99 ms",
+                    "p50 ms",
+                    "errors",
+                ],
+                rows,
+            )
+        )
 
     c = res.get("cache") or {}
     if c:
         rows = []
-        for what, cc, hc, key in (("fab bundle", "empty", "-", "bundle_cold"), ("fab bundle", "warm", "-", "bundle_warm"),
-                                  ("first deploy, bundle built in the run", "empty", "cold",
-                                   "first_cold_controller_cold_hosts"),
-                                  ("first deploy, bundle built in the run", "warm", "cold",
-                                   "first_warm_controller_cold_hosts"),
-                                  ("one-line re-deploy, bundle built in the run", "warm", "warm", "redeploy_built_in_run"),
-                                  ("one-line re-deploy, bundle already built", "warm", "warm", "redeploy_prebuilt"),
-                                  ("rollback", "-", "warm", "rollback")):
+        for what, cc, hc, key in (
+            ("fab bundle", "empty", "-", "bundle_cold"),
+            ("fab bundle", "warm", "-", "bundle_warm"),
+            ("first deploy, bundle built in the run", "empty", "cold", "first_cold_controller_cold_hosts"),
+            ("first deploy, bundle built in the run", "warm", "cold", "first_warm_controller_cold_hosts"),
+            ("one-line re-deploy, bundle built in the run", "warm", "warm", "redeploy_built_in_run"),
+            ("one-line re-deploy, bundle already built", "warm", "warm", "redeploy_prebuilt"),
+            ("rollback", "-", "warm", "rollback"),
+        ):
             r = c.get(key)
             if not r:
                 continue
@@ -554,19 +764,58 @@ def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
             up = median([x.get("upload") for x in tim]) if tim else None
             venv = median([x.get("venv") for x in tim]) if tim else None
             kb = r.get("net_to_host_mean")
-            rows.append([what, cc, hc, f"{r['wall_s']:.1f}", f"{r['cpu_s']:.1f}", _f(kb and kb / 1000, "{:,.1f}"),
-                         _f(up), _f(venv)])
-        out.append((f"cold vs warm caches ({c.get('hosts')} hosts, --parallel {c.get('hosts')})",
-                    ["operation", "controller cache", "host caches", "wall s", "controller CPU s", "kB to each host",
-                     "upload step s", "venv step s"], rows))
+            rows.append(
+                [
+                    what,
+                    cc,
+                    hc,
+                    f"{r['wall_s']:.1f}",
+                    f"{r['cpu_s']:.1f}",
+                    _f(kb and kb / 1000, "{:,.1f}"),
+                    _f(up),
+                    _f(venv),
+                ]
+            )
+        out.append(
+            (
+                f"cold vs warm caches ({c.get('hosts')} hosts, --parallel {c.get('hosts')})",
+                [
+                    "operation",
+                    "controller cache",
+                    "host caches",
+                    "wall s",
+                    "controller CPU s",
+                    "kB to each host",
+                    "upload step s",
+                    "venv step s",
+                ],
+                rows,
+            )
+        )
 
     for st in (res.get("steps") or {}).values():
-        rows = [[name, f"{v['mean_s']:.2f}", f"{v['max_s']:.2f}", f"{v['share'] * 100:.0f}%"]
-                for name, v in st["steps"].items()]
-        rows.append(["(outside the host steps: fab start-up, connect, preflight, checks, exit)",
-                     _f(st["outside_steps_s"]), "", ""])
-        out.append(((f"where the seconds go: {st['label']} (fab wall {_f(st['wall_s'], '{:.1f}')} s, a host's"
-                    f" steps {_f(st['host_seconds_mean'], '{:.1f}')} s)"), ["step", "mean s", "max s", "share"], rows))
+        rows = [
+            [name, f"{v['mean_s']:.2f}", f"{v['max_s']:.2f}", f"{v['share'] * 100:.0f}%"]
+            for name, v in st["steps"].items()
+        ]
+        rows.append(
+            [
+                "(outside the host steps: fab start-up, connect, preflight, checks, exit)",
+                _f(st["outside_steps_s"]),
+                "",
+                "",
+            ]
+        )
+        out.append(
+            (
+                (
+                    f"where the seconds go: {st['label']} (fab wall {_f(st['wall_s'], '{:.1f}')} s, a host's"
+                    f" steps {_f(st['host_seconds_mean'], '{:.1f}')} s)"
+                ),
+                ["step", "mean s", "max s", "share"],
+                rows,
+            )
+        )
 
     ops = []
     for n in sorted(res.get("series") or {}, key=int):
@@ -576,28 +825,77 @@ def tables(res: dict) -> list[tuple[str, list[str], list[list[str]]]]:
                 continue
             keys = ("exec", "ssh_connect", "spawn:rsync", "sftp_request")
             other = sorted({k for r in runs for k in (r.get("counts") or {}) if k.startswith("spawn:")} - set(keys))
-            ops.append([n, what] + [_f(_per_host_count(runs, k), "{:.1f}") for k in keys]
-                       + [", ".join(f"{k[6:]} {_per_host_count(runs, k):.1f}" for k in other) or "-",
-                          _f(median([(r["counts"] or {}).get("self_cpu_s") for r in runs]), "{:.2f}"),
-                          _f(median([(r["counts"] or {}).get("children_cpu_s") for r in runs]), "{:.2f}")])
+            ops.append(
+                [n, what]
+                + [_f(_per_host_count(runs, k), "{:.1f}") for k in keys]
+                + [
+                    ", ".join(f"{k[6:]} {_per_host_count(runs, k):.1f}" for k in other) or "-",
+                    _f(median([(r["counts"] or {}).get("self_cpu_s") for r in runs]), "{:.2f}"),
+                    _f(median([(r["counts"] or {}).get("children_cpu_s") for r in runs]), "{:.2f}"),
+                ]
+            )
     if ops:
-        out.append(("SSH operations per host and operation (counted in the fab process; medians)",
-                    ["hosts", "operation", "commands (channel execs, rsync's included)", "SSH connections (paramiko)",
-                     "rsync runs (each on a channel of that connection)", "SFTP requests", "other processes", "fab's own CPU s", "its children's CPU s"],
-                    ops))
+        out.append(
+            (
+                "SSH operations per host and operation (counted in the fab process; medians)",
+                [
+                    "hosts",
+                    "operation",
+                    "commands (channel execs, rsync's included)",
+                    "SSH connections (paramiko)",
+                    "rsync runs (each on a channel of that connection)",
+                    "SFTP requests",
+                    "other processes",
+                    "fab's own CPU s",
+                    "its children's CPU s",
+                ],
+                ops,
+            )
+        )
 
     p = res.get("projection")
     if p and p.get("rows"):
-        rows = [[str(r[k]) for k in ("hosts", "parallel", "cores", "cpu_s", "gil_cpu_s", "controller_bound_s",
-                                       "host_bound_s", "est_wall_s", "rss_mb")]
-                for r in p["rows"] if r["cores"] == 8 or r["hosts"] == 100]
-        out.append(((f"projection of a one-line re-deploy (linear fits over the fleet sizes: controller CPU s ="
+        rows = [
+            [
+                str(r[k])
+                for k in (
+                    "hosts",
+                    "parallel",
+                    "cores",
+                    "cpu_s",
+                    "gil_cpu_s",
+                    "controller_bound_s",
+                    "host_bound_s",
+                    "est_wall_s",
+                    "rss_mb",
+                )
+            ]
+            for r in p["rows"]
+            if r["cores"] == 8 or r["hosts"] == 100
+        ]
+        out.append(
+            (
+                (
+                    f"projection of a one-line re-deploy (linear fits over the fleet sizes: controller CPU s ="
                     f" {p['fit_cpu_s']['a']} + {p['fit_cpu_s']['b']} x hosts; fab process alone"
                     f" {p['fit_self_cpu_s'] and p['fit_self_cpu_s']['a']} + {p['fit_self_cpu_s'] and p['fit_self_cpu_s']['b']}"
                     f" x hosts; peak RSS MB = {p['fit_maxrss_mb']['a']} + {p['fit_maxrss_mb']['b']} x parallel hosts;"
-                    f" one host's steps {p['host_seconds_1']:.1f} s)"),
-                    ["hosts", "--parallel", "controller cores", "controller CPU s", "of which the fab process (GIL: 1 core)",
-                     "controller-bound s", "host-bound s", "estimated wall s", "peak RSS MB"], rows))
+                    f" one host's steps {p['host_seconds_1']:.1f} s)"
+                ),
+                [
+                    "hosts",
+                    "--parallel",
+                    "controller cores",
+                    "controller CPU s",
+                    "of which the fab process (GIL: 1 core)",
+                    "controller-bound s",
+                    "host-bound s",
+                    "estimated wall s",
+                    "peak RSS MB",
+                ],
+                rows,
+            )
+        )
     return out
 
 
@@ -608,8 +906,11 @@ def print_tables(res: dict) -> None:
         console.print(f"\n{title}", markup=False, highlight=False, style="bold")
         t = Table()
         for i, col in enumerate(header):
-            t.add_column(col, justify="left" if i == 0 or col in ("figure", "measured", "operation", "errors", "step")
-                         else "right", overflow="fold")
+            t.add_column(
+                col,
+                justify="left" if i == 0 or col in ("figure", "measured", "operation", "errors", "step") else "right",
+                overflow="fold",
+            )
         for r in rows:
             t.add_row(*r)
         console.print(t)
@@ -624,9 +925,14 @@ def markdown(res: dict) -> str:
         if not rows:
             continue
         esc = lambda x: str(x).replace("|", "\\|")
-        parts.append(f"**{title}**\n\n| " + " | ".join(header) + " |\n|" + "|".join(
-            " --- " if i == 0 else " ---: " for i in range(len(header))) + "|\n"
-            + "".join("| " + " | ".join(esc(c) for c in r) + " |\n" for r in rows))
+        parts.append(
+            f"**{title}**\n\n| "
+            + " | ".join(header)
+            + " |\n|"
+            + "|".join(" --- " if i == 0 else " ---: " for i in range(len(header)))
+            + "|\n"
+            + "".join("| " + " | ".join(esc(c) for c in r) + " |\n" for r in rows)
+        )
     return "\n".join(parts)
 
 
@@ -658,17 +964,25 @@ def parse_args(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--hosts", default="1,4,8,16,32", help="fleet sizes for the series (comma separated; max 32)")
     ap.add_argument("--only", help=f"run only these parts (comma separated): {', '.join(PARTS)}")
-    ap.add_argument("--smoke", action="store_true", help="2 hosts, a re-deploy and a rollback under load; exit 1 if"
-                                                          " a request failed")
-    ap.add_argument("--json", help="where to write the results (default benchmarks/results.json; with --smoke:"
-                                   " $TMPDIR/sgpfab-bench-smoke.json)")
+    ap.add_argument(
+        "--smoke",
+        action="store_true",
+        help="2 hosts, a re-deploy and a rollback under load; exit 1 if a request failed",
+    )
+    ap.add_argument(
+        "--json",
+        help="where to write the results (default benchmarks/results.json; with --smoke:"
+        " $TMPDIR/sgpfab-bench-smoke.json)",
+    )
     ap.add_argument("--img-dir", help="where to draw the plots (default docs/img; with --smoke: none)")
     ap.add_argument("--no-plots", action="store_true")
     ap.add_argument("--repeat", type=int, default=3, help="re-deploy + rollback pairs per fleet size (default 3)")
     ap.add_argument("--fleet-name", default="bench", help="name of the fleet to boot (default bench)")
     ap.add_argument("--subnet", type=int, default=247, help="preferred subnet (the first free one below is taken)")
     ap.add_argument("--use-fleet", help="borrow this running fleet instead of booting one (e.g. the e2e tests')")
-    ap.add_argument("--slot-base", type=int, default=1, help="first app slot number (API_ROOT /srv/bench-K, port 8300+K)")
+    ap.add_argument(
+        "--slot-base", type=int, default=1, help="first app slot number (API_ROOT /srv/bench-K, port 8300+K)"
+    )
     ap.add_argument("--scratch", help="work directory (default: a new temporary one, removed at the end)")
     ap.add_argument("--keep-fleet", action="store_true", help="leave the booted fleet up")
     ap.add_argument("--from-json", help="measure nothing: derive, print, plot (and --markdown) a saved result again")
@@ -709,6 +1023,7 @@ def report(a, res: dict, out: Path | None) -> None:
     img = Path(a.img_dir) if a.img_dir else (None if a.smoke else ROOT / "docs" / "img")
     if img is not None and not a.no_plots:
         import plots
+
         for p in plots.draw_all(res, img, log):
             log(f"plot: {p}")
 
@@ -735,8 +1050,10 @@ def main(argv=None) -> int:
                 return 2
         else:
             if sandbox.Fleet.load(a.fleet_name) is not None:
-                log(f"error: a fleet named {a.fleet_name!r} is already up (another benchmark?); take it down with"
-                    f" `fab sandbox.down --name {a.fleet_name}` or pass --fleet-name")
+                log(
+                    f"error: a fleet named {a.fleet_name!r} is already up (another benchmark?); take it down with"
+                    f" `fab sandbox.down --name {a.fleet_name}` or pass --fleet-name"
+                )
                 return 2
             subnet = H.pick_subnet(sandbox, a.fleet_name, a.subnet)
             n = fleet_size(a)
@@ -759,11 +1076,15 @@ def main(argv=None) -> int:
             shutil.rmtree(scratch, ignore_errors=True)
     res = bench.results
     res["meta"]["total_s"] = round(time.monotonic() - t0)
-    out = Path(a.json) if a.json else (Path(tempfile.gettempdir()) / "sgpfab-bench-smoke.json" if a.smoke
-                                       else BENCH / "results.json")
+    out = (
+        Path(a.json)
+        if a.json
+        else (Path(tempfile.gettempdir()) / "sgpfab-bench-smoke.json" if a.smoke else BENCH / "results.json")
+    )
     report(a, res, out)
-    failed = sum(case[p]["stats"]["failed"] for case in res["load"].values() for p in ("deploy", "rollback")
-                 if case.get(p))
+    failed = sum(
+        case[p]["stats"]["failed"] for case in res["load"].values() for p in ("deploy", "rollback") if case.get(p)
+    )
     if failed:
         log(f"{failed} requests FAILED under load")
     if res["meta"].get("sgpfab_changed_during_run"):

@@ -42,6 +42,7 @@ def _wrap(cls, name: str, key):
     def wrapper(self, *a, **kw):
         bump(key(a) if callable(key) else key)
         return orig(self, *a, **kw)
+
     wrapper.__wrapped__ = orig
     setattr(cls, name, wrapper)
 
@@ -71,10 +72,14 @@ def _write() -> None:
     if not path:
         return
     me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
-    doc = {**dict(counts),
-           "self_cpu_s": round(me.ru_utime + me.ru_stime, 3), "self_maxrss_mb": round(me.ru_maxrss / 1024, 1),
-           "children_cpu_s": round(kids.ru_utime + kids.ru_stime, 3),
-           "children_maxrss_mb": round(kids.ru_maxrss / 1024, 1), "threads_at_exit": threading.active_count()}
+    doc = {
+        **dict(counts),
+        "self_cpu_s": round(me.ru_utime + me.ru_stime, 3),
+        "self_maxrss_mb": round(me.ru_maxrss / 1024, 1),
+        "children_cpu_s": round(kids.ru_utime + kids.ru_stime, 3),
+        "children_maxrss_mb": round(kids.ru_maxrss / 1024, 1),
+        "threads_at_exit": threading.active_count(),
+    }
     with open(path, "w") as f:
         json.dump(doc, f)
 
@@ -83,5 +88,6 @@ if __name__ == "__main__":
     _install()
     atexit.register(_write)
     from fabric.main import program
+
     sys.argv[0] = "fab"
     sys.exit(program.run())

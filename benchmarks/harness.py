@@ -35,7 +35,10 @@ PYTHON = sys.executable
 FAB = str(Path(sys.executable).with_name("fab"))
 COUNTED = str(BENCH / "fab_counted.py")
 # The example apps' secrets (the same names as tests/e2e/conftest.py uses; any value works).
-SECRETS = {"SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-bench-secret-Zq9", "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-bench-s3cret"}
+SECRETS = {
+    "SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-bench-secret-Zq9",
+    "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-bench-s3cret",
+}
 PROTECTED_FLEETS = ("pytest", "demo", "proto", "dbg")  # and sbx*: other people's fleets
 HEALTH_PATH = {"sgp": "/health", "tasks": "/healthz", "blog": "/"}
 # Where a one-line change goes, and where a slow start goes (a module every web process imports).
@@ -164,7 +167,9 @@ class FabRun:
     started: float  # time.monotonic() at start
     ended: float
     fleet_cpu_s: float | None = None  # the containers' CPU meanwhile (sshd, hostctl, uv, the apps...)
-    other_cpu_s: float | None = None  # the rest of the machine meanwhile (noise), the benchmark's own load client excluded
+    other_cpu_s: float | None = (
+        None  # the rest of the machine meanwhile (noise), the benchmark's own load client excluded
+    )
     summary: dict | None = None  # fab's --json document
     counts: dict | None = None  # from fab_counted.py: execs, SFTP requests, spawns, rusage of fab itself
     stderr_tail: str = ""
@@ -183,18 +188,29 @@ class FabRun:
         frm = list(self.net_from_host.values())
         host_seconds = [o.get("seconds") or 0 for o in self.outcomes]
         d = {
-            "label": self.label, "argv": self.argv, "hosts": len(self.hosts), "rc": self.rc,
-            "wall_s": round(self.wall_s, 3), "cpu_s": round(self.cpu_s, 3), "cpu_user_s": round(self.cpu_user_s, 3),
-            "cpu_sys_s": round(self.cpu_sys_s, 3), "cpu_per_host_s": round(self.cpu_s / n, 3),
+            "label": self.label,
+            "argv": self.argv,
+            "hosts": len(self.hosts),
+            "rc": self.rc,
+            "wall_s": round(self.wall_s, 3),
+            "cpu_s": round(self.cpu_s, 3),
+            "cpu_user_s": round(self.cpu_user_s, 3),
+            "cpu_sys_s": round(self.cpu_sys_s, 3),
+            "cpu_per_host_s": round(self.cpu_s / n, 3),
             "maxrss_mb": round(self.maxrss_mb, 1),
             "fleet_cpu_s": None if self.fleet_cpu_s is None else round(self.fleet_cpu_s, 2),
             "fleet_cpu_per_host_s": None if self.fleet_cpu_s is None else round(self.fleet_cpu_s / n, 2),
             "other_cpu_s": None if self.other_cpu_s is None else round(self.other_cpu_s, 2),
-            "net_to_host_bytes": self.net_to_host, "net_from_host_bytes": self.net_from_host,
-            "net_to_host_mean": round(sum(to) / len(to)) if to else None, "net_to_host_max": max(to) if to else None,
+            "net_to_host_bytes": self.net_to_host,
+            "net_from_host_bytes": self.net_from_host,
+            "net_to_host_mean": round(sum(to) / len(to)) if to else None,
+            "net_to_host_max": max(to) if to else None,
             "net_from_host_mean": round(sum(frm) / len(frm)) if frm else None,
-            "reported_bytes_sent_mean": (round(sum(o.get("bytes_sent") or 0 for o in self.outcomes) / len(self.outcomes))
-                                         if self.outcomes else None),
+            "reported_bytes_sent_mean": (
+                round(sum(o.get("bytes_sent") or 0 for o in self.outcomes) / len(self.outcomes))
+                if self.outcomes
+                else None
+            ),
             "host_seconds_max": max(host_seconds) if host_seconds else None,
             "host_seconds_mean": round(sum(host_seconds) / len(host_seconds), 3) if host_seconds else None,
             "statuses": sorted({o.get("status") for o in self.outcomes}),
@@ -206,8 +222,17 @@ class FabRun:
         return d
 
 
-def run_fab(label: str, args: list[str], env: dict, hosts: list[str], fleet, logdir: Path, counted: bool = True,
-            timeout: float = 3600, bytecode: str = "cached") -> FabRun:
+def run_fab(
+    label: str,
+    args: list[str],
+    env: dict,
+    hosts: list[str],
+    fleet,
+    logdir: Path,
+    counted: bool = True,
+    timeout: float = 3600,
+    bytecode: str = "cached",
+) -> FabRun:
     """Run `fab [-H hosts] ARGS` from the project root and measure it from the outside.
 
     CPU and peak RSS come from os.wait4 on the fab process: Linux adds to it the usage of every
@@ -223,8 +248,9 @@ def run_fab(label: str, args: list[str], env: dict, hosts: list[str], fleet, log
     m0, f0, b0 = machine_cpu_s(), fleet_cpu_s(fleet), _self_cpu_s()
     with open(out_p, "wb") as out, open(err_p, "wb") as err:
         t0 = time.monotonic()
-        p = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
-                             start_new_session=True)
+        p = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=out, stderr=err, stdin=subprocess.DEVNULL, start_new_session=True
+        )
         timer = threading.Timer(timeout, lambda: _killpg(p.pid))
         timer.start()
         try:
@@ -241,7 +267,7 @@ def run_fab(label: str, args: list[str], env: dict, hosts: list[str], fleet, log
     summary = None
     if "--json" in args:
         try:
-            summary = json.loads(stdout[stdout.index("{"):])
+            summary = json.loads(stdout[stdout.index("{") :])
         except ValueError:
             summary = None
     counts = None
@@ -251,16 +277,32 @@ def run_fab(label: str, args: list[str], env: dict, hosts: list[str], fleet, log
         except ValueError:
             counts = None
     stderr = err_p.read_text(errors="replace")
-    return FabRun(label, ["fab"] + argv[2 if counted else 1:], hosts, p.returncode, t1 - t0,
-                  cpu, ru.ru_utime, ru.ru_stime, ru.ru_maxrss / 1024,
-                  {h: after[h][0] - before[h][0] for h in before}, {h: after[h][1] - before[h][1] for h in before},
-                  t0, t1, fleet_cpu, max(0.0, (m1 - m0) - cpu - (fleet_cpu or 0) - (b1 - b0)), summary, counts,
-                  "\n".join((stderr + stdout).strip().splitlines()[-15:]))
+    return FabRun(
+        label,
+        ["fab"] + argv[2 if counted else 1 :],
+        hosts,
+        p.returncode,
+        t1 - t0,
+        cpu,
+        ru.ru_utime,
+        ru.ru_stime,
+        ru.ru_maxrss / 1024,
+        {h: after[h][0] - before[h][0] for h in before},
+        {h: after[h][1] - before[h][1] for h in before},
+        t0,
+        t1,
+        fleet_cpu,
+        max(0.0, (m1 - m0) - cpu - (fleet_cpu or 0) - (b1 - b0)),
+        summary,
+        counts,
+        "\n".join((stderr + stdout).strip().splitlines()[-15:]),
+    )
 
 
 def _self_cpu_s() -> float:
     """CPU of this (benchmark) process: the load generator's threads."""
     import resource
+
     ru = resource.getrusage(resource.RUSAGE_SELF)
     return ru.ru_utime + ru.ru_stime
 
@@ -291,10 +333,14 @@ class Slot:
         app.update(api_root=self.api_root, service=self.service, port=self.port)
         app.setdefault("health", {})["timeout"] = 40
         names = [h.name for h in fleet.hosts]
-        inv = {"ssh_config": str(fleet.ssh_config), "known_hosts": str(fleet.known_hosts),
-               "defaults": {"user": "deploy"}, "hosts": {n: None for n in names},
-               "groups": {"staging": names[:1], "prod": names[1:]} if len(names) > 1 else {"staging": names},
-               "apps": {kind: app}}
+        inv = {
+            "ssh_config": str(fleet.ssh_config),
+            "known_hosts": str(fleet.known_hosts),
+            "defaults": {"user": "deploy"},
+            "hosts": {n: None for n in names},
+            "groups": {"staging": names[:1], "prod": names[1:]} if len(names) > 1 else {"staging": names},
+            "apps": {kind: app},
+        }
         self.inventory = self.dir / "fleet.yaml"
         self.inventory.write_text(yaml.safe_dump(inv, sort_keys=False))
         self.cache = cache
@@ -308,15 +354,18 @@ class Slot:
             env["SGPFAB_CACHE"] = str(c)
         return env
 
-    def fab(self, label: str, args: list[str], hosts: list[str], dist: Path, cache: Path | None = None,
-            check: bool = True) -> FabRun:
+    def fab(
+        self, label: str, args: list[str], hosts: list[str], dist: Path, cache: Path | None = None, check: bool = True
+    ) -> FabRun:
         self.used_hosts.update(hosts)
         r = run_fab(label, args, self.env(dist, cache), hosts, self.fleet, self.dir / "logs")
         self.runs.append(r)
-        self.log(f"  {label}: {'ok' if r.ok else f'FAILED (exit {r.rc})'} in {r.wall_s:.1f} s wall,"
-                 f" {r.cpu_s:.1f} s controller CPU, {r.maxrss_mb:.0f} MB peak RSS"
-                 + (f", {r.fleet_cpu_s:.1f} s containers' CPU" if r.fleet_cpu_s is not None else "")
-                 + (f", {r.other_cpu_s:.1f} s other CPU" if r.other_cpu_s is not None else ""))
+        self.log(
+            f"  {label}: {'ok' if r.ok else f'FAILED (exit {r.rc})'} in {r.wall_s:.1f} s wall,"
+            f" {r.cpu_s:.1f} s controller CPU, {r.maxrss_mb:.0f} MB peak RSS"
+            + (f", {r.fleet_cpu_s:.1f} s containers' CPU" if r.fleet_cpu_s is not None else "")
+            + (f", {r.other_cpu_s:.1f} s other CPU" if r.other_cpu_s is not None else "")
+        )
         if check and not r.ok:
             raise BenchError(f"{label}: fab exited {r.rc}:\n{r.stderr_tail}")
         return r
@@ -327,16 +376,22 @@ class Slot:
     def cleanup(self, remove: bool = True) -> None:
         """Stop this slot's processes (and remove its units and API_ROOT) so later runs have quiet hosts."""
         s = self.service
-        cmd = (f"sudo systemctl stop '{s}-*' {s}.socket {s}.target 2>/dev/null;"
-               f" sudo systemctl disable {s}.socket {s}.target 2>/dev/null;")
+        cmd = (
+            f"sudo systemctl stop '{s}-*' {s}.socket {s}.target 2>/dev/null;"
+            f" sudo systemctl disable {s}.socket {s}.target 2>/dev/null;"
+        )
         if remove:
-            cmd += (f" sudo rm -rf /etc/systemd/system/{s}.* /etc/systemd/system/{s}-* {self.api_root};"
-                    " sudo systemctl daemon-reload;")
+            cmd += (
+                f" sudo rm -rf /etc/systemd/system/{s}.* /etc/systemd/system/{s}-* {self.api_root};"
+                " sudo systemctl daemon-reload;"
+            )
         cmd += " true"
 
         def one(h):
-            subprocess.run(["ssh", "-F", str(self.fleet.ssh_config), h, cmd], capture_output=True, timeout=300,
-                           check=False)
+            subprocess.run(
+                ["ssh", "-F", str(self.fleet.ssh_config), h, cmd], capture_output=True, timeout=300, check=False
+            )
+
         with ThreadPoolExecutor(max_workers=8) as pool:
             list(pool.map(one, sorted(self.used_hosts)))
 
@@ -363,8 +418,13 @@ class LoadRecord:
         if not lat:
             return {"requests": 0, "failed": 0, "worst_ms": None, "p50_ms": None, "p99_ms": None}
         q = statistics.quantiles(lat, n=100, method="inclusive") if len(lat) > 1 else [lat[0]] * 99
-        return {"requests": len(lat), "failed": sum(1 for s in samples if not s[2]), "worst_ms": round(lat[-1], 1),
-                "p50_ms": round(q[49], 1), "p99_ms": round(q[98], 1)}
+        return {
+            "requests": len(lat),
+            "failed": sum(1 for s in samples if not s[2]),
+            "worst_ms": round(lat[-1], 1),
+            "p50_ms": round(q[49], 1),
+            "p99_ms": round(q[98], 1),
+        }
 
 
 class RecordingLoad:
@@ -418,5 +478,7 @@ def step_table(runs_outcome_timings: list[dict[str, dict[str, float]]]) -> dict[
             for step, v in host_t.items():
                 per_step.setdefault(step, []).append(v)
     total = sum(sum(v) for v in per_step.values()) or 1.0
-    return {k: {"mean_s": round(sum(v) / len(v), 3), "max_s": round(max(v), 3), "share": round(sum(v) / total, 3)}
-            for k, v in sorted(per_step.items(), key=lambda kv: -sum(kv[1]))}
+    return {
+        k: {"mean_s": round(sum(v) / len(v), 3), "max_s": round(max(v), 3), "share": round(sum(v) / total, 3)}
+        for k, v in sorted(per_step.items(), key=lambda kv: -sum(kv[1]))
+    }

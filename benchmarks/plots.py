@@ -37,9 +37,11 @@ def wall_vs_fleet(results: dict, path: Path) -> Path | None:
     if not sizes:
         return None
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(12, 4.6))
-    for key, label, style in (("first_deploy", "first deploy (cold host caches, bundle prebuilt)", "o-"),
-                              ("redeploy", "one-line re-deploy (bundle prebuilt)", "s-"),
-                              ("rollback", "rollback", "^-")):
+    for key, label, style in (
+        ("first_deploy", "first deploy (cold host caches, bundle prebuilt)", "o-"),
+        ("redeploy", "one-line re-deploy (bundle prebuilt)", "s-"),
+        ("rollback", "rollback", "^-"),
+    ):
         ys = []
         for n in sizes:
             runs = series[str(n)].get(key) or []
@@ -118,23 +120,28 @@ def latency(results: dict, path: Path) -> Path | None:
             ax.axvspan(0, p["op_end"] - t0, color="tab:green", alpha=0.08, lw=0)
             ax.plot([g[0] for g in good], [g[1] for g in good], ".", ms=2, color="tab:blue")
             if bad:
-                ax.plot([b[0] for b in bad], [b[1] for b in bad], "x", ms=6, color="tab:red",
-                        label=f"{len(bad)} failed")
+                ax.plot(
+                    [b[0] for b in bad], [b[1] for b in bad], "x", ms=6, color="tab:red", label=f"{len(bad)} failed"
+                )
                 ax.legend(fontsize=7, loc="upper right")
             ax.axhline(GOAL_MS, color="tab:red", ls=":", lw=1)
             ax.set_yscale("log")
             st = p["stats"]
             what = "re-deploy" if phase == "deploy" else "rollback"
-            ax.set_title(f"{short(case)}: {what} — worst {st['worst_ms']:.0f} ms, p99 {st['p99_ms']:.0f} ms,"
-                         f" {st['failed']}/{st['requests']} failed", fontsize=8.5)
+            ax.set_title(
+                f"{short(case)}: {what} — worst {st['worst_ms']:.0f} ms, p99 {st['p99_ms']:.0f} ms,"
+                f" {st['failed']}/{st['requests']} failed",
+                fontsize=8.5,
+            )
             ax.grid(alpha=0.3)
             if col == 0:
                 ax.set_ylabel("latency (ms)")
             if row == len(cases) - 1:
                 ax.set_xlabel("seconds since `fab` started (shaded: fab running)")
-    fig.suptitle("every request's latency under load (GET health endpoint, one connection per request;"
-                 " red dotted: 250 ms)",
-                 fontsize=10)
+    fig.suptitle(
+        "every request's latency under load (GET health endpoint, one connection per request; red dotted: 250 ms)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -166,12 +173,22 @@ def steps(results: dict, path: Path) -> Path | None:
             ax.barh(i, over, left=left, color="lightgrey", edgecolor="white", lw=0.5, hatch="//")
             ax.text(left + over / 2, i, "outside the\nhost steps", ha="center", va="center", fontsize=6)
     from matplotlib.patches import Patch
-    ax.legend([Patch(color=colors[s]) for s in names], names, fontsize=7, ncol=min(len(names), 8),
-              loc="upper center", bbox_to_anchor=(0.5, -0.35 if len(tables) < 4 else -0.15), frameon=False)
+
+    ax.legend(
+        [Patch(color=colors[s]) for s in names],
+        names,
+        fontsize=7,
+        ncol=min(len(names), 8),
+        loc="upper center",
+        bbox_to_anchor=(0.5, -0.35 if len(tables) < 4 else -0.15),
+        frameon=False,
+    )
     ax.set_yticks(range(len(tables)), [t[1]["label"] for t in tables], fontsize=8)
     ax.invert_yaxis()
-    ax.set_xlabel("seconds (mean over hosts; grey: the rest of the `fab` wall time: start-up, bundle build if any,"
-                  " connect, preflight, exit)")
+    ax.set_xlabel(
+        "seconds (mean over hosts; grey: the rest of the `fab` wall time: start-up, bundle build if any,"
+        " connect, preflight, exit)"
+    )
     ax.set_title("where a host's seconds go (JSON summary timings per step)")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
@@ -184,8 +201,11 @@ def draw_all(results: dict, outdir: Path, log=print) -> list[Path]:
     """Every plot there is data for; a plot that fails is reported, never fatal."""
     outdir.mkdir(parents=True, exist_ok=True)
     made = []
-    for fn, name in ((wall_vs_fleet, "wall_vs_fleet.png"), (latency, "latency_during_deploy.png"),
-                     (steps, "deploy_steps.png")):
+    for fn, name in (
+        (wall_vs_fleet, "wall_vs_fleet.png"),
+        (latency, "latency_during_deploy.png"),
+        (steps, "deploy_steps.png"),
+    ):
         try:
             p = fn(results, outdir / name)
         except Exception as e:

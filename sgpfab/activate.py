@@ -35,8 +35,15 @@ def _spec(st: HostState, name: str | None):
     return spec_of(st.get(name)) if name else None
 
 
-def activate(s: HostSession, to: str, before: str | None, op: str, before_undo=None,
-             settings_fingerprint: str | None = None, st: HostState | None = None) -> GateResult:
+def activate(
+    s: HostSession,
+    to: str,
+    before: str | None,
+    op: str,
+    before_undo=None,
+    settings_fingerprint: str | None = None,
+    st: HostState | None = None,
+) -> GateResult:
     """Steps 1-6 above; on failure puts `before` back and raises DeployError (the release is
     marked bad when it was found unhealthy). `settings_fingerprint`: recorded on the release
     once it is active (what status compares the host's settings with)."""
@@ -144,8 +151,13 @@ def recover(s: HostSession, st: HostState | None = None) -> str | None:
             s.audit(action="recover", version=display(j.to), before=display(j.from_), result="finished")
             return f"finished the interrupted {j.op}: {display(j.to)} is active and healthy"
     back, what = undo(s, j.to, j.from_)
-    s.audit(action="recover", version=display(j.from_), before=display(j.to), result="undone" if back else "failed",
-            detail=what)
+    s.audit(
+        action="recover",
+        version=display(j.from_),
+        before=display(j.to),
+        result="undone" if back else "failed",
+        detail=what,
+    )
     if not back:
         raise DeployError(f"{s.name}: could not recover the interrupted {j.op}: {what}")
     return f"undid the interrupted {j.op} of {display(j.to)}: {what}"

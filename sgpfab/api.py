@@ -64,8 +64,14 @@ def _dist(dist: str | os.PathLike | None) -> Path:
     return Path(os.environ.get("SGPFAB_DIST") or Path.cwd() / "dist")
 
 
-def _bundle(app: App, version: str | None, source: str | os.PathLike | None, bundle: str | os.PathLike | None,
-            dist: Path, say: Say) -> Bundle:
+def _bundle(
+    app: App,
+    version: str | None,
+    source: str | os.PathLike | None,
+    bundle: str | os.PathLike | None,
+    dist: Path,
+    say: Say,
+) -> Bundle:
     """A prebuilt bundle directory (checked against app and version), or one built from source."""
     if bundle is not None:
         if source is not None:
@@ -84,11 +90,22 @@ def _bundle(app: App, version: str | None, source: str | os.PathLike | None, bun
     return build(app, Version.parse(version), dist, say, src=src)
 
 
-def deploy(hosts: Hosts, version: str | None = None, *, app: str | None = None,
-           source: str | os.PathLike | None = None, bundle: str | os.PathLike | None = None,
-           inventory: str | os.PathLike | None = None, dist: str | os.PathLike | None = None,
-           parallel: int = 1, waves: str | None = None, max_fail: str | int | None = None, soak: float = 0,
-           undo: bool = True, say: Say = print) -> Rollout:
+def deploy(
+    hosts: Hosts,
+    version: str | None = None,
+    *,
+    app: str | None = None,
+    source: str | os.PathLike | None = None,
+    bundle: str | os.PathLike | None = None,
+    inventory: str | os.PathLike | None = None,
+    dist: str | os.PathLike | None = None,
+    parallel: int = 1,
+    waves: str | None = None,
+    max_fail: str | int | None = None,
+    soak: float = 0,
+    undo: bool = True,
+    say: Say = print,
+) -> Rollout:
     """Deploy `version` (built from the app's source, or `source`) or a prebuilt `bundle`
     directory to `hosts`, like `fab -H HOSTS deploy`. Returns the Rollout; its `exit_code` is 0
     when every host is done."""
@@ -105,9 +122,20 @@ def deploy(hosts: Hosts, version: str | None = None, *, app: str | None = None,
         return fleetops.deploy_fleet(sessions, plan, policy, say)
 
 
-def rollback(hosts: Hosts, version: str | None = None, *, db: str | None = None, app: str | None = None,
-             inventory: str | os.PathLike | None = None, parallel: int = 1, waves: str | None = None,
-             max_fail: str | int | None = None, soak: float = 0, undo: bool = True, say: Say = print) -> Rollout:
+def rollback(
+    hosts: Hosts,
+    version: str | None = None,
+    *,
+    db: str | None = None,
+    app: str | None = None,
+    inventory: str | os.PathLike | None = None,
+    parallel: int = 1,
+    waves: str | None = None,
+    max_fail: str | int | None = None,
+    soak: float = 0,
+    undo: bool = True,
+    say: Say = print,
+) -> Rollout:
     """Switch `hosts` back to `version` (default: each host's previous good release), like
     `fab -H HOSTS rollback`. `db` is 'keep' or 'restore' when the rollback crosses a schema change."""
     target = Version.parse(version) if version is not None else None
@@ -120,11 +148,11 @@ def rollback(hosts: Hosts, version: str | None = None, *, db: str | None = None,
         return fleetops.rollback_fleet(sessions, target, db, policy, say)
 
 
-def status(hosts: Hosts, *, app: str | None = None, inventory: str | os.PathLike | None = None,
-           say: Say = print) -> FleetStatus:
+def status(
+    hosts: Hosts, *, app: str | None = None, inventory: str | os.PathLike | None = None, say: Say = print
+) -> FleetStatus:
     """Each host's active version, processes, health and settings drift, like `fab -H HOSTS status`."""
     fleet = _fleet(hosts, app, inventory)
     with ExitStack() as stack:
         rows = fleetops.status_rows(open_sessions(stack, fleet, say))
     return FleetStatus(rows, fleetops.drift(rows))
-

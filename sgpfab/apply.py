@@ -26,12 +26,19 @@ from .transport.local import LocalTransport
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("apply", help="deploy a bundle that is on this host (no SSH); see docs/apply.md",
-                       description="Deploy the release bundle in BUNDLE_DIR to this host, as `fab deploy` would.")
+    p = sub.add_parser(
+        "apply",
+        help="deploy a bundle that is on this host (no SSH); see docs/apply.md",
+        description="Deploy the release bundle in BUNDLE_DIR to this host, as `fab deploy` would.",
+    )
     p.add_argument("bundle", metavar="BUNDLE_DIR", help="a bundle directory built by `fab bundle`")
     p.add_argument("--app", help="the app (default: the bundle's)")
-    p.add_argument("--config", metavar="FILE", type=Path,
-                   help="the app's settings on this host, for a host no controller deployed to (YAML)")
+    p.add_argument(
+        "--config",
+        metavar="FILE",
+        type=Path,
+        help="the app's settings on this host, for a host no controller deployed to (YAML)",
+    )
     p.add_argument("--json", action="store_true", help="print the result as a JSON document")
     p.set_defaults(func=_run)
 
@@ -58,8 +65,13 @@ def _run(args) -> int:
         s.preflight()
         result = fleetops.deploy_fleet([s], plan, make_policy(1, undo=False), progress)
     if args.json:
-        emit_json("rollout", title=title, stopped=result.stopped or None, exit_code=result.exit_code,
-                  outcomes=[outcome_dict(o) for o in result.outcomes])
+        emit_json(
+            "rollout",
+            title=title,
+            stopped=result.stopped or None,
+            exit_code=result.exit_code,
+            outcomes=[outcome_dict(o) for o in result.outcomes],
+        )
     else:
         console.print(outcomes_table(result.outcomes, title))
         for o in result.outcomes:
@@ -72,13 +84,16 @@ def _check_user(hc: HostConfig) -> None:
     """Apply runs as the user deploys log in as: API_ROOT's files stay theirs."""
     me = getpass.getuser()
     if hc.login_user is not None and me != hc.login_user:
-        raise InputError(f"run sgpfab apply as {hc.login_user}, the user deploys to {hc.inst.api_root} log in as"
-                         f" (you are {me}): sudo -u {hc.login_user} sgpfab apply ...")
+        raise InputError(
+            f"run sgpfab apply as {hc.login_user}, the user deploys to {hc.inst.api_root} log in as"
+            f" (you are {me}): sudo -u {hc.login_user} sgpfab apply ..."
+        )
 
 
 def _uv(host_os: str) -> Path:
     """A uv for the release venv when the host has none: the one installed with sgpfab."""
     from .bundle.deps import uv_bin
+
     try:
         return Path(uv_bin())
     except (ImportError, FileNotFoundError):

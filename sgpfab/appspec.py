@@ -103,6 +103,7 @@ class Target(Strict):
     @classmethod
     def _dotted(cls, value: str) -> str:
         import re
+
         if not re.fullmatch(r"\d{1,2}\.\d{1,3}", value, re.ASCII):
             raise ValueError(f"expected MAJOR.MINOR, got {value!r}")
         return value
@@ -182,6 +183,7 @@ class ReleaseCommand(Strict):
 
 def _patterns_ok(patterns: tuple[str, ...]) -> tuple[str, ...]:
     import pathspec
+
     for p in patterns:
         try:
             pathspec.GitIgnoreSpec.from_lines([p])
@@ -212,8 +214,9 @@ def _split_release(data: Any) -> Any:
         except ValidationError as e:
             first = e.errors()[0]
             where = ".".join(str(x) for x in first["loc"])
-            raise ValueError(f"release item {n}{' ' + where if where else ''}: "
-                             f"{first['msg'].removeprefix('Value error, ')}") from None
+            raise ValueError(
+                f"release item {n}{' ' + where if where else ''}: {first['msg'].removeprefix('Value error, ')}"
+            ) from None
         commands.append(rc.command)
         patterns.append(rc.when_changed)
     return {**data, "release": commands, "release_when_changed": patterns}
@@ -255,6 +258,7 @@ class AppSpec(Strict):
         if not isinstance(value, dict) or not value:
             raise ValueError("processes: give at least one process")
         from pydantic import ValidationError
+
         out: dict[str, WebProcess | Process] = {}
         for name, p in value.items():
             v.check(v.PROCESS, name, "process name (lower case letters, digits, _)")

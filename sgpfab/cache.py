@@ -44,8 +44,11 @@ def _lock(key: str) -> threading.Lock:
 
 
 def write_sums(d: Path) -> None:
-    lines = [f"{sha256_file(p)}  {p.relative_to(d).as_posix()}" for p in sorted(d.rglob("*"))
-             if p.is_file() and p.relative_to(d).as_posix() != SUMS]
+    lines = [
+        f"{sha256_file(p)}  {p.relative_to(d).as_posix()}"
+        for p in sorted(d.rglob("*"))
+        if p.is_file() and p.relative_to(d).as_posix() != SUMS
+    ]
     (d / SUMS).write_text("".join(line + "\n" for line in lines))
 
 

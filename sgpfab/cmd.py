@@ -29,7 +29,7 @@ def tar_of(files: Mapping[str, tuple[str | bytes, int]]) -> bytes:
             info = tarfile.TarInfo(rel)
             info.size, info.mode, info.mtime = len(data), mode, 0
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()[:tar.offset]  # after close, the offset includes the two zero blocks
+    return buf.getvalue()[: tar.offset]  # after close, the offset includes the two zero blocks
 
 
 def targz_of(files: Mapping[str, tuple[str | bytes, int]]) -> bytes:

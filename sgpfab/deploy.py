@@ -49,34 +49,48 @@ def check_host(s: HostSession, plan: Plan) -> None:
         raise InputError(f"{s.name}: no Python at {s.inst.interpreter} (set python: in the inventory)")
     if b.target_for(f.arch, f.glibc, f.python, s.host.os) is None:
         covered = ", ".join(t.key for t in b.metadata.targets)
-        raise InputError(f"{s.name}: the bundle does not cover this host ({s.host.os} {f.arch}"
-                         f"{', glibc ' + f.glibc if f.glibc else ''}, Python {f.python}); it covers {covered}:"
-                         f" add a target to apps.{b.app}.targets")
+        raise InputError(
+            f"{s.name}: the bundle does not cover this host ({s.host.os} {f.arch}"
+            f"{', glibc ' + f.glibc if f.glibc else ''}, Python {f.python}); it covers {covered}:"
+            f" add a target to apps.{b.app}.targets"
+        )
     req = b.metadata.requires_python
     if req:
         from packaging.specifiers import SpecifierSet
+
         if not SpecifierSet(req).contains(f.python, prereleases=True):
-            raise InputError(f"{s.name}: the app requires Python {req}, the host has {f.python} at"
-                             f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)")
+            raise InputError(
+                f"{s.name}: the app requires Python {req}, the host has {f.python} at"
+                f" {f.interpreter}: set python: to another interpreter (see docs/apps.md)"
+            )
     if s.host.os == "windows":
         from .windows import NSSM_MIN_VERSION, parse_nssm_version
+
         have = parse_nssm_version(f.nssm)
         if have is None or have < NSSM_MIN_VERSION:
-            raise InputError(f"{s.name}: NSSM 2.24-101 or later is needed (2.24 leaves services paused on Windows 10"
-                             f" 1703+ / Server 2019); found: {f.nssm or 'no nssm.exe on PATH'}")
+            raise InputError(
+                f"{s.name}: NSSM 2.24-101 or later is needed (2.24 leaves services paused on Windows 10"
+                f" 1703+ / Server 2019); found: {f.nssm or 'no nssm.exe on PATH'}"
+            )
         web = b.spec.web
         if web is not None and web.server == "gunicorn":
-            raise InputError(f"{s.name}: gunicorn does not run on Windows: use server: uvicorn, or a command"
-                             " (e.g. waitress-serve) for a WSGI app")
+            raise InputError(
+                f"{s.name}: gunicorn does not run on Windows: use server: uvicorn, or a command"
+                " (e.g. waitress-serve) for a WSGI app"
+            )
     size = b.archive.stat().st_size * 4 + sum(w.stat().st_size for w in b.wheels_dir.glob("*.whl"))
     if f.free_bytes and f.free_bytes < size * SPACE_MARGIN:
-        raise InputError(f"{s.name}: not enough free space under {s.inst.api_root}: {f.free_bytes // 2**20} MiB free,"
-                         f" {size * SPACE_MARGIN // 2**20} MiB needed")
+        raise InputError(
+            f"{s.name}: not enough free space under {s.inst.api_root}: {f.free_bytes // 2**20} MiB free,"
+            f" {size * SPACE_MARGIN // 2**20} MiB needed"
+        )
     if s.inst.database.engine == "postgresql" and s.host.os == "linux":
         missing = [t for t in ("pg_dump", "pg_restore", "psql") if not f.tools.get(t)]
         if missing:
-            raise InputError(f"{s.name}: {', '.join(missing)} missing (the PostgreSQL client tools back up the"
-                             " database): apt install postgresql-client")
+            raise InputError(
+                f"{s.name}: {', '.join(missing)} missing (the PostgreSQL client tools back up the"
+                " database): apt install postgresql-client"
+            )
 
 
 def deploy_host(s: HostSession, plan: Plan) -> Outcome:
@@ -111,8 +125,12 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
             activate(s, name, before, "deploy", before_undo=s.revert_settings, settings_fingerprint=fingerprint)
         except BaseException as e:
             s.revert_settings()
-            s.audit(**audit, result="failed", error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
-                    seconds=elapsed(start))
+            s.audit(
+                **audit,
+                result="failed",
+                error=str(e).splitlines()[0][:300] if str(e) else type(e).__name__,
+                seconds=elapsed(start),
+            )
             raise
         s.audit(**audit, result="ok", seconds=elapsed(start))
     return _outcome(s, Status.OK, before, name, "healthy", start, sent, recovered)
@@ -121,8 +139,17 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
 def _outcome(s, status, before, after, message, start, sent, recovered) -> Outcome:
     if recovered:
         message = f"{message} (first {recovered})"
-    return Outcome(s.name, "deploy", status, display(before), display(after), message, elapsed(start),
-                   s.t.bytes_sent - sent, dict(s.timings))
+    return Outcome(
+        s.name,
+        "deploy",
+        status,
+        display(before),
+        display(after),
+        message,
+        elapsed(start),
+        s.t.bytes_sent - sent,
+        dict(s.timings),
+    )
 
 
 def _already_active(s: HostSession, st: HostState, plan: Plan, settings: Settings | None) -> bool:
@@ -141,8 +168,10 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
     existing = st.get(version)
     if existing and existing.complete:
         if existing.meta.bundle_digest != bundle.digest:
-            raise DeployError(f"{s.name}: release {version} already exists with different content;"
-                              " versions are immutable: bump the version")
+            raise DeployError(
+                f"{s.name}: release {version} already exists with different content;"
+                " versions are immutable: bump the version"
+            )
         if existing.bad:
             s.clear_bad(existing.name)  # a deliberate retry clears the mark
         s.note(f"release {version} is already on the host; reusing it")
@@ -178,9 +207,15 @@ def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
 def release_meta(bundle: Bundle) -> dict:
     """What a release records about itself (in its completion marker)."""
     md = bundle.metadata
-    return {"version": str(bundle.version), "bundle_digest": bundle.digest, "schema_fingerprint": md.schema_.fingerprint,
-            "migrations": list(md.schema_.migrations), "deployed_by": controller_user(),
-            "spec": md.spec.model_dump(mode="json", by_alias=True), "install": md.install.model_dump(mode="json")}
+    return {
+        "version": str(bundle.version),
+        "bundle_digest": bundle.digest,
+        "schema_fingerprint": md.schema_.fingerprint,
+        "migrations": list(md.schema_.migrations),
+        "deployed_by": controller_user(),
+        "spec": md.spec.model_dump(mode="json", by_alias=True),
+        "install": md.install.model_dump(mode="json"),
+    }
 
 
 def hook_decisions(plan: Plan, active: Release | None, settings_fingerprint: str) -> list[Decision]:
@@ -207,6 +242,8 @@ def _run_hooks(s: HostSession, release: str, spec, decisions: list[Decision]) ->
         if not r.ok:
             out = (r.stdout + r.stderr).strip().splitlines()[-8:] or ["(no output)"]
             s.mark_bad(release, f"release command {i} failed")
-            raise DeployError(f"{s.name}: release command {command!r} of {display(release)} failed (exit {r.exited});"
-                              " nothing was switched; the database backup taken just before is in backups/:\n    "
-                              + "\n    ".join(out))
+            raise DeployError(
+                f"{s.name}: release command {command!r} of {display(release)} failed (exit {r.exited});"
+                " nothing was switched; the database backup taken just before is in backups/:\n    "
+                + "\n    ".join(out)
+            )

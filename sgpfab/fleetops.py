@@ -26,6 +26,7 @@ def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
     kept; the pre-deploy backup is in backups/)."""
     if o.before is None:
         from .activate import undo
+
         with s.lock("undo"):
             back, msg = undo(s, s.state().current or "", None)
         return Outcome(s.name, "undo", Status.OK if back else Status.FAILED, o.after, None, msg)
@@ -54,20 +55,35 @@ def preflight(sessions: list[HostSession], plan: Plan) -> None:
 
 def deploy_fleet(sessions: list[HostSession], plan: Plan, policy: Policy, say=print) -> Rollout:
     preflight(sessions, plan)
-    return run(sessions, "deploy", lambda s: deploy_host(s, plan), policy, undo=undo_to_before,
-               still_healthy=still_healthy, say=say)
+    return run(
+        sessions,
+        "deploy",
+        lambda s: deploy_host(s, plan),
+        policy,
+        undo=undo_to_before,
+        still_healthy=still_healthy,
+        say=say,
+    )
 
 
-def rollback_fleet(sessions: list[HostSession], version: Version | None, db: str | None, policy: Policy,
-                   say=print) -> Rollout:
+def rollback_fleet(
+    sessions: list[HostSession], version: Version | None, db: str | None, policy: Policy, say=print
+) -> Rollout:
     """Check every host first (a missing release anywhere changes nothing), then roll back in waves."""
     for s in sessions:
         try:
             plan_rollback(s, version, db, s.state_at_connect)
         except InputError as e:
             raise InputError(f"{s.name}: {e} (nothing was changed)") from None
-    return run(sessions, "rollback", lambda s: rollback_host(s, version, db), policy, undo=undo_to_before,
-               still_healthy=still_healthy, say=say)
+    return run(
+        sessions,
+        "rollback",
+        lambda s: rollback_host(s, version, db),
+        policy,
+        undo=undo_to_before,
+        still_healthy=still_healthy,
+        say=say,
+    )
 
 
 def promotion_bundle(staging: list[HostSession], version: Version, dist: Path, app: str) -> Bundle:
@@ -77,21 +93,27 @@ def promotion_bundle(staging: list[HostSession], version: Version, dist: Path, a
         st = s.state_at_connect or s.state()
         active = st.active
         if active is None or active.name != version.release_name:
-            raise InputError(f"promotion refused: {s.name} runs {active.version if active else 'nothing'}, not {version}")
+            raise InputError(
+                f"promotion refused: {s.name} runs {active.version if active else 'nothing'}, not {version}"
+            )
         if not s.probe().ok:
             raise InputError(f"promotion refused: {version} on {s.name} is not healthy")
         digests[s.name] = active.meta.bundle_digest
     if len(set(digests.values())) != 1 or "" in digests.values():
-        raise InputError("promotion refused: staging hosts run different builds of "
-                         f"{version}: " + ", ".join(f"{h}={(d or '?')[:12]}" for h, d in digests.items()))
+        raise InputError(
+            "promotion refused: staging hosts run different builds of "
+            f"{version}: " + ", ".join(f"{h}={(d or '?')[:12]}" for h, d in digests.items())
+        )
     digest = next(iter(digests.values()))
     path = bundle_dir(dist, app, version)
     if not path.exists():
         raise InputError(f"promotion refused: no local bundle of {app} {version} in {path.parent}")
     b = Bundle.load(path)
     if b.digest != digest:
-        raise InputError(f"promotion refused: staging runs {version} with digest {digest[:12]}, but the bundle in"
-                         f" {path} has digest {b.digest[:12]}")
+        raise InputError(
+            f"promotion refused: staging runs {version} with digest {digest[:12]}, but the bundle in"
+            f" {path} has digest {b.digest[:12]}"
+        )
     return b
 
 
@@ -123,8 +145,15 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
         existing = st.get(b.version) if st else None
         active = st.active if st else None
         settings = plan.settings[s.name] if plan.settings is not None else None
-        row = PlanRow(s.name, ",".join(s.host.groups) or "-", display(st.current) if st else None, str(b.version),
-                      "upload", settings=settings.masked() if settings else {}, release_commands=list(b.spec.release))
+        row = PlanRow(
+            s.name,
+            ",".join(s.host.groups) or "-",
+            display(st.current) if st else None,
+            str(b.version),
+            "upload",
+            settings=settings.masked() if settings else {},
+            release_commands=list(b.spec.release),
+        )
         if existing and existing.complete and existing.meta.bundle_digest != b.digest:
             row.action = "refused"
         elif active and active.name == b.version.release_name and active.meta.bundle_digest == b.digest:
@@ -141,16 +170,19 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
         if row.action not in ("nothing", "refused"):
             new = list(b.metadata.schema_.migrations)
             row.migrations = [m for m in new if m not in active.meta.migrations] if active else new
-            row.schema_change = bool(active and active.meta.schema_fingerprint != b.schema_fingerprint
-                                     and b.schema_fingerprint)
+            row.schema_change = bool(
+                active and active.meta.schema_fingerprint != b.schema_fingerprint and b.schema_fingerprint
+            )
         if active and active.meta.settings_fingerprint:
             try:
                 row.settings_changed = s.settings_fingerprint(settings) != active.meta.settings_fingerprint
             except Exception:
                 row.settings_changed = None
         if row.action not in ("nothing", "refused"):
-            row.release_decisions = [{"command": d.command, "run": d.run, "reason": d.reason}
-                                     for d in decide(b, active, row.settings_changed)]
+            row.release_decisions = [
+                {"command": d.command, "run": d.run, "reason": d.reason}
+                for d in decide(b, active, row.settings_changed)
+            ]
         rows.append(row)
     return rows
 
@@ -171,5 +203,14 @@ def drift(rows: list[dict]) -> str:
     return "version drift: " + "; ".join(parts)
 
 
-__all__ = ["MASK", "PlanRow", "deploy_fleet", "drift", "plan_rows", "promotion_bundle", "rollback_fleet",
-           "status_rows", "undo_to_before"]
+__all__ = [
+    "MASK",
+    "PlanRow",
+    "deploy_fleet",
+    "drift",
+    "plan_rows",
+    "promotion_bundle",
+    "rollback_fleet",
+    "status_rows",
+    "undo_to_before",
+]

@@ -79,16 +79,25 @@ def recorded(text: str, where: str) -> tuple[dict[str, Any], str]:
         if not isinstance(data, dict) or data.get("format") != LAYOUT_FORMAT:
             raise ValueError(f"format {data.get('format') if isinstance(data, dict) else None!r}")
         root, db = data["root"], dict(data["database"])
-        out = {"api_root": root, "service": data["service"], "port": data["port"], "bind": data["bind"],
-               "run_as": data["service_user"], "health": data["health"], "backups_keep": data["backups_keep"],
-               "python": data["python"], "database": {"engine": db["engine"], "env": db["env"]}}
+        out = {
+            "api_root": root,
+            "service": data["service"],
+            "port": data["port"],
+            "bind": data["bind"],
+            "run_as": data["service_user"],
+            "health": data["health"],
+            "backups_keep": data["backups_keep"],
+            "python": data["python"],
+            "database": {"engine": db["engine"], "env": db["env"]},
+        }
         shared = root.rstrip("/") + "/shared/"
         if db["engine"] == "sqlite" and isinstance(db.get("path"), str) and db["path"].startswith(shared):
-            out["database"]["path"] = db["path"][len(shared):]
+            out["database"]["path"] = db["path"][len(shared) :]
         return out, str(data["login_user"])
     except (ValueError, KeyError, TypeError) as e:
-        raise InputError(f"{where} is not a host record this sgpfab reads ({e}): deploy once from a controller,"
-                         " or pass --config") from None
+        raise InputError(
+            f"{where} is not a host record this sgpfab reads ({e}): deploy once from a controller, or pass --config"
+        ) from None
 
 
 def this_host(name: str | None = None) -> Host:
@@ -99,9 +108,13 @@ def this_host(name: str | None = None) -> Host:
     return Host(name=name, os="linux", connection="local")
 
 
-def resolve(bundle_app: str, app_flag: str | None, config: dict[str, Any] | None, config_path: Path | None,
-            read: Callable[[str], str | None] = lambda p: Path(p).read_text() if os.path.isfile(p) else None,
-            ) -> HostConfig:
+def resolve(
+    bundle_app: str,
+    app_flag: str | None,
+    config: dict[str, Any] | None,
+    config_path: Path | None,
+    read: Callable[[str], str | None] = lambda p: Path(p).read_text() if os.path.isfile(p) else None,
+) -> HostConfig:
     """The instance to apply `bundle_app`'s bundle to. `read(path)` returns a file's text, or None
     when it does not exist. InputError when the app names disagree or nothing describes the app."""
     config = dict(config or {})
@@ -121,8 +134,10 @@ def resolve(bundle_app: str, app_flag: str | None, config: dict[str, Any] | None
     if text is not None:
         base, login_user = recorded(text, record_path)
     elif config_path is None:
-        raise InputError(f"{app} was never deployed to {root} on this host (no {record_path}): pass --config FILE"
-                         " (see docs/apply.md)")
+        raise InputError(
+            f"{app} was never deployed to {root} on this host (no {record_path}): pass --config FILE"
+            " (see docs/apply.md)"
+        )
     settings = {k: val for k, val in config.items() if k in INSTANCE_KEYS}
     merged = {**base, **settings}
     for key in ("health", "database"):  # a partial mapping in the file changes only what it names
@@ -132,4 +147,3 @@ def resolve(bundle_app: str, app_flag: str | None, config: dict[str, Any] | None
     where = str(config_path) if config_path else record_path
     inst = _validated(Path(where), f"apps.{app}", Instance, {**merged, "api_root": root, "app": app, "host": host})
     return HostConfig(inst, login_user, write_settings=text is None or "env" in config)
-

@@ -23,9 +23,27 @@ def uv_binary(host_os: str = "linux", log=print) -> Path:
     def build(tmp: Path) -> None:
         log(f"downloading uv {UV_FOR_HOSTS} for {host_os} hosts...")
         dl = tmp / "download"
-        r = subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check",
-                            "--no-deps", "--only-binary=:all:", "--platform", platform, "--python-version", "3.11",
-                            "-d", str(dl), f"uv=={UV_FOR_HOSTS}"], capture_output=True, text=True)
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--platform",
+                platform,
+                "--python-version",
+                "3.11",
+                "-d",
+                str(dl),
+                f"uv=={UV_FOR_HOSTS}",
+            ],
+            capture_output=True,
+            text=True,
+        )
         if r.returncode:
             raise SgpfabError(f"could not download uv for hosts: {(r.stderr.strip().splitlines() or ['?'])[-1]}")
         wheel = next(dl.glob("uv-*.whl"))

@@ -134,7 +134,9 @@ class HealthCheck(Strict):
     version: bool = False  # the body is JSON whose "version" must be the release's version
     host_header: str | None = None  # Host header to send (e.g. a name in Django's ALLOWED_HOSTS)
     timeout: float = Field(default=60.0, gt=0, le=3600)  # seconds a new release has to be healthy
-    settle: float = Field(default=5.0, ge=0, le=300)  # seconds every process must stay up (catches a crash after import)
+    settle: float = Field(
+        default=5.0, ge=0, le=300
+    )  # seconds every process must stay up (catches a crash after import)
 
     @field_validator("status", mode="before")
     @classmethod
@@ -155,6 +157,7 @@ class HealthCheck(Strict):
         if value is None:
             return None
         import re
+
         v.one_line(value, "health body pattern", 500)
         try:
             re.compile(value)
@@ -216,8 +219,9 @@ class InstanceSettings(Strict):
     def _run_as(cls, value: str | None) -> str | None:
         if value is None:
             return None
-        if not (v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value)
-                or winaccount.ACCOUNT.fullmatch(value)):
+        if not (
+            v.POSIX_USER.fullmatch(value) or v.WINDOWS_USER.fullmatch(value) or winaccount.ACCOUNT.fullmatch(value)
+        ):
             raise ValueError(f"invalid user name {value!r}")
         return value
 
@@ -277,14 +281,24 @@ class Instance(InstanceSettings):
         root = self.api_root
         if self.host.os == "linux":
             parts = root.split("/")[1:]
-            if (not v.POSIX_ABS_PATH.fullmatch(root) or posixpath.normpath(root) != root or root == "/"
-                    or any(p in ("", ".", "..") for p in parts)):
-                raise ValueError(f"api_root must be a normalised absolute path below / (no '.', '..' or '//'):"
-                                 f" {root!r}")
+            if (
+                not v.POSIX_ABS_PATH.fullmatch(root)
+                or posixpath.normpath(root) != root
+                or root == "/"
+                or any(p in ("", ".", "..") for p in parts)
+            ):
+                raise ValueError(
+                    f"api_root must be a normalised absolute path below / (no '.', '..' or '//'): {root!r}"
+                )
         else:
             parts = root.split("\\")[1:]
-            if (not v.WINDOWS_ABS_PATH.fullmatch(root) or not parts or any(p.strip() in ("", ".", "..") for p in parts)
-                    or any(p != p.rstrip(" .") for p in parts) or root != root.strip()):  # Windows drops them
+            if (
+                not v.WINDOWS_ABS_PATH.fullmatch(root)
+                or not parts
+                or any(p.strip() in ("", ".", "..") for p in parts)
+                or any(p != p.rstrip(" .") for p in parts)
+                or root != root.strip()
+            ):  # Windows drops them
                 raise ValueError(f"api_root must be a directory below a drive root, like C:\\apps\\shop: {root!r}")
         if self.host.os == "windows":
             self._windows_account()
@@ -308,11 +322,15 @@ class Instance(InstanceSettings):
             return
         winaccount.check(self.run_as)
         if winaccount.is_gmsa(self.run_as) and self.run_as_password is not None:
-            raise ValueError(f"run_as {self.run_as} is a group managed service account: it takes no"
-                             " run_as_password (Windows gets its password from the domain); remove it")
+            raise ValueError(
+                f"run_as {self.run_as} is a group managed service account: it takes no"
+                " run_as_password (Windows gets its password from the domain); remove it"
+            )
         if not winaccount.is_gmsa(self.run_as) and self.run_as_password is None:
-            raise ValueError(f"run_as {self.run_as} needs run_as_password: {{secret: NAME}} (the account's password,"
-                             " from the controller's secrets)")
+            raise ValueError(
+                f"run_as {self.run_as} needs run_as_password: {{secret: NAME}} (the account's password,"
+                " from the controller's secrets)"
+            )
 
     @property
     def interpreter(self) -> str:
@@ -320,8 +338,11 @@ class Instance(InstanceSettings):
 
 
 def _interpreter(value: str | None) -> str | None:
-    if value is not None and not (v.POSIX_ABS_PATH.fullmatch(value) or v.WINDOWS_ABS_PATH.fullmatch(value)
-                                  or value in ("python", "python3", "python.exe")):
+    if value is not None and not (
+        v.POSIX_ABS_PATH.fullmatch(value)
+        or v.WINDOWS_ABS_PATH.fullmatch(value)
+        or value in ("python", "python3", "python.exe")
+    ):
         raise ValueError(f"python must be an absolute path to an interpreter: {value!r}")
     return value
 
@@ -424,8 +445,10 @@ class Inventory:
                     self.resolve(list(cfg.hosts), where=f"apps.{name}.hosts")
                 except InputError as e:
                     raise InventoryError(f"{path}: {e}") from None
-        for owner, apps in [*(("groups." + g, a) for g, a in self._group_apps.items()),
-                            *(("hosts." + h, a) for h, a in self._host_apps.items())]:
+        for owner, apps in [
+            *(("groups." + g, a) for g, a in self._group_apps.items()),
+            *(("hosts." + h, a) for h, a in self._host_apps.items()),
+        ]:
             unknown = [a for a in apps if a not in self.apps]
             if unknown:
                 raise InventoryError(f"{path}: {owner}.apps names unknown app(s): {', '.join(unknown)}")
@@ -446,8 +469,10 @@ class Inventory:
         except yaml.YAMLError as e:
             raise InventoryError(f"inventory {path} is not valid YAML: {str(e).splitlines()[0]}") from None
         if isinstance(raw, dict) and "app" in raw and "apps" not in raw:
-            raise InventoryError(f"{path}: the inventory format changed: name your app under apps: (e.g. apps: {{myapp: ...}})"
-                                 " and move api_root/service/port from host settings into it; see docs/inventory.md")
+            raise InventoryError(
+                f"{path}: the inventory format changed: name your app under apps: (e.g. apps: {{myapp: ...}})"
+                " and move api_root/service/port from host settings into it; see docs/inventory.md"
+            )
         data = _validated(path, "", InventoryFile, raw or {})
         return cls(path, data)
 
@@ -521,8 +546,9 @@ class Inventory:
             merged["api_root"] = str(merged["api_root"]).rstrip("\\") or merged["api_root"]
             if len(merged["api_root"]) == 2:  # 'C:' after stripping 'C:\'
                 merged["api_root"] += "\\"
-        return _validated(self.path, f"apps.{app_name} on {host_name}", Instance,
-                          {**merged, "app": app_name, "host": host})
+        return _validated(
+            self.path, f"apps.{app_name} on {host_name}", Instance, {**merged, "app": app_name, "host": host}
+        )
 
 
 def _validated(path: Path, where: str, model, data):

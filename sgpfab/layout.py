@@ -116,8 +116,15 @@ class Layout:
     @property
     def owned_dirs(self) -> list[str]:
         """Directories owned by the deploying user (shared/ and backups/ belong to the service)."""
-        return [self.root, self.releases, self.tools, self._p(".sgpfab", "bin"), self.launch, self.wheelhouse,
-                self._p("incoming")]
+        return [
+            self.root,
+            self.releases,
+            self.tools,
+            self._p(".sgpfab", "bin"),
+            self.launch,
+            self.wheelhouse,
+            self._p("incoming"),
+        ]
 
     def release(self, version: Version | str) -> str:
         name = version.release_name if isinstance(version, Version) else version
@@ -136,13 +143,24 @@ class Layout:
     def host_json_text(self, inst, login_user: str, service_user: str) -> str:
         """What on-host tools need to know about this app, without a controller (no secrets)."""
         data = {
-            "format": LAYOUT_FORMAT, "app": inst.app, "root": self.root, "service": inst.service,
-            "port": inst.port, "bind": inst.bind, "login_user": login_user, "service_user": service_user,
-            "partial_prefix": PARTIAL_PREFIX, "marker": MARKER, "release_prefix": "v",
-            "database": {"engine": inst.database.engine,
-                         "path": self.database(inst.database.path) if inst.database.engine == "sqlite" else None,
-                         "env": inst.database.env},
-            "backups_keep": inst.backups_keep, "python": inst.interpreter,
+            "format": LAYOUT_FORMAT,
+            "app": inst.app,
+            "root": self.root,
+            "service": inst.service,
+            "port": inst.port,
+            "bind": inst.bind,
+            "login_user": login_user,
+            "service_user": service_user,
+            "partial_prefix": PARTIAL_PREFIX,
+            "marker": MARKER,
+            "release_prefix": "v",
+            "database": {
+                "engine": inst.database.engine,
+                "path": self.database(inst.database.path) if inst.database.engine == "sqlite" else None,
+                "env": inst.database.env,
+            },
+            "backups_keep": inst.backups_keep,
+            "python": inst.interpreter,
             "health": inst.health.model_dump(mode="json"),
         }
         return json.dumps(data, indent=1, sort_keys=True) + "\n"

@@ -45,7 +45,8 @@ def prepare(inst, login_user: str, service_user: str) -> Cmd:
         f" && install -d -m 750 -o {q(service_user)} -g {_group(service_user)} {' '.join(map(q, sorted(set(data))))}"
         f" && install -d -m 700 -o {q(service_user)} -g {_group(service_user)} {q(lay.config_dir)}"
         f" && touch {q(ops)} && chown {q(login_user)} {q(ops)} && chmod 644 {q(ops)}",
-        privileged=True)
+        privileged=True,
+    )
 
 
 def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
@@ -60,8 +61,11 @@ def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = 
 def write_files(directory: str, files: Mapping[str, tuple[str | bytes, int]], privileged: bool = False) -> Cmd:
     """Write files (relative path -> (content, mode)) under `directory` in one go, each replaced
     whole (a gzip-compressed tar on stdin)."""
-    return Cmd(f"mkdir -p {q(directory)} && tar -x -z -f - -C {q(directory)} --no-same-owner --overwrite",
-               privileged=privileged, stdin=targz_of(files))
+    return Cmd(
+        f"mkdir -p {q(directory)} && tar -x -z -f - -C {q(directory)} --no-same-owner --overwrite",
+        privileged=privileged,
+        stdin=targz_of(files),
+    )
 
 
 EXIT_START_FAILED = 75  # a chain's exit code when a process did not start (see start_processes)
@@ -110,8 +114,19 @@ def hostctl_verified(inst, digest: str, *args: str, source: bytes | None = None,
     installed on the host when it is that one (else exit EXIT_NO_HELPER, printing NO_HELPER), or
     with `source`, that source compressed on stdin. Then `data` on stdin."""
     packed = zlib.compress(source, 9) if source is not None else b""
-    text = " ".join([q(inst.host.interpreter), "-c", q(_BOOT_VERIFIED), str(len(packed)), q(digest),
-                     q(_lay(inst).hostctl), "--root", q(inst.api_root), *map(q, args)])
+    text = " ".join(
+        [
+            q(inst.host.interpreter),
+            "-c",
+            q(_BOOT_VERIFIED),
+            str(len(packed)),
+            q(digest),
+            q(_lay(inst).hostctl),
+            "--root",
+            q(inst.api_root),
+            *map(q, args),
+        ]
+    )
     return Cmd(text, stdin=(packed + (data or b"")) or None, timeout=120)
 
 
@@ -124,8 +139,10 @@ def ensure_probe_token(inst) -> Cmd:
     """The secret the health probes carry (made once on the host; readable by systemd only
     through EnvironmentFile= and by the deploying user)."""
     env = _lay(inst).launch_env
-    return Cmd(f"[ -s {q(env)} ] || (umask 077 && printf 'SGPFAB_PROBE_TOKEN=%s\\n'"
-               f" \"$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')\" > {q(env)})")
+    return Cmd(
+        f"[ -s {q(env)} ] || (umask 077 && printf 'SGPFAB_PROBE_TOKEN=%s\\n'"
+        f" \"$(od -An -N24 -tx1 /dev/urandom | tr -d ' \\n')\" > {q(env)})"
+    )
 
 
 def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
@@ -138,7 +155,8 @@ def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...]
         f"cd {q(lay.partial(version))} && {env} {q(uv)} venv --quiet --relocatable --python {q(inst.interpreter)} .venv"
         f" && {env} {q(uv)} pip install --quiet --python .venv/bin/python --no-index"
         f" --find-links {q(lay.wheelhouse)} -r {q(requirements)}{pkgs}",
-        timeout=1800)
+        timeout=1800,
+    )
 
 
 def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
@@ -160,7 +178,7 @@ def install_units(inst, units: dict[str, str]) -> Cmd:
     script = [
         "set -e",
         f"d=$(mktemp -d {q(UNIT_DIR + '/.sgpfab.XXXXXX')})",
-        'trap \'rm -rf "$d"\' EXIT',
+        "trap 'rm -rf \"$d\"' EXIT",
         'tar -x -z -f - -C "$d" --no-same-owner',
         "reload= listen=",
         f"for f in {' '.join(map(q, names))}; do",
@@ -181,8 +199,10 @@ def install_units(inst, units: dict[str, str]) -> Cmd:
         script.append(f"systemctl enable --quiet {' '.join(map(q, enable))}")
         script.append(f"systemctl start {q(u.socket)}")
     else:
-        script.append(f"if [ -f {q(sock)} ]; then systemctl disable --now --quiet {q(u.socket)} || true;"
-                      f" rm -f {q(sock)}; systemctl daemon-reload; fi")
+        script.append(
+            f"if [ -f {q(sock)} ]; then systemctl disable --now --quiet {q(u.socket)} || true;"
+            f" rm -f {q(sock)}; systemctl daemon-reload; fi"
+        )
         script.append(f"systemctl enable --quiet {' '.join(map(q, enable))}")
     return Cmd("\n".join(script) + "\n", privileged=True, stdin=targz_of(files))
 
@@ -206,8 +226,11 @@ def start_processes(inst, release: str, names: list[str]) -> Cmd:
     EXIT_START_FAILED when one did not start (a web process started by sgpfab's launchers has
     then failed before it accepted connections)."""
     units = " ".join(q(process_id(inst, release, n)) for n in names)
-    return Cmd(f"systemctl reset-failed {units} 2>/dev/null; systemctl start {units} || exit {EXIT_START_FAILED}",
-               privileged=True, timeout=max(60, inst.health.timeout + 30))
+    return Cmd(
+        f"systemctl reset-failed {units} 2>/dev/null; systemctl start {units} || exit {EXIT_START_FAILED}",
+        privileged=True,
+        timeout=max(60, inst.health.timeout + 30),
+    )
 
 
 def stop_processes(inst, release: str, names: list[str]) -> Cmd:
@@ -225,8 +248,10 @@ def stop_all_but(inst, release: str | None) -> Cmd:
     """Stop every process instance of the app not of `release`; with None, all of them and the
     socket first (no connection may start a process meanwhile: new ones are refused)."""
     pattern = q(f"{inst.service}-*@*.service")
-    units = (f"$(systemctl list-units --all --plain --no-legend {pattern} | awk '{{print $1}}'"
-             f" | grep -E {q(_instance_filter(inst))}")
+    units = (
+        f"$(systemctl list-units --all --plain --no-legend {pattern} | awk '{{print $1}}'"
+        f" | grep -E {q(_instance_filter(inst))}"
+    )
     if release is not None:
         units += " | grep -vF " + q("@" + Units(inst.service).instance("web", release).split("@", 1)[1])
     units += " || true)"
@@ -244,14 +269,28 @@ def run_hook(inst, release: str, index: int, service_user: str, timeout: float =
     lay = _lay(inst)
     rel = lay.in_release(release)
     props = [
-        f"User={service_user}", f"Group={service_user}", f"WorkingDirectory={rel}",
-        f"EnvironmentFile=-{lay.env_file}", f"EnvironmentFile=-{lay.overrides_file}",
-        f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin", f"Environment=VIRTUAL_ENV={rel}/.venv",
-        f"Environment=PYTHONPATH={rel}", "Environment=PYTHONUNBUFFERED=1", f"Environment=SGPFAB_RELEASE={release}",
-        "NoNewPrivileges=yes", "PrivateTmp=yes",
+        f"User={service_user}",
+        f"Group={service_user}",
+        f"WorkingDirectory={rel}",
+        f"EnvironmentFile=-{lay.env_file}",
+        f"EnvironmentFile=-{lay.overrides_file}",
+        f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin",
+        f"Environment=VIRTUAL_ENV={rel}/.venv",
+        f"Environment=PYTHONPATH={rel}",
+        "Environment=PYTHONUNBUFFERED=1",
+        f"Environment=SGPFAB_RELEASE={release}",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
     ]
-    args = ["systemd-run", "--quiet", "--wait", "--pipe", "--collect", "--service-type=exec",
-            f"--unit={inst.service}-hook-{index}"]
+    args = [
+        "systemd-run",
+        "--quiet",
+        "--wait",
+        "--pipe",
+        "--collect",
+        "--service-type=exec",
+        f"--unit={inst.service}-hook-{index}",
+    ]
     for p in props:
         args += ["-p", p]
     args += ["--", "/usr/bin/flock", "--shared", f"{lay.tools}/ops.lock", f"{rel}/.sgpfab/hooks/{index}"]
@@ -281,10 +320,18 @@ def exec_in_release(inst, release: str, command: str, service_user: str, tty: bo
     service user. systemd-run expands $VAR in its arguments, so `$` is doubled."""
     lay = _lay(inst)
     rel = lay.in_release(release)
-    props = [f"User={service_user}", f"Group={service_user}", f"WorkingDirectory={rel}",
-             f"EnvironmentFile=-{lay.env_file}", f"EnvironmentFile=-{lay.overrides_file}",
-             f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin", f"Environment=VIRTUAL_ENV={rel}/.venv",
-             f"Environment=PYTHONPATH={rel}", f"Environment=SGPFAB_RELEASE={release}", "NoNewPrivileges=yes"]
+    props = [
+        f"User={service_user}",
+        f"Group={service_user}",
+        f"WorkingDirectory={rel}",
+        f"EnvironmentFile=-{lay.env_file}",
+        f"EnvironmentFile=-{lay.overrides_file}",
+        f"Environment=PATH={rel}/.venv/bin:/usr/local/bin:/usr/bin:/bin",
+        f"Environment=VIRTUAL_ENV={rel}/.venv",
+        f"Environment=PYTHONPATH={rel}",
+        f"Environment=SGPFAB_RELEASE={release}",
+        "NoNewPrivileges=yes",
+    ]
     args = ["systemd-run", "--quiet", "--wait", "--collect", "--service-type=exec", "--pty" if tty else "--pipe"]
     for p in props:
         args += ["-p", p]

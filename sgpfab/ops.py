@@ -34,9 +34,11 @@ def plan_rollback(s: HostSession, version: Version | None, db: str | None, st: H
     old, new = target.meta.schema_fingerprint, active.meta.schema_fingerprint
     if old and new and old != new:
         if db is None:
-            raise InputError(f"rollback from {active.version} to {target.version} crosses a schema change:"
-                             " choose --db keep (keep the current database) or --db restore (restore the"
-                             f" backup taken just before {active.version} was deployed)")
+            raise InputError(
+                f"rollback from {active.version} to {target.version} crosses a schema change:"
+                " choose --db keep (keep the current database) or --db restore (restore the"
+                f" backup taken just before {active.version} was deployed)"
+            )
         if db == "restore":
             label = f"-before-{active.name}."
             names = [b["name"] for b in s.backups() if label in b["name"]]
@@ -69,8 +71,16 @@ def rollback_host(s: HostSession, version: Version | None, db: str | None = None
             raise
         s.audit(**audit, result="ok", db_restored=plan.restore_backup, seconds=elapsed(start))
     msg = "healthy" + (f" (first {recovered})" if recovered else "")
-    return Outcome(s.name, "rollback", Status.OK, display(before), display(target.name), msg, elapsed(start),
-                   timings=dict(s.timings))
+    return Outcome(
+        s.name,
+        "rollback",
+        Status.OK,
+        display(before),
+        display(target.name),
+        msg,
+        elapsed(start),
+        timings=dict(s.timings),
+    )
 
 
 def _rollback_with_database(s: HostSession, plan: RollbackPlan) -> None:
@@ -105,8 +115,14 @@ def cleanup_host(s: HostSession, keep: int) -> Outcome:
         s.hostctl("prune", as_service=True)
         s.audit(action="cleanup", removed=removed, result="ok")
     kept = [r.name for r in st.releases if r.name not in doomed]
-    return Outcome(s.name, "cleanup", Status.OK, display(st.current), display(st.current),
-                   f"removed {', '.join(removed) or 'nothing'}; kept {', '.join(kept) or 'nothing'}")
+    return Outcome(
+        s.name,
+        "cleanup",
+        Status.OK,
+        display(st.current),
+        display(st.current),
+        f"removed {', '.join(removed) or 'nothing'}; kept {', '.join(kept) or 'nothing'}",
+    )
 
 
 def backup_host(s: HostSession, label: str) -> Outcome:
@@ -140,29 +156,56 @@ def restore_host(s: HostSession, name: str) -> Outcome:
             s.start_processes(st.current, list(spec.processes))
             gate = s.gate(st.current, web=spec.web, names=list(spec.processes))
         healthy = gate is None or gate.ok
-        s.audit(action="restore", backup=name, saved_as=saved.name, result="ok" if healthy else "unhealthy",
-                seconds=elapsed(start))
+        s.audit(
+            action="restore",
+            backup=name,
+            saved_as=saved.name,
+            result="ok" if healthy else "unhealthy",
+            seconds=elapsed(start),
+        )
     cur = display(st.current)
     if gate is not None and not gate.ok:
-        raise DeployError(f"{s.name}: restored {name}, but the app is not healthy: {gate.describe()}; the previous"
-                          f" database is saved as {saved.name}", before=cur, after=cur)
-    return Outcome(s.name, "restore", Status.OK, cur, cur,
-                   f"restored {name}; previous database saved as {saved.name}", elapsed(start))
+        raise DeployError(
+            f"{s.name}: restored {name}, but the app is not healthy: {gate.describe()}; the previous"
+            f" database is saved as {saved.name}",
+            before=cur,
+            after=cur,
+        )
+    return Outcome(
+        s.name,
+        "restore",
+        Status.OK,
+        cur,
+        cur,
+        f"restored {name}; previous database saved as {saved.name}",
+        elapsed(start),
+    )
 
 
 def host_status(s: HostSession) -> dict:
     """Releases, active version, process states and health, settings drift (for `status`)."""
     st = s.state_at_connect or s.state()
     active = st.active
-    row = {"host": s.name, "app": s.inst.app, "group": ",".join(s.host.groups) or "-", "os": s.host.os,
-           "version": display(st.current), "digest": active.meta.bundle_digest[:12] if active else "",
-           "last_deploy": active.meta.finalized_at if active else "", "processes": {}, "health": "not deployed",
-           "settings": "-", "journal": bool(st.journal)}
+    row = {
+        "host": s.name,
+        "app": s.inst.app,
+        "group": ",".join(s.host.groups) or "-",
+        "os": s.host.os,
+        "version": display(st.current),
+        "digest": active.meta.bundle_digest[:12] if active else "",
+        "last_deploy": active.meta.finalized_at if active else "",
+        "processes": {},
+        "health": "not deployed",
+        "settings": "-",
+        "journal": bool(st.journal),
+    }
     if not active:
         return row
     gate = s.probe()
-    row["processes"] = {_process_name(u): (us.active or "?") + (f" ({us.restarts} restarts)" if us.restarts else "")
-                        for u, us in gate.units.items()}
+    row["processes"] = {
+        _process_name(u): (us.active or "?") + (f" ({us.restarts} restarts)" if us.restarts else "")
+        for u, us in gate.units.items()
+    }
     row["health"] = "healthy" if gate.ok else gate.describe()
     current_fp = s.show_settings().get("fingerprint")
     if active.meta.settings_fingerprint and current_fp:

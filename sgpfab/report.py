@@ -79,6 +79,7 @@ class Progress:
     def __enter__(self) -> Progress:
         if self.out.is_terminal:
             from rich.live import Live
+
             self.live = Live(self._table(), console=self.out, refresh_per_second=8, transient=False)
             self.live.__enter__()
         return self
@@ -93,9 +94,14 @@ def human_bytes(n: int) -> str:
     return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
 
 
-_RESULT = {Status.OK: "[green]ok[/]", Status.NOOP: "[green]ok[/]", Status.UNDONE: "[yellow]undone[/]",
-           Status.SKIPPED: "[yellow]skipped[/]", Status.FAILED: "[red]FAILED[/]",
-           Status.UNDO_FAILED: "[red]UNDO FAILED[/]"}
+_RESULT = {
+    Status.OK: "[green]ok[/]",
+    Status.NOOP: "[green]ok[/]",
+    Status.UNDONE: "[yellow]undone[/]",
+    Status.SKIPPED: "[yellow]skipped[/]",
+    Status.FAILED: "[red]FAILED[/]",
+    Status.UNDO_FAILED: "[red]UNDO FAILED[/]",
+}
 
 
 def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -> Table:
@@ -106,9 +112,15 @@ def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -
     if timings:
         t.add_column("timings")
     for o in outcomes:
-        row = [_e(o.host), _RESULT[o.status], _e(o.before or "-"), _e(o.after or "-"),
-               f"{o.seconds:.1f}" if o.seconds else "-", human_bytes(o.bytes_sent) if o.bytes_sent else "-",
-               _e(o.message.splitlines()[0]) if o.message else ""]
+        row = [
+            _e(o.host),
+            _RESULT[o.status],
+            _e(o.before or "-"),
+            _e(o.after or "-"),
+            f"{o.seconds:.1f}" if o.seconds else "-",
+            human_bytes(o.bytes_sent) if o.bytes_sent else "-",
+            _e(o.message.splitlines()[0]) if o.message else "",
+        ]
         if timings:
             row.append(" ".join(f"{k}={v:.2f}" for k, v in o.timings.items()))
         t.add_row(*row)
@@ -116,9 +128,18 @@ def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -
 
 
 def outcome_dict(o: Outcome) -> dict:
-    return {"host": o.host, "action": o.action, "status": o.status.value, "ok": o.ok, "before": o.before,
-            "after": o.after, "message": o.message, "seconds": o.seconds, "bytes_sent": o.bytes_sent,
-            "timings": o.timings}
+    return {
+        "host": o.host,
+        "action": o.action,
+        "status": o.status.value,
+        "ok": o.ok,
+        "before": o.before,
+        "after": o.after,
+        "message": o.message,
+        "seconds": o.seconds,
+        "bytes_sent": o.bytes_sent,
+        "timings": o.timings,
+    }
 
 
 def releases_table(rows: list[tuple[str, HostState]]) -> Table:
@@ -135,10 +156,24 @@ def releases_table(rows: list[tuple[str, HostState]]) -> Table:
 
 
 def releases_dict(host: str, st: HostState) -> dict:
-    return {"host": host, "current": st.current, "journal": st.journal is not None,
-            "releases": [{"name": r.name, "version": str(r.version), "active": r.name == st.current,
-                          "complete": r.complete, "bad": r.bad, "bad_reason": r.bad_reason,
-                          "digest": r.meta.bundle_digest, "built": r.meta.finalized_at} for r in st.releases]}
+    return {
+        "host": host,
+        "current": st.current,
+        "journal": st.journal is not None,
+        "releases": [
+            {
+                "name": r.name,
+                "version": str(r.version),
+                "active": r.name == st.current,
+                "complete": r.complete,
+                "bad": r.bad,
+                "bad_reason": r.bad_reason,
+                "digest": r.meta.bundle_digest,
+                "built": r.meta.finalized_at,
+            }
+            for r in st.releases
+        ],
+    }
 
 
 def status_table(rows: list[dict]) -> Table:
@@ -155,8 +190,18 @@ def status_table(rows: list[dict]) -> Table:
         health = "[green]healthy[/]" if health == "healthy" else f"[red]{_e(health)}[/]"
         procs = _e(", ".join(f"{k}: {v}" for k, v in r["processes"].items()) or "-")
         settings = _e(r["settings"]) if r["settings"] != "CHANGED since deploy" else "[yellow]CHANGED since deploy[/]"
-        t.add_row(_e(r["host"]), _e(r["app"]), _e(r["group"]), r["os"], version, r.get("digest") or "-", procs, health,
-                  settings, _e(r.get("last_deploy") or "-"))
+        t.add_row(
+            _e(r["host"]),
+            _e(r["app"]),
+            _e(r["group"]),
+            r["os"],
+            version,
+            r.get("digest") or "-",
+            procs,
+            health,
+            settings,
+            _e(r.get("last_deploy") or "-"),
+        )
     return t
 
 
@@ -165,12 +210,24 @@ def plan_table(rows, title: str) -> Table:
     for col in ("host", "group", "before", "after", "action", "transfer", "migrations", "settings", "release commands"):
         t.add_column(col)
     for r in rows:
-        hooks = "; ".join(f"{i}: run" if d["run"] else f"{i}: skipped ({d['reason']})"
-                          for i, d in enumerate(r.release_decisions, start=1)) or "-"
-        action = {"nothing": "nothing (already active)", "refused": "REFUSED: same version, different content",
-                  "switch": "switch to the release already there", "upload": "upload, build, switch"}[r.action]
-        transfer = (f"up to {human_bytes(r.transfer_bytes)} ({r.wheels_missing}/{r.wheels_total} wheels)"
-                    if r.action == "upload" else "-")
+        hooks = (
+            "; ".join(
+                f"{i}: run" if d["run"] else f"{i}: skipped ({d['reason']})"
+                for i, d in enumerate(r.release_decisions, start=1)
+            )
+            or "-"
+        )
+        action = {
+            "nothing": "nothing (already active)",
+            "refused": "REFUSED: same version, different content",
+            "switch": "switch to the release already there",
+            "upload": "upload, build, switch",
+        }[r.action]
+        transfer = (
+            f"up to {human_bytes(r.transfer_bytes)} ({r.wheels_missing}/{r.wheels_total} wheels)"
+            if r.action == "upload"
+            else "-"
+        )
         if r.action in ("nothing", "refused"):
             mig = "-"
         elif r.migrations:
@@ -178,8 +235,9 @@ def plan_table(rows, title: str) -> Table:
         else:
             mig = "SCHEMA CHANGES" if r.schema_change else "none pending"
         settings = {None: "-", True: "CHANGED", False: "unchanged"}[r.settings_changed]
-        t.add_row(_e(r.host), _e(r.group), _e(r.before or "-"), _e(r.after), action, transfer, _e(mig), settings,
-                  _e(hooks))
+        t.add_row(
+            _e(r.host), _e(r.group), _e(r.before or "-"), _e(r.after), action, transfer, _e(mig), settings, _e(hooks)
+        )
     return t
 
 
@@ -201,8 +259,17 @@ def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
         t.add_column(col)
     for host, records in rows:
         for r in records:
-            cells = (host, r.get("time", ""), r.get("user", ""), r.get("app", ""), r.get("action", ""),
-                     r.get("before") or "-", r.get("version") or "-", r.get("result", ""), r.get("seconds", ""))
+            cells = (
+                host,
+                r.get("time", ""),
+                r.get("user", ""),
+                r.get("app", ""),
+                r.get("action", ""),
+                r.get("before") or "-",
+                r.get("version") or "-",
+                r.get("result", ""),
+                r.get("seconds", ""),
+            )
             t.add_row(*(_e(str(c)) for c in cells))
     return t
 

@@ -50,7 +50,9 @@ def parse_waves(spec: str | None, n: int) -> list[int]:
                 if end < 1:
                     raise ValueError
         except ValueError:
-            raise InputError(f"invalid --waves item {part!r}: use host counts or percentages, e.g. 1,25%,100%") from None
+            raise InputError(
+                f"invalid --waves item {part!r}: use host counts or percentages, e.g. 1,25%,100%"
+            ) from None
         end = min(end, n)
         if ends and end < ends[-1]:
             raise InputError(f"--waves must not shrink: {spec!r}")
@@ -94,8 +96,9 @@ def make_policy(n: int, *, waves: str | None = None, parallel=1, max_fail=None, 
         raise InputError("--parallel must be at least 1")
     if soak < 0:
         raise InputError("--soak must not be negative")
-    return Policy(waves=parse_waves(waves, n), parallel=parallel, max_fail=parse_max_fail(max_fail, n), soak=soak,
-                  undo=undo)
+    return Policy(
+        waves=parse_waves(waves, n), parallel=parallel, max_fail=parse_max_fail(max_fail, n), soak=soak, undo=undo
+    )
 
 
 @dataclass
@@ -114,9 +117,15 @@ class Rollout:
         return 2 if ok or any(o.status == Status.UNDONE for o in self.outcomes) else 1
 
 
-def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Outcome], policy: Policy,
-        undo: Callable[[HostSession, Outcome], Outcome] | None = None,
-        still_healthy: Callable[[HostSession, Outcome], bool] | None = None, say=print) -> Rollout:
+def run(
+    sessions: list[HostSession],
+    action: str,
+    fn: Callable[[HostSession], Outcome],
+    policy: Policy,
+    undo: Callable[[HostSession, Outcome], Outcome] | None = None,
+    still_healthy: Callable[[HostSession, Outcome], bool] | None = None,
+    say=print,
+) -> Rollout:
     result = Rollout()
     by_host: dict[str, Outcome] = {}
     changed: list[HostSession] = []  # hosts this rollout moved to another release, in order
@@ -139,21 +148,24 @@ def run(sessions: list[HostSession], action: str, fn: Callable[[HostSession], Ou
                 checks = _parallel(changed, lambda s: _healthy(still_healthy, s, by_host[s.name]), policy.parallel)
                 for s, healthy in checks:
                     if not healthy and by_host[s.name].ok:
-                        by_host[s.name] = by_host[s.name].but(status=Status.FAILED,
-                                                              message="became unhealthy after its wave")
+                        by_host[s.name] = by_host[s.name].but(
+                            status=Status.FAILED, message="became unhealthy after its wave"
+                        )
                         failures += 1
                         if policy.undo and undo:  # put it back now, whether or not the rollout goes on
                             changed.remove(s)
                             by_host[s.name] = _undo_one(s, by_host[s.name], undo)
         if failures > policy.max_fail:
-            result.stopped = (f"stopped after wave {i + 1}: {failures} failed host(s), "
-                              f"--max-fail allows {policy.max_fail}")
+            result.stopped = (
+                f"stopped after wave {i + 1}: {failures} failed host(s), --max-fail allows {policy.max_fail}"
+            )
             say(f"-- {result.stopped}")
             break
     for s in sessions:
         if s.name not in by_host:
-            by_host[s.name] = Outcome(s.name, action, Status.SKIPPED, s.current_version, s.current_version,
-                                      "skipped: the rollout stopped")
+            by_host[s.name] = Outcome(
+                s.name, action, Status.SKIPPED, s.current_version, s.current_version, "skipped: the rollout stopped"
+            )
     if result.stopped and policy.undo and undo and changed:
         say(f"-- undoing {len(changed)} host(s) to the release they had before")
         for s, o in _parallel(changed, lambda s: _undo_one(s, by_host[s.name], undo), policy.parallel):
@@ -200,6 +212,7 @@ def _where(s: HostSession) -> str | None:
 def _run_wave(wave, action, fn, parallel, budget):
     """Run fn on the wave's hosts, at most `parallel` at once; once more than `budget` hosts of
     the wave have failed, start no other host (those already running finish safely)."""
+
     def guarded(s: HostSession) -> Outcome:
         start = time.monotonic()
         try:
@@ -208,8 +221,16 @@ def _run_wave(wave, action, fn, parallel, budget):
             message = str(e)
         except Exception as e:  # one host's bug must not abandon the others mid-deploy
             message = f"{type(e).__name__}: {e}"
-        return Outcome(s.name, action, Status.FAILED, s.current_version, _where(s), message,
-                       round(time.monotonic() - start, 2), timings=dict(s.timings))
+        return Outcome(
+            s.name,
+            action,
+            Status.FAILED,
+            s.current_version,
+            _where(s),
+            message,
+            round(time.monotonic() - start, 2),
+            timings=dict(s.timings),
+        )
 
     pending = list(wave)
     running: dict[Future, HostSession] = {}

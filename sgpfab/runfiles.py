@@ -61,12 +61,24 @@ def windows_release_files(lay: Layout, release: str, spec: AppSpec, inst) -> dic
     """The same on Windows, read by launch\\winrun.py: run\\NAME.json (an argv list, or a shell
     command for the app's own commands) and hooks\\N.txt."""
     import json
+
     files = {}
     for name, p in spec.processes.items():
         if isinstance(p, WebProcess) and p.server == "uvicorn":
             python = lay.in_release(release, ".venv", "Scripts", "python.exe")
-            argv = [python, lay.launch + "\\serve_uvicorn.py", str(p.app), "--host", inst.bind, "--port",
-                    str(inst.port), "--workers", str(p.workers), *(["--factory"] if p.factory else []), *p.args]
+            argv = [
+                python,
+                lay.launch + "\\serve_uvicorn.py",
+                str(p.app),
+                "--host",
+                inst.bind,
+                "--port",
+                str(inst.port),
+                "--workers",
+                str(p.workers),
+                *(["--factory"] if p.factory else []),
+                *p.args,
+            ]
             files[f"run/{name}.json"] = (json.dumps({"argv": argv}), 0o644)
         else:
             command = p.command if isinstance(p, (Process, WebProcess)) else None

@@ -37,16 +37,16 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print, preflight: bool = T
     change anywhere. A Windows app's run_as password is resolved first, on the controller (a
     missing secret stops us before any connection)."""
     store = SecretStore(fleet.inventory.secrets_file)
-    passwords = {h.name: account_password(fleet.inventory.instance(fleet.app.name, h.name), store)
-                 for h in fleet.hosts}
+    passwords = {h.name: account_password(fleet.inventory.instance(fleet.app.name, h.name), store) for h in fleet.hosts}
 
     def connect(host: Host):
         t = None
         try:
             t = open_transport(host, fleet.inventory)
             t.open()
-            s = HostSession(t, fleet.inventory.instance(fleet.app.name, host.name), say,
-                            account_password=passwords[host.name])
+            s = HostSession(
+                t, fleet.inventory.instance(fleet.app.name, host.name), say, account_password=passwords[host.name]
+            )
             if preflight:
                 s.preflight()
             return s, None

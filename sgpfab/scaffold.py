@@ -16,9 +16,12 @@ from .errors import InputError, SgpfabError
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("init", help="set a project up for sgpfab: hosts/fleet.yaml, fabfile.py, fabric.yaml",
-                       description="Write a starter inventory (hosts/fleet.yaml), a one-line fabfile.py and "
-                                   "fabric.yaml into a project. Existing files are never overwritten.")
+    p = sub.add_parser(
+        "init",
+        help="set a project up for sgpfab: hosts/fleet.yaml, fabfile.py, fabric.yaml",
+        description="Write a starter inventory (hosts/fleet.yaml), a one-line fabfile.py and "
+        "fabric.yaml into a project. Existing files are never overwritten.",
+    )
     p.add_argument("dir", nargs="?", default=".", metavar="DIR", help="the project directory (default: .)")
     p.add_argument("--app", metavar="NAME", help="the app's name (default: derived from the directory's name)")
     p.set_defaults(func=_run)
@@ -40,8 +43,10 @@ def app_name(given: str | None, project: Path) -> str:
     """--app NAME (checked), or one made from the directory's name."""
     if given is not None:
         if not (v.NAME.fullmatch(given) and v.SERVICE.fullmatch(given)):
-            raise InputError(f"invalid app name {given!r}: use letters, digits, '.', '_' or '-' "
-                             "(at most 48, starting with a letter or digit)")
+            raise InputError(
+                f"invalid app name {given!r}: use letters, digits, '.', '_' or '-' "
+                "(at most 48, starting with a letter or digit)"
+            )
         return given
     name = re.sub(r"[^a-z0-9_.-]+", "-", project.name.lower()).strip("-._")[:48].rstrip("-._")
     if not name or not v.SERVICE.fullmatch(name):

@@ -52,8 +52,10 @@ def resolve_service_user(inst, login_user: str) -> str:
         return inst.run_as or f"NT SERVICE\\{inst.service}"
     user = inst.run_as or login_user
     if not user or user == "root":
-        raise InputError(f"{inst.host.name}: the app would run as root (the login user): set run_as to an"
-                         " unprivileged user in the inventory")
+        raise InputError(
+            f"{inst.host.name}: the app would run as root (the login user): set run_as to an"
+            " unprivileged user in the inventory"
+        )
     return user
 
 
@@ -110,7 +112,7 @@ class HostSession:
         if action == "kill":
             os.kill(os.getpid(), 9)
         if action.startswith("pause:"):
-            flag = Path(action[len("pause:"):])
+            flag = Path(action[len("pause:") :])
             Path(str(flag) + ".reached").touch()
             while not flag.exists():
                 time.sleep(0.05)
@@ -166,8 +168,10 @@ class HostSession:
             facts = self.hostctl_unprepared("preflight", "--python", self.inst.interpreter, "--with-state")
         except RemoteError as e:
             if "exit 127" in str(e) or "No such file" in str(e):
-                raise InputError(f"{self.host.name}: no Python at {self.host.interpreter} (set python: to the"
-                                 " host's interpreter in the inventory)") from None
+                raise InputError(
+                    f"{self.host.name}: no Python at {self.host.interpreter} (set python: to the"
+                    " host's interpreter in the inventory)"
+                ) from None
             raise
         if self.host.os == "windows":
             facts["nssm"] = self.run(windows.nssm_version(), check=False).stdout.strip()
@@ -199,11 +203,17 @@ class HostSession:
         helpers and host.json, each written only when it changed: usually one round trip."""
         files = self.helper_files()
         paths = {rel: self.steps.join(self.layout.tools, rel) for rel in files}
-        r = self.run_chain([self.steps.prepare(self.inst, self.t.login_user, self.service_user),
-                            self.steps.ensure_probe_token(self.inst), self.steps.sha256_many(list(paths.values()))])
+        r = self.run_chain(
+            [
+                self.steps.prepare(self.inst, self.t.login_user, self.service_user),
+                self.steps.ensure_probe_token(self.inst),
+                self.steps.sha256_many(list(paths.values())),
+            ]
+        )
         have_by_path = {p.strip(): h for h, _, p in (ln.partition(" ") for ln in r.stdout.splitlines()) if p}
-        changed = {rel: f for rel, f in files.items()
-                   if have_by_path.get(paths[rel]) != hashlib.sha256(f[0]).hexdigest()}
+        changed = {
+            rel: f for rel, f in files.items() if have_by_path.get(paths[rel]) != hashlib.sha256(f[0]).hexdigest()
+        }
         if changed:
             self.run(self.steps.write_files(self.layout.tools, changed))
 
@@ -221,20 +231,36 @@ class HostSession:
         if not r.locked and _stale(r.holder):
             self.note(f"taking over a stale lock left by dead process {r.holder.get('pid')}")
             self.checkpoint("lock-takeover")
-            r = LockReply.model_validate(self.hostctl("lock", "takeover", "--token", token, "--expect-token",
-                                                      str(r.holder.get("token", "")), "--with-state", data=info))
+            r = LockReply.model_validate(
+                self.hostctl(
+                    "lock",
+                    "takeover",
+                    "--token",
+                    token,
+                    "--expect-token",
+                    str(r.holder.get("token", "")),
+                    "--with-state",
+                    data=info,
+                )
+            )
         if not r.locked:
             h = r.holder
-            raise LockedError(f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
-                              f" ({h.get('what', '?')}); if that run is gone, use --force-unlock")
+            raise LockedError(
+                f"{self.host.name}: locked by {h.get('who', '?')} since {h.get('since', '?')}"
+                f" ({h.get('what', '?')}); if that run is gone, use --force-unlock"
+            )
         self._pending_audit = []
         try:
             yield HostState.parse(r.state or {})
         finally:
             records, self._pending_audit = self._pending_audit, None
             try:
-                self.run_chain([*(self.hostctl_cmd("audit", data=rec) for rec in records),
-                                self.hostctl_cmd("lock", "release", "--token", token)])
+                self.run_chain(
+                    [
+                        *(self.hostctl_cmd("audit", data=rec) for rec in records),
+                        self.hostctl_cmd("lock", "release", "--token", token),
+                    ]
+                )
             except Exception as e:  # never hide the original error
                 log.warning("%s: could not release the lock: %s", self.host.name, str(e).splitlines()[0])
 
@@ -276,10 +302,14 @@ class HostSession:
         project_wheel = bundle.metadata.install.project
         req = self.steps.join(lay.incoming(version), "requirements", requirements_file)
         extra = (self.steps.join(lay.wheelhouse, project_wheel),) if project_wheel else ()
-        self.run_chain([self.steps.write_files(lay.incoming(version), manifest_and_requirements(bundle.path)),
-                        self.hostctl_cmd("verify", "--name", version.release_name),
-                        self.steps.build_venv(self.inst, version, uv, req, extra),
-                        self.hostctl_cmd("finalize", "--name", version.release_name, data=meta)])
+        self.run_chain(
+            [
+                self.steps.write_files(lay.incoming(version), manifest_and_requirements(bundle.path)),
+                self.hostctl_cmd("verify", "--name", version.release_name),
+                self.steps.build_venv(self.inst, version, uv, req, extra),
+                self.hostctl_cmd("finalize", "--name", version.release_name, data=meta),
+            ]
+        )
 
     def write_release_files(self, release: str, spec) -> None:
         """The scripts the release's processes and hooks start through (regenerated at every
@@ -306,8 +336,11 @@ class HostSession:
         """A consistent database backup with retention; nothing when there is no database yet."""
         if self.inst.database.engine == "none":
             return BackupReply()
-        r = BackupReply.model_validate(self.hostctl("backup", "--label", label, "--keep",
-                                                    str(self.inst.backups_keep), as_service=True, timeout=7200))
+        r = BackupReply.model_validate(
+            self.hostctl(
+                "backup", "--label", label, "--keep", str(self.inst.backups_keep), as_service=True, timeout=7200
+            )
+        )
         if r.name:
             self.note(f"database saved as {r.name}")
         return r
@@ -335,8 +368,11 @@ class HostSession:
         else:
             parts.append(self.hostctl_cmd("settings", "show", as_service=True))
         if self.inst.database.engine != "none":
-            parts.append(self.hostctl_cmd("backup", "--label", label, "--keep", str(self.inst.backups_keep),
-                                          as_service=True, timeout=7200))
+            parts.append(
+                self.hostctl_cmd(
+                    "backup", "--label", label, "--keep", str(self.inst.backups_keep), as_service=True, timeout=7200
+                )
+            )
         answers = _answers(self.run_chain(parts))
         self._settings_written = settings is not None
         self._files_written.add(release)
@@ -357,8 +393,9 @@ class HostSession:
     def show_settings(self) -> dict:
         return self.hostctl("settings", "show", as_service=True)
 
-    def override_settings(self, set_env: dict[str, str] | None = None, unset: list[str] | None = None,
-                          secret: Collection[str] = ()) -> list[str]:
+    def override_settings(
+        self, set_env: dict[str, str] | None = None, unset: list[str] | None = None, secret: Collection[str] = ()
+    ) -> list[str]:
         """Set (or unset) host-local overrides; names in `secret` are masked wherever settings are shown."""
         if set_env:
             data = {"env": set_env, "secret": sorted(secret)}
@@ -394,15 +431,17 @@ class HostSession:
     def process_ids(self, release: str, names: list[str]) -> list[str]:
         return [self.steps.process_id(self.inst, release, n) for n in names]
 
-    def gate(self, release: str, web, names: list[str], timeout: float | None = None,
-             settle: float | None = None) -> GateResult:
+    def gate(
+        self, release: str, web, names: list[str], timeout: float | None = None, settle: float | None = None
+    ) -> GateResult:
         """Wait until `release` serves (its own processes answering the health check, see
         hostctl gate) and its processes `names` run without restarting."""
         r = self.run(self._gate_cmd(release, web, names, timeout, settle))
         return GateResult.model_validate(_last_json(self.host.name, r))
 
-    def _gate_cmd(self, release: str, web, names: list[str], timeout: float | None = None,
-                  settle: float | None = None) -> Cmd:
+    def _gate_cmd(
+        self, release: str, web, names: list[str], timeout: float | None = None, settle: float | None = None
+    ) -> Cmd:
         h = self.inst.health
         if settle is None:  # a web process that answers is up; other processes must stay up a while
             settle = h.settle if (any(n != "web" for n in names) or h.type == "process") else 0.0
@@ -419,6 +458,7 @@ class HostSession:
                 args += ["--body", h.body]
             if h.version:
                 from .versions import release_version
+
                 args += ["--expect-version", str(release_version(release))]
             if h.host_header:
                 args += ["--host-header", h.host_header]
@@ -493,8 +533,9 @@ class HostSession:
         """In one go: switch `current` and record the settings the release runs with (kept)."""
         parts = [self.hostctl_cmd("switch", "--to", release)]
         if settings_fingerprint is not None:
-            parts.append(self.hostctl_cmd("meta-update", "--name", release,
-                                          data={"settings_fingerprint": settings_fingerprint}))
+            parts.append(
+                self.hostctl_cmd("meta-update", "--name", release, data={"settings_fingerprint": settings_fingerprint})
+            )
             if self._settings_written:
                 parts.append(self.hostctl_cmd("settings", "commit", as_service=True))
         self.run_chain(parts)
@@ -543,6 +584,7 @@ def manifest_and_requirements(bundle_dir: Path) -> dict[str, tuple[bytes, int]]:
 
 def _spec_of(release):
     from .appspec import AppSpec
+
     if release is None or not release.meta.spec:
         return None
     try:

@@ -94,14 +94,18 @@ def check_private(path: Path) -> None:
     if st.st_mode & 0o077:
         raise InputError(f"secrets file {path} is readable by others (mode {st.st_mode & 0o777:o}): chmod 600 it")
     try:
-        top = subprocess.run(["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True,
-                             text=True, timeout=10)
+        top = subprocess.run(
+            ["git", "-C", str(path.parent), "rev-parse", "--show-toplevel"], capture_output=True, text=True, timeout=10
+        )
         if top.returncode == 0:
-            ignored = subprocess.run(["git", "-C", str(path.parent), "check-ignore", "-q", str(path)],
-                                     capture_output=True, timeout=10)
+            ignored = subprocess.run(
+                ["git", "-C", str(path.parent), "check-ignore", "-q", str(path)], capture_output=True, timeout=10
+            )
             if ignored.returncode != 0:
-                raise InputError(f"secrets file {path} is inside the git repository {top.stdout.strip()} and not"
-                                 " ignored: keep it outside the repository")
+                raise InputError(
+                    f"secrets file {path} is inside the git repository {top.stdout.strip()} and not"
+                    " ignored: keep it outside the repository"
+                )
     except (OSError, subprocess.TimeoutExpired):
         pass
 
@@ -131,8 +135,15 @@ def builtins(inst) -> dict[str, str]:
 
 def expand(value: str, inst) -> str:
     lay = Layout.for_instance(inst)
-    names = {"api_root": lay.root, "shared": lay.shared, "port": str(inst.port), "app": inst.app,
-             "service": inst.service, "host": inst.host.name, "bind": inst.bind}
+    names = {
+        "api_root": lay.root,
+        "shared": lay.shared,
+        "port": str(inst.port),
+        "app": inst.app,
+        "service": inst.service,
+        "host": inst.host.name,
+        "bind": inst.bind,
+    }
     return PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
 
 
@@ -146,17 +157,21 @@ def resolve(inst, store: SecretStore) -> Settings:
             secret = store.get(value.name)
             if secret is None:
                 if value.required:
-                    raise InputError(f"{inst.host.name}: secret {value.name!r} (for {key}) is not set: export"
-                                     f" {SecretStore.env_name(value.name)}, add it to the secrets file, or store it"
-                                     " in the keyring (service 'sgpfab')")
+                    raise InputError(
+                        f"{inst.host.name}: secret {value.name!r} (for {key}) is not set: export"
+                        f" {SecretStore.env_name(value.name)}, add it to the secrets file, or store it"
+                        " in the keyring (service 'sgpfab')"
+                    )
                 continue  # an optional secret that is not set leaves the variable as it was
             if value.is_file:
                 s.files[value.name] = secret
-                s.env[key] = (lay.secret_files + ("\\" if lay.windows else "/") + value.name)
+                s.env[key] = lay.secret_files + ("\\" if lay.windows else "/") + value.name
             else:
                 if re.search(r"[\x00-\x08\x0a-\x1f\x7f]", secret):
-                    raise InputError(f"{inst.host.name}: secret {value.name!r} has a line break or control character:"
-                                     f" use secret_file: {value.name} for multi-line values")
+                    raise InputError(
+                        f"{inst.host.name}: secret {value.name!r} has a line break or control character:"
+                        f" use secret_file: {value.name} for multi-line values"
+                    )
                 s.env[key] = secret
                 s.secret_keys.append(key)
         else:
@@ -164,8 +179,10 @@ def resolve(inst, store: SecretStore) -> Settings:
     if inst.database.engine == "postgresql":
         url = s.env.get(inst.database.env)
         if not url:
-            raise InputError(f"{inst.host.name}: database engine postgresql needs {inst.database.env} in env"
-                             f" (e.g. {inst.database.env}: {{secret: {inst.app}_database_url}})")
+            raise InputError(
+                f"{inst.host.name}: database engine postgresql needs {inst.database.env} in env"
+                f" (e.g. {inst.database.env}: {{secret: {inst.app}_database_url}})"
+            )
         check_postgres_url(url, inst)
     s.secret_keys.sort()
     return s
@@ -175,14 +192,20 @@ def check_postgres_url(url: str, inst) -> None:
     """A usable postgresql:// URL (the message never shows it: it holds a password)."""
     try:
         u = urllib.parse.urlsplit(url)
-        ok = (u.scheme.split("+", 1)[0] in ("postgres", "postgresql") and bool(u.path.strip("/"))
-              and bool(u.hostname) and bool(u.username))
+        ok = (
+            u.scheme.split("+", 1)[0] in ("postgres", "postgresql")
+            and bool(u.path.strip("/"))
+            and bool(u.hostname)
+            and bool(u.username)
+        )
         _ = u.port
     except ValueError:
         ok = False
     if not ok:
-        raise InputError(f"{inst.host.name}: {inst.database.env} is not a valid PostgreSQL URL (expected"
-                         " postgresql://USER:PASSWORD@HOST:PORT/DBNAME)")
+        raise InputError(
+            f"{inst.host.name}: {inst.database.env} is not a valid PostgreSQL URL (expected"
+            " postgresql://USER:PASSWORD@HOST:PORT/DBNAME)"
+        )
 
 
 def account_password(inst, store: SecretStore) -> str | None:
@@ -194,9 +217,11 @@ def account_password(inst, store: SecretStore) -> str | None:
         return None
     value = store.get(ref.name)
     if value is None:
-        raise InputError(f"{inst.host.name}: secret {ref.name!r} (for run_as_password) is not set: export"
-                         f" {SecretStore.env_name(ref.name)}, add it to the secrets file, or store it in the keyring"
-                         " (service 'sgpfab')")
+        raise InputError(
+            f"{inst.host.name}: secret {ref.name!r} (for run_as_password) is not set: export"
+            f" {SecretStore.env_name(ref.name)}, add it to the secrets file, or store it in the keyring"
+            " (service 'sgpfab')"
+        )
     if not value or "\0" in value:
         raise InputError(f"{inst.host.name}: secret {ref.name!r} (for run_as_password) is empty or holds a NUL")
     return value

@@ -69,8 +69,12 @@ def web_hint(project: Path) -> WebHint:
     if (project / "manage.py").is_file():
         for wsgi in sorted(project.glob("*/wsgi.py")):
             if (wsgi.parent / "settings.py").is_file():
-                return WebHint("gunicorn", f"{wsgi.parent.name}.wsgi:application", "manage.py",
-                               ("python manage.py migrate --noinput",))
+                return WebHint(
+                    "gunicorn",
+                    f"{wsgi.parent.name}.wsgi:application",
+                    "manage.py",
+                    ("python manage.py migrate --noinput",),
+                )
     for module, path in _modules(project):
         text = _read(path)
         m = re.search(r"^(\w+)\s*=\s*FastAPI\(", text, re.M)
@@ -78,7 +82,9 @@ def web_hint(project: Path) -> WebHint:
             migrate = ("alembic upgrade head",) if (project / "alembic.ini").is_file() else ()
             return WebHint("uvicorn", f"{module}:{m.group(1)}", path.relative_to(project).as_posix(), migrate)
         if re.search(r"^def create_app\(", text, re.M) and "flask" in text.lower():
-            migrate = ("flask --app " + module + " db upgrade",) if (project / "migrations" / "alembic.ini").is_file() else ()
+            migrate = (
+                ("flask --app " + module + " db upgrade",) if (project / "migrations" / "alembic.ini").is_file() else ()
+            )
             return WebHint("gunicorn", f"{module}:create_app()", path.relative_to(project).as_posix(), migrate)
         m = re.search(r"^(\w+)\s*=\s*Flask\(", text, re.M)
         if m:
@@ -88,10 +94,15 @@ def web_hint(project: Path) -> WebHint:
 
 def inventory(app: str, hint: WebHint) -> str:
     """The starter hosts/fleet.yaml: valid as written, with placeholder hosts to replace."""
-    found = (f"# found in {hint.found_in}; check it" if hint.found_in
-             else "# CHANGE ME: your app's module:attribute (WSGI with gunicorn, ASGI with uvicorn)")
+    found = (
+        f"# found in {hint.found_in}; check it"
+        if hint.found_in
+        else "# CHANGE ME: your app's module:attribute (WSGI with gunicorn, ASGI with uvicorn)"
+    )
     release = "".join(f"      - {c}\n" for c in hint.release) or "      # - flask --app myapp db upgrade\n"
-    release_key = "    release:\n" if hint.release else "    # release:           # run in the new release before the switch\n"
+    release_key = (
+        "    release:\n" if hint.release else "    # release:           # run in the new release before the switch\n"
+    )
     return f"""\
 # sgpfab inventory: the hosts, their groups, and the app deployed to them.
 # Reference: docs/inventory.md and docs/quickstart.md in sgpfab's source.
@@ -125,6 +136,6 @@ apps:
 {release_key}{release}    health: {{path: /health}}   # answers 200 when the app is ready (or: {{type: process}})
     # env:
     #   DEBUG: "0"
-    #   SECRET_KEY: {{secret: {app.replace('-', '_').replace('.', '_')}_secret_key}}   # value from SGPFAB_SECRET_..., secrets_file or keyring
+    #   SECRET_KEY: {{secret: {app.replace("-", "_").replace(".", "_")}_secret_key}}   # value from SGPFAB_SECRET_..., secrets_file or keyring
     exclude: [/hosts/, /dist/, /fabfile.py, /fabric.yaml]   # deploy tooling (yours too, e.g. /tasks.py): not released
 """

@@ -78,8 +78,9 @@ class HostState(Reply):
     def complete(self) -> list[Release]:
         """Complete releases, oldest first: semver precedence, then (for versions that differ
         only in build metadata) the time the release was built on the host."""
-        return sorted((r for r in self.releases if r.complete),
-                      key=lambda r: (_precedence_key(r.version), r.meta.finalized_at))
+        return sorted(
+            (r for r in self.releases if r.complete), key=lambda r: (_precedence_key(r.version), r.meta.finalized_at)
+        )
 
     def previous_good(self) -> Release | None:
         """The newest complete, not-bad release before the active one (rollback's default)."""
@@ -89,7 +90,7 @@ class HostState(Reply):
         order = self.complete
         if active not in order:
             return None
-        earlier = order[:order.index(active)]
+        earlier = order[: order.index(active)]
         good = [r for r in earlier if not r.bad]
         return good[-1] if good else None
 
@@ -130,6 +131,7 @@ class HostState(Reply):
 
 def _precedence_key(v: Version):
     import semver
+
     return semver.Version.parse(str(v)).replace(build=None)
 
 

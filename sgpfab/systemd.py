@@ -53,8 +53,11 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
         line("After", " ".join(after)),
         "",
         "[Service]",
-        *(["Type=notify", "NotifyAccess=all", line("TimeoutStartSec", max(int(inst.health.timeout), 10))]
-          if notify else ["Type=simple"]),
+        *(
+            ["Type=notify", "NotifyAccess=all", line("TimeoutStartSec", max(int(inst.health.timeout), 10))]
+            if notify
+            else ["Type=simple"]
+        ),
         line("User", service_user),
         line("Group", service_user),
         line("WorkingDirectory", rel),
@@ -92,35 +95,39 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
 def socket_unit(inst, release: str) -> str:
     """The listening socket; it activates `release`'s web process when none is running."""
     units = Units(inst.service)
-    return "\n".join([
-        HEADER,
-        "[Unit]",
-        line("Description", f"Listening socket of {inst.app} (kept open across releases and restarts)"),
-        "",
-        "[Socket]",
-        line("ListenStream", listen_address(inst)),
-        line("Service", units.instance("web", release)),
-        "Backlog=4096",
-        "",
-        "[Install]",
-        "WantedBy=sockets.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            HEADER,
+            "[Unit]",
+            line("Description", f"Listening socket of {inst.app} (kept open across releases and restarts)"),
+            "",
+            "[Socket]",
+            line("ListenStream", listen_address(inst)),
+            line("Service", units.instance("web", release)),
+            "Backlog=4096",
+            "",
+            "[Install]",
+            "WantedBy=sockets.target",
+            "",
+        ]
+    )
 
 
 def target_unit(inst, release: str, processes: list[str], socket: bool) -> str:
     units = Units(inst.service)
     wants = [units.instance(p, release) for p in processes] + ([units.socket] if socket else [])
-    return "\n".join([
-        HEADER,
-        "[Unit]",
-        line("Description", f"{inst.app}: every process of release {release}, managed by sgpfab"),
-        line("Wants", " ".join(wants)),
-        "",
-        "[Install]",
-        "WantedBy=multi-user.target",
-        "",
-    ])
+    return "\n".join(
+        [
+            HEADER,
+            "[Unit]",
+            line("Description", f"{inst.app}: every process of release {release}, managed by sgpfab"),
+            line("Wants", " ".join(wants)),
+            "",
+            "[Install]",
+            "WantedBy=multi-user.target",
+            "",
+        ]
+    )
 
 
 def units_for(inst, spec: AppSpec, release: str, service_user: str) -> dict[str, str]:
@@ -131,9 +138,9 @@ def units_for(inst, spec: AppSpec, release: str, service_user: str) -> dict[str,
     out = {}
     for name in spec.processes:
         is_web = name == "web"
-        out[unit_path(units.template(name))] = process_unit(inst, name, service_user, web=is_web,
-                                                            socket=is_web and socket,
-                                                            notify=is_web and bool(web and web.overlaps))
+        out[unit_path(units.template(name))] = process_unit(
+            inst, name, service_user, web=is_web, socket=is_web and socket, notify=is_web and bool(web and web.overlaps)
+        )
     if socket:
         out[unit_path(units.socket)] = socket_unit(inst, release)
     out[unit_path(units.target)] = target_unit(inst, release, list(spec.processes), socket)

@@ -54,7 +54,7 @@ ROLLOUT_HELP = {
     "max_fail": "failed hosts tolerated before the rollout stops: a count or a percentage (default 0)",
     "soak": "seconds to wait after each wave before checking its hosts' health again (default 0)",
     "undo": "when the rollout stops, put hosts already changed back on their previous release "
-            "(default; --no-undo leaves them)",
+    "(default; --no-undo leaves them)",
     "force_unlock": "first remove a deploy lock left behind by a crashed run",
     "app": "the app to work on (needed when the inventory has several)",
     "json": "print the result as JSON (schema sgpfab/1) instead of tables; progress goes to stderr",
@@ -96,13 +96,17 @@ def _dist() -> Path:
 def guard(fn):
     """sgpfab errors become one `error:` line and exit code 1 (a JSON document with --json); no
     traceback reaches the user (SGPFAB_DEBUG=1 shows one for an unexpected failure)."""
+
     @functools.wraps(fn)
     def wrapper(c, *a, **kw):
         _setup_logging()
         as_json = bool(kw.get("json"))
         if getattr(c, "host", None) is not None:  # Fabric's own executor: once per host, wrong here
-            raise Exit("error: sgpfab's tasks need Fabric's config to name its executor: put fabric.yaml"
-                       " (written by `sgpfab init`) beside fabfile.py", code=1)
+            raise Exit(
+                "error: sgpfab's tasks need Fabric's config to name its executor: put fabric.yaml"
+                " (written by `sgpfab init`) beside fabfile.py",
+                code=1,
+            )
         try:
             return fn(c, *a, **kw)
         except SgpfabError as e:
@@ -119,14 +123,20 @@ def guard(fn):
             emit_json("error", error=message)
             raise Exit(code=1)
         raise Exit(f"error: {message}", code=1)
+
     return wrapper
 
 
 def _finish(result: Rollout, title: str, as_json: bool = False, timings: bool = False) -> None:
     """Summary (table or JSON), failures in full, and an exit code scripts can act on."""
     if as_json:
-        emit_json("rollout", title=title, stopped=result.stopped or None, exit_code=result.exit_code,
-                  outcomes=[outcome_dict(o) for o in result.outcomes])
+        emit_json(
+            "rollout",
+            title=title,
+            stopped=result.stopped or None,
+            exit_code=result.exit_code,
+            outcomes=[outcome_dict(o) for o in result.outcomes],
+        )
     else:
         console.print(outcomes_table(result.outcomes, title, timings))
         for o in result.outcomes:
@@ -195,11 +205,13 @@ def _policy(n, waves, parallel, max_fail, soak, undo) -> Policy:
     return make_policy(n, waves=waves, parallel=parallel, max_fail=max_fail, soak=soak, undo=undo)
 
 
-@task(help={
-    "version": "semantic version to build, e.g. 1.0.5 (default: the app's VERSION file)",
-    "source": "app folder (default: the inventory's apps.NAME.source)",
-    "app": ROLLOUT_HELP["app"],
-})
+@task(
+    help={
+        "version": "semantic version to build, e.g. 1.0.5 (default: the app's VERSION file)",
+        "source": "app folder (default: the inventory's apps.NAME.source)",
+        "app": ROLLOUT_HELP["app"],
+    }
+)
 @guard
 def bundle(c, version=None, source=None, app=None):
     """Build a verified release bundle in dist/APP/releases/vX.Y.Z/ (or $SGPFAB_DIST/...).
@@ -214,16 +226,32 @@ def bundle(c, version=None, source=None, app=None):
     say(f"bundle {b.app} {b.version}: {b.path} (content digest {b.digest})")
 
 
-@task(help={
-    "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
-    "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
-    "bundle": "deploy a prebuilt bundle instead: its directory, or a version found in dist/",
-    "dry_run": "only show what each host would do (same as the plan task)",
-    **ROLLOUT_HELP,
-})
+@task(
+    help={
+        "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
+        "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
+        "bundle": "deploy a prebuilt bundle instead: its directory, or a version found in dist/",
+        "dry_run": "only show what each host would do (same as the plan task)",
+        **ROLLOUT_HELP,
+    }
+)
 @guard
-def deploy(c, version=None, source=None, bundle=None, app=None, parallel="1", waves=None, max_fail=None, soak="0",
-           undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
+def deploy(
+    c,
+    version=None,
+    source=None,
+    bundle=None,
+    app=None,
+    parallel="1",
+    waves=None,
+    max_fail=None,
+    soak="0",
+    undo=True,
+    dry_run=False,
+    force_unlock=False,
+    json=False,
+    timings=False,
+):
     """Deploy a release to the -H hosts: upload, verify, build the venv, write settings, back up
     the database, run the release commands, start it beside the old one, health-check, switch.
 
@@ -241,8 +269,17 @@ def deploy(c, version=None, source=None, bundle=None, app=None, parallel="1", wa
     _deploy(fleet, b, settings, policy, dry_run, force_unlock, f"deploy {b.app} {b.version}", json, timings)
 
 
-def _deploy(fleet: Fleet, b: Bundle, settings, policy: Policy, dry_run: bool, force_unlock: bool, title: str,
-            as_json: bool, timings: bool = False) -> None:
+def _deploy(
+    fleet: Fleet,
+    b: Bundle,
+    settings,
+    policy: Policy,
+    dry_run: bool,
+    force_unlock: bool,
+    title: str,
+    as_json: bool,
+    timings: bool = False,
+) -> None:
     with ExitStack() as stack:
         progress = stack.enter_context(Progress(to_stderr=as_json)) if not dry_run else (say_err if as_json else say)
         sessions = open_sessions(stack, fleet, progress)
@@ -251,17 +288,29 @@ def _deploy(fleet: Fleet, b: Bundle, settings, policy: Policy, dry_run: bool, fo
             fleetops.preflight(sessions, plan)
             rows = fleetops.plan_rows(sessions, plan)
             if as_json:
-                emit_json("plan", title=title, app=b.app, version=str(b.version), digest=b.digest,
-                          excluded=list(b.metadata.build.excluded), rows=rows)
+                emit_json(
+                    "plan",
+                    title=title,
+                    app=b.app,
+                    version=str(b.version),
+                    digest=b.digest,
+                    excluded=list(b.metadata.build.excluded),
+                    rows=rows,
+                )
                 return
             console.print(plan_table(rows, f"plan: {title} (nothing changed)"))
-            say("transfer: an upper bound (app files and the wheels a host lacks); files unchanged since"
-                " the active release are hard-linked on the host, not sent")
+            say(
+                "transfer: an upper bound (app files and the wheels a host lacks); files unchanged since"
+                " the active release are hard-linked on the host, not sent"
+            )
             if b.spec.release:
                 say("release commands: " + "; ".join(b.spec.release))
             if b.metadata.build.excluded:
-                say(f"left out of the bundle ({len(b.metadata.build.excluded)}): "
-                    + ", ".join(b.metadata.build.excluded[:20]) + (" ..." if len(b.metadata.build.excluded) > 20 else ""))
+                say(
+                    f"left out of the bundle ({len(b.metadata.build.excluded)}): "
+                    + ", ".join(b.metadata.build.excluded[:20])
+                    + (" ..." if len(b.metadata.build.excluded) > 20 else "")
+                )
             for r in rows:
                 say(f"{r.host} settings: " + ", ".join(f"{k}={v}" for k, v in r.settings.items()))
             return
@@ -271,12 +320,15 @@ def _deploy(fleet: Fleet, b: Bundle, settings, policy: Policy, dry_run: bool, fo
     _finish(result, title, as_json, timings)
 
 
-@task(help={
-    "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
-    "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
-    "bundle": "a prebuilt bundle: its directory, or a version found in dist/",
-    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
-})
+@task(
+    help={
+        "version": "semantic version to deploy, e.g. 1.0.5 (default: the app's VERSION file)",
+        "source": "app folder to build the release from (default: the inventory's apps.NAME.source)",
+        "bundle": "a prebuilt bundle: its directory, or a version found in dist/",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    }
+)
 @guard
 def plan(c, version=None, source=None, bundle=None, app=None, json=False):
     """Show what deploying a release would do on each -H host (versions, transfer, migrations,
@@ -284,20 +336,45 @@ def plan(c, version=None, source=None, bundle=None, app=None, json=False):
     fleet = _fleet(c, app)
     settings = _settings(fleet)
     b = _bundle_for(fleet.app, version, source, bundle, say_err if json else say)
-    _deploy(fleet, b, settings, _policy(len(fleet.hosts), None, "1", None, "0", True), True, False,
-            f"deploy {b.app} {b.version}", json)
+    _deploy(
+        fleet,
+        b,
+        settings,
+        _policy(len(fleet.hosts), None, "1", None, "0", True),
+        True,
+        False,
+        f"deploy {b.app} {b.version}",
+        json,
+    )
 
 
-@task(name="promote", help={
-    "from_": "hosts or groups that run the release now (e.g. staging)",
-    "to": "hosts or groups to deploy it to (e.g. prod)",
-    "version": "the version to promote",
-    "dry_run": "only show what each target host would do",
-    **ROLLOUT_HELP,
-})
+@task(
+    name="promote",
+    help={
+        "from_": "hosts or groups that run the release now (e.g. staging)",
+        "to": "hosts or groups to deploy it to (e.g. prod)",
+        "version": "the version to promote",
+        "dry_run": "only show what each target host would do",
+        **ROLLOUT_HELP,
+    },
+)
 @guard
-def promote(c, from_=None, to=None, version=None, app=None, parallel="1", waves=None, max_fail=None, soak="0",
-            undo=True, dry_run=False, force_unlock=False, json=False, timings=False):
+def promote(
+    c,
+    from_=None,
+    to=None,
+    version=None,
+    app=None,
+    parallel="1",
+    waves=None,
+    max_fail=None,
+    soak="0",
+    undo=True,
+    dry_run=False,
+    force_unlock=False,
+    json=False,
+    timings=False,
+):
     """Deploy to --to exactly the bundle (same digest) that runs healthy on every --from host.
 
     Refused when a --from host runs another version, another build of it, is unhealthy, or when
@@ -311,21 +388,36 @@ def promote(c, from_=None, to=None, version=None, app=None, parallel="1", waves=
     policy = _policy(len(target.hosts), waves, parallel, max_fail, soak, undo)
     settings = _settings(target)
     with ExitStack() as stack:
-        b = fleetops.promotion_bundle(open_sessions(stack, source, say_err if json else say), v, _dist(),
-                                      source.app.name)
+        b = fleetops.promotion_bundle(
+            open_sessions(stack, source, say_err if json else say), v, _dist(), source.app.name
+        )
     (say_err if json else say)(f"promoting {b.app} {v} ({b.digest[:12]}) from {from_} to {to}")
     _deploy(target, b, settings, policy, dry_run, force_unlock, f"promote {b.app} {v} to {to}", json, timings)
 
 
-@task(help={
-    "version": "release to return to (default: the newest good release before the active one)",
-    "db": "when the rollback crosses a schema change: 'keep' the current database, or 'restore' the "
-          "backup taken before the active release was deployed",
-    **ROLLOUT_HELP,
-})
+@task(
+    help={
+        "version": "release to return to (default: the newest good release before the active one)",
+        "db": "when the rollback crosses a schema change: 'keep' the current database, or 'restore' the "
+        "backup taken before the active release was deployed",
+        **ROLLOUT_HELP,
+    }
+)
 @guard
-def rollback(c, version=None, db=None, app=None, parallel="1", waves=None, max_fail=None, soak="0", undo=True,
-             force_unlock=False, json=False, timings=False):
+def rollback(
+    c,
+    version=None,
+    db=None,
+    app=None,
+    parallel="1",
+    waves=None,
+    max_fail=None,
+    soak="0",
+    undo=True,
+    force_unlock=False,
+    json=False,
+    timings=False,
+):
     """Switch the -H hosts back to an earlier release, restart and health-check it, in waves like deploy.
 
     Every host is checked first: if the target release is missing anywhere, nothing changes.
@@ -361,8 +453,13 @@ def _each(fleet: Fleet, action: str, fn, title: str, stop_on_failure: bool = Tru
     _finish(result, title, as_json)
 
 
-@task(help={"label": "a word to add to the backup's name (default: manual)", "app": ROLLOUT_HELP["app"],
-            "json": ROLLOUT_HELP["json"]})
+@task(
+    help={
+        "label": "a word to add to the backup's name (default: manual)",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    }
+)
 @guard
 def backup(c, label="manual", app=None, json=False):
     """Back up each -H host's database now (SQLite online backup or pg_dump) into backups/."""
@@ -382,8 +479,13 @@ def list_backups(c, app=None, json=False):
         console.print(backups_table(rows))
 
 
-@task(help={"backup": "backup file name, as shown by list-backups", "app": ROLLOUT_HELP["app"],
-            "json": ROLLOUT_HELP["json"]})
+@task(
+    help={
+        "backup": "backup file name, as shown by list-backups",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    }
+)
 @guard
 def restore(c, backup=None, app=None, json=False):
     """Restore a database backup on the -H hosts: stop the app, save its current database as a
@@ -447,8 +549,13 @@ def status(c, app=None, json=False):
         raise Exit(code=2)
 
 
-@task(help={"keep": "how many of the newest good releases to keep (the active one and its rollback target are "
-                    "always kept)", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
+@task(
+    help={
+        "keep": "how many of the newest good releases to keep (the active one and its rollback target are always kept)",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    }
+)
 @guard
 def cleanup(c, keep="5", app=None, json=False):
     """Delete old releases, bad releases and leftover partial builds and uploads on the -H hosts."""
@@ -464,8 +571,10 @@ def settings(c, app=None, json=False):
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
         rows = [(s.name, s.show_settings()) for s in sessions]
     if json:
-        emit_json("settings", hosts=[{"host": h, **{k: v for k, v in d.items() if k not in ("fingerprint", "_cmd")}}
-                                     for h, d in rows])
+        emit_json(
+            "settings",
+            hosts=[{"host": h, **{k: v for k, v in d.items() if k not in ("fingerprint", "_cmd")}} for h, d in rows],
+        )
     else:
         console.print(settings_table(rows))
 
@@ -477,6 +586,7 @@ def _pairs(items, flag: str) -> dict[str, str]:
         if not sep:
             raise InputError(f"{flag} takes NAME=VALUE, got {item!r}")
         from .validate import ENV_KEY, check, one_line
+
         try:
             check(ENV_KEY, key, "setting name")
             one_line(value, f"value of {key}", 4096, allow_empty=True)
@@ -490,6 +600,7 @@ def _restart(s, what: str):
     """Restart the active release's processes (settings are read at start) and gate them."""
     from .activate import activate, recover
     from .outcome import Outcome, Status
+
     with s.lock(what) as st:
         if recover(s, st):
             st = s.state()
@@ -502,12 +613,17 @@ def _restart(s, what: str):
     return Outcome(s.name, "restart", Status.OK, cur, cur, "restarted, healthy")
 
 
-@task(name="settings-set", iterable=["env", "secret"], help={
-    "env": "NAME=VALUE to set on the hosts (repeatable); kept over later deploys until settings-unset",
-    "secret": "NAME=SECRET: set NAME to the secret SECRET from the controller's secrets (repeatable)",
-    "restart": "restart the app afterwards (with the health gate), so the processes read it",
-    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
-})
+@task(
+    name="settings-set",
+    iterable=["env", "secret"],
+    help={
+        "env": "NAME=VALUE to set on the hosts (repeatable); kept over later deploys until settings-unset",
+        "secret": "NAME=SECRET: set NAME to the secret SECRET from the controller's secrets (repeatable)",
+        "restart": "restart the app afterwards (with the health gate), so the processes read it",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    },
+)
 @guard
 def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
     """Set host-local settings on the -H hosts without a deploy (they win over deployed ones)."""
@@ -518,27 +634,35 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
     for key, name in secret_keys.items():
         value = store.get(name)
         if value is None:
-            raise InputError(f"secret {name!r} is not set: export {SecretStore.env_name(name)} or add it to the"
-                             " secrets file")
+            raise InputError(
+                f"secret {name!r} is not set: export {SecretStore.env_name(name)} or add it to the secrets file"
+            )
         values[key] = value
     if not values:
         raise InputError("give at least one --env NAME=VALUE or --secret NAME=SECRET")
 
     def one(s):
         from .outcome import Outcome, Status
+
         s.override_settings(set_env=values, secret=secret_keys)
         if restart:
             return _restart(s, "settings-set")
         cur = s.current_version
         return Outcome(s.name, "settings", Status.OK, cur, cur, f"set {', '.join(sorted(values))} (restart to apply)")
+
     _each(fleet, "settings", one, "settings-set", as_json=json)
 
 
-@task(name="settings-unset", iterable=["name"], help={
-    "name": "NAME of a setting made with settings-set, to remove again (repeatable)",
-    "restart": "restart the app afterwards (with the health gate)",
-    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
-})
+@task(
+    name="settings-unset",
+    iterable=["name"],
+    help={
+        "name": "NAME of a setting made with settings-set, to remove again (repeatable)",
+        "restart": "restart the app afterwards (with the health gate)",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    },
+)
 @guard
 def settings_unset(c, name=None, restart=False, app=None, json=False):
     """Remove host-local settings from the -H hosts (deployed settings apply again)."""
@@ -546,17 +670,20 @@ def settings_unset(c, name=None, restart=False, app=None, json=False):
     if not names:
         raise InputError("give at least one --name NAME")
     from .validate import ENV_KEY
+
     bad = [n for n in names if not ENV_KEY.fullmatch(n)]
     if bad:
         raise InputError(f"invalid setting name {bad[0]!r}")
 
     def one(s):
         from .outcome import Outcome, Status
+
         s.override_settings(unset=names)
         if restart:
             return _restart(s, "settings-unset")
         cur = s.current_version
         return Outcome(s.name, "settings", Status.OK, cur, cur, f"unset {', '.join(names)} (restart to apply)")
+
     _each(_fleet(c, app), "settings", one, "settings-unset", as_json=json)
 
 
@@ -573,17 +700,22 @@ def restart(c, app=None, parallel="1", json=False):
     _finish(result, f"restart {fleet.app.name}", json)
 
 
-@task(name="exec", help={
-    "command": "the command to run (a shell command line), e.g. 'python manage.py createsuperuser'",
-    "parallel": "how many hosts at once (default 1: one after another)",
-    "tty": "run interactively on a terminal (one host only), e.g. a shell or a management command that asks",
-    "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"],
-})
+@task(
+    name="exec",
+    help={
+        "command": "the command to run (a shell command line), e.g. 'python manage.py createsuperuser'",
+        "parallel": "how many hosts at once (default 1: one after another)",
+        "tty": "run interactively on a terminal (one host only), e.g. a shell or a management command that asks",
+        "app": ROLLOUT_HELP["app"],
+        "json": ROLLOUT_HELP["json"],
+    },
+)
 @guard
 def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
     """Run a one-off command in the active release's environment on the -H hosts (as the service user)."""
     from .outcome import Outcome, Status
     from .validate import one_line
+
     if not command:
         raise InputError("give --command '...'")
     try:
@@ -608,10 +740,22 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
             r = s.exec(s.state_at_connect.current, command)
             out = (r.stdout + r.stderr).rstrip()
             status = Status.OK if r.ok else Status.FAILED
-            return Outcome(s.name, "exec", status, s.current_version, s.current_version,
-                           f"exit {r.exited}" + (f": {out}" if out else ""))
-        result = run(sessions, "exec", one, _policy(len(sessions), None, parallel, len(sessions), 0, False),
-                     say=say_err if json else say)
+            return Outcome(
+                s.name,
+                "exec",
+                status,
+                s.current_version,
+                s.current_version,
+                f"exit {r.exited}" + (f": {out}" if out else ""),
+            )
+
+        result = run(
+            sessions,
+            "exec",
+            one,
+            _policy(len(sessions), None, parallel, len(sessions), 0, False),
+            say=say_err if json else say,
+        )
     if not json:
         for o in result.outcomes:
             say(f"==> {o.host}: {o.message.splitlines()[0] if o.message else ''}")
@@ -620,19 +764,23 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
     _finish(result, f"exec on {fleet.app.name}", json)
 
 
-@task(iterable=["process"], help={
-    "process": "only the process NAME, e.g. worker (repeatable; default: all of the app's processes)",
-    "lines": "how many lines per host (default 50)",
-    "since": "only lines since this time, e.g. '10 min ago', '2026-11-23 10:00'",
-    "follow": "keep printing new lines until Ctrl-C",
-    "app": ROLLOUT_HELP["app"],
-})
+@task(
+    iterable=["process"],
+    help={
+        "process": "only the process NAME, e.g. worker (repeatable; default: all of the app's processes)",
+        "lines": "how many lines per host (default 50)",
+        "since": "only lines since this time, e.g. '10 min ago', '2026-11-23 10:00'",
+        "follow": "keep printing new lines until Ctrl-C",
+        "app": ROLLOUT_HELP["app"],
+    },
+)
 @guard
 def logs(c, process=None, lines="50", since=None, follow=False, app=None):
     """Show the app's log lines from every -H host, each prefixed with its host and process."""
     import threading
 
     from .validate import PROCESS, check, one_line
+
     try:
         procs = [check(PROCESS, p, "process name") for p in (process or [])]
         if since:
@@ -650,6 +798,7 @@ def logs(c, process=None, lines="50", since=None, follow=False, app=None):
             def on_line(line: str) -> None:
                 with out_lock:
                     print(format_log_line(s.name, s.inst.service, line), flush=True)
+
             s.logs(names, lines, since, follow, on_line)
 
         if not follow:
@@ -670,6 +819,7 @@ def logs(c, process=None, lines="50", since=None, follow=False, app=None):
 def format_log_line(host: str, service: str, line: str) -> str:
     """'2026-11-23T21:20:34+0000 staging1 shop-worker[1358]: text' -> 'staging1 worker | 2026-... text'."""
     import re
+
     m = re.match(r"(\S+) \S+ ([^\[:]+)(?:\[\d+\])?: ?(.*)$", line)
     if not m:
         return f"{host} | {line}"
@@ -678,12 +828,13 @@ def format_log_line(host: str, service: str, line: str) -> str:
         unit = re.search(re.escape(service) + r"-([a-z][a-z0-9_]*)@", text)
         process = f"{unit.group(1)} [systemd]" if unit else "systemd"
     else:
-        process = ident[len(service) + 1:] if ident.startswith(service + "-") else ident
+        process = ident[len(service) + 1 :] if ident.startswith(service + "-") else ident
     return f"{host} {process} | {ts} {text}"
 
 
 def _sandbox(c, name, hosts, subnet):
     from .sandbox import fleet
+
     try:
         f = fleet.up(name, int(hosts), int(subnet))
     except (ValueError, PermissionError, RuntimeError) as e:
@@ -691,8 +842,13 @@ def _sandbox(c, name, hosts, subnet):
     print(f"export SGPFAB_INVENTORY={f.inventory}")
 
 
-@task(help={"name": "fleet name (letters/digits)", "hosts": "number of hosts: staging1, prod1, prod2, ...",
-            "subnet": "third octet of the fleet's 169.254.X.0/24 network"})
+@task(
+    help={
+        "name": "fleet name (letters/digits)",
+        "hosts": "number of hosts: staging1, prod1, prod2, ...",
+        "subnet": "third octet of the fleet's 169.254.X.0/24 network",
+    }
+)
 def sandbox_up(c, name="demo", hosts=3, subnet=250):
     """Boot a local sandbox fleet (real Debian hosts with systemd and sshd in nspawn; needs root)."""
     _sandbox(c, name, hosts, subnet)
@@ -702,11 +858,32 @@ def sandbox_up(c, name="demo", hosts=3, subnet=250):
 def sandbox_down(c, name="demo"):
     """Stop a sandbox fleet and remove everything it made."""
     from .sandbox import fleet
+
     fleet.down(name)
 
 
 sandbox = Collection("sandbox")
 sandbox.add_task(sandbox_up, "up")
 sandbox.add_task(sandbox_down, "down")
-ns = Collection(bundle, deploy, plan, promote, rollback, list_, status, cleanup, backup, list_backups, restore,
-                history, unlock, settings, settings_set, settings_unset, restart, exec_, logs, sandbox)
+ns = Collection(
+    bundle,
+    deploy,
+    plan,
+    promote,
+    rollback,
+    list_,
+    status,
+    cleanup,
+    backup,
+    list_backups,
+    restore,
+    history,
+    unlock,
+    settings,
+    settings_set,
+    settings_unset,
+    restart,
+    exec_,
+    logs,
+    sandbox,
+)

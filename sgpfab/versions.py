@@ -36,7 +36,7 @@ class Version:
         """'1.2.3' or 'v1.2.3' (ASCII only, at most 64 characters); anything else: InputError."""
         if not isinstance(text, str) or not text:
             raise InputError("missing version: give one like 1.0.5")
-        raw = text[len(RELEASE_PREFIX):] if text.startswith(RELEASE_PREFIX) else text
+        raw = text[len(RELEASE_PREFIX) :] if text.startswith(RELEASE_PREFIX) else text
         if len(raw) > MAX_LENGTH or not _ASCII.fullmatch(raw):
             raise InputError(f"invalid version {text!r}: expected a semantic version like 1.0.5")
         try:
@@ -44,6 +44,7 @@ class Version:
         except ValueError:
             raise InputError(f"invalid version {text!r}: expected a semantic version like 1.0.5") from None
         from .layout import systemd_escape
+
         if len(systemd_escape(v.release_name)) > MAX_ESCAPED:
             raise InputError(f"invalid version {text!r}: too many '-' and '+' for a systemd unit name")
         return v

@@ -28,7 +28,9 @@ class Decision:
 
     def describe(self, total: int) -> str:
         if self.run:
-            return f"release command {self.index}/{total}: {self.command}" + (f" ({self.reason})" if self.reason else "")
+            return f"release command {self.index}/{total}: {self.command}" + (
+                f" ({self.reason})" if self.reason else ""
+            )
         return f"release command {self.index}/{total} skipped: {self.reason}"
 
 
@@ -90,8 +92,7 @@ def decide(bundle: Bundle, active: Release | None, settings_changed: bool | None
                 more = f" and {len(changed) - 1} more" if len(changed) > 1 else ""
                 out.append(Decision(i, command, True, f"{changed[0]}{more} changed"))
             else:
-                out.append(Decision(i, command, False, f"no file matching {', '.join(patterns)} changed"
-                                                       f" since {since}"))
+                out.append(Decision(i, command, False, f"no file matching {', '.join(patterns)} changed since {since}"))
     return out
 
 

@@ -15,14 +15,27 @@ import re
 # The domain (NetBIOS name, or `.` for this computer) and the account (sAMAccountName; a gMSA's
 # ends in `$`). ASCII letters, digits, `_`, `.`, `-` and inner blanks only: no quote, `\` or `$`
 # anywhere else, so the name can reach PowerShell, icacls and the SCM without escaping.
-ACCOUNT = re.compile(r"(?P<domain>\.|[A-Za-z0-9][A-Za-z0-9.-]{0,14})\\"
-                     r"(?P<user>[A-Za-z0-9_.-](?:[A-Za-z0-9_. -]{0,62}[A-Za-z0-9_.-])?)(?P<gmsa>\$?)", re.ASCII)
+ACCOUNT = re.compile(
+    r"(?P<domain>\.|[A-Za-z0-9][A-Za-z0-9.-]{0,14})\\"
+    r"(?P<user>[A-Za-z0-9_.-](?:[A-Za-z0-9_. -]{0,62}[A-Za-z0-9_.-])?)(?P<gmsa>\$?)",
+    re.ASCII,
+)
 
-_BUILTIN_DOMAINS = ("nt authority", "nt service", "builtin", "nt virtual machine", "window manager",
-                    "font driver host")
-_PRIVILEGED_NAMES = ("system", "localsystem", "localservice", "local service", "networkservice", "network service",
-                     "administrator", "administrators", "domain admins", "enterprise admins", "schema admins",
-                     "trustedinstaller")
+_BUILTIN_DOMAINS = ("nt authority", "nt service", "builtin", "nt virtual machine", "window manager", "font driver host")
+_PRIVILEGED_NAMES = (
+    "system",
+    "localsystem",
+    "localservice",
+    "local service",
+    "networkservice",
+    "network service",
+    "administrator",
+    "administrators",
+    "domain admins",
+    "enterprise admins",
+    "schema admins",
+    "trustedinstaller",
+)
 
 
 def is_privileged(account: str) -> bool:
@@ -41,6 +54,8 @@ def check(account: str) -> str:
     if is_privileged(account):
         raise ValueError(f"the service must not run as {account}: set run_as to an unprivileged user")
     if not ACCOUNT.fullmatch(account):
-        raise ValueError(f"invalid Windows account {account!r} for run_as: give DOMAIN\\user, .\\user (a local user)"
-                         " or DOMAIN\\name$ (a group managed service account)")
+        raise ValueError(
+            f"invalid Windows account {account!r} for run_as: give DOMAIN\\user, .\\user (a local user)"
+            " or DOMAIN\\name$ (a group managed service account)"
+        )
     return account

@@ -290,6 +290,7 @@ def join(*parts: str) -> str:
 
 # -- accounts -------------------------------------------------------------------------------------
 
+
 def service_name(inst, process: str) -> str:
     return Units(inst.service).windows_service(process)
 
@@ -323,12 +324,14 @@ def _account_password(inst, password: str | None) -> str | None:
             raise ValueError("a password is only given for a named run_as account that is not a gMSA")
         return None
     if password is None:
-        raise InputError(f"{inst.host.name}: run_as {account} needs its password (run_as_password) to install"
-                         " the services")
+        raise InputError(
+            f"{inst.host.name}: run_as {account} needs its password (run_as_password) to install the services"
+        )
     return password
 
 
 # -- setup ----------------------------------------------------------------------------------------
+
 
 def prepare(inst, login_user: str, service_user: str) -> Cmd:
     """API_ROOT's tree (idempotent); shared\\config readable by SYSTEM and the administrators
@@ -338,27 +341,36 @@ def prepare(inst, login_user: str, service_user: str) -> Cmd:
     if inst.database.engine == "sqlite":
         dirs.append(ntpath.dirname(lay.database(inst.database.path)))
     _check_native(lay.config_dir)
-    return Cmd(_script(
-        f"New-Directories {_array(sorted(set(dirs)))}",
-        f"New-EmptyFile {q(join(lay.tools, 'ops.lock'))}",
-        f"Protect-Directory {q(lay.config_dir)}",
-    ), privileged=True)
+    return Cmd(
+        _script(
+            f"New-Directories {_array(sorted(set(dirs)))}",
+            f"New-EmptyFile {q(join(lay.tools, 'ops.lock'))}",
+            f"Protect-Directory {q(lay.config_dir)}",
+        ),
+        privileged=True,
+    )
 
 
 def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
     """Run the host helper (`-X utf8`: stdin, stdout and files as UTF-8). WinRM sessions run as
     the deploying administrator: `as_user` has no equivalent here."""
     lay = _lay(inst)
-    return Cmd(_script(_native(inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, *args,
-                               stdin=stdin is not None)), stdin=stdin, timeout=timeout)
+    return Cmd(
+        _script(
+            _native(inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, *args, stdin=stdin is not None)
+        ),
+        stdin=stdin,
+        timeout=timeout,
+    )
 
 
 def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
     """The host helper without installing it: its source becomes a temporary file."""
     rest = ["--root", _lay(inst).root, *args]
     _check_native(inst.interpreter, *rest)
-    return Cmd(_script(f"Invoke-PythonSource {q(inst.interpreter)} {_array(rest)} $SgpfabStdin"), stdin=source,
-               timeout=120)
+    return Cmd(
+        _script(f"Invoke-PythonSource {q(inst.interpreter)} {_array(rest)} $SgpfabStdin"), stdin=source, timeout=120
+    )
 
 
 def sha256_many(paths: list[str]) -> Cmd:
@@ -387,14 +399,32 @@ def ensure_probe_token(inst) -> Cmd:
 
 def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
     lay = _lay(inst)
-    return Cmd(_script(
-        "$env:UV_OFFLINE = '1'", "$env:UV_PYTHON_DOWNLOADS = 'never'", "$env:UV_NO_PROGRESS = '1'",
-        "$env:UV_NO_CONFIG = '1'", f"$env:UV_CACHE_DIR = {q(join(lay.tools, 'uv-cache'))}",
-        f"Set-Location -LiteralPath {q(lay.partial(version))}",
-        _native(uv, "venv", "--quiet", "--relocatable", "--python", inst.interpreter, ".venv"),
-        _native(uv, "pip", "install", "--quiet", "--python", ".venv\\Scripts\\python.exe", "--no-index",
-                "--find-links", lay.wheelhouse, "-r", requirements, *extra),
-    ), timeout=1800)
+    return Cmd(
+        _script(
+            "$env:UV_OFFLINE = '1'",
+            "$env:UV_PYTHON_DOWNLOADS = 'never'",
+            "$env:UV_NO_PROGRESS = '1'",
+            "$env:UV_NO_CONFIG = '1'",
+            f"$env:UV_CACHE_DIR = {q(join(lay.tools, 'uv-cache'))}",
+            f"Set-Location -LiteralPath {q(lay.partial(version))}",
+            _native(uv, "venv", "--quiet", "--relocatable", "--python", inst.interpreter, ".venv"),
+            _native(
+                uv,
+                "pip",
+                "install",
+                "--quiet",
+                "--python",
+                ".venv\\Scripts\\python.exe",
+                "--no-index",
+                "--find-links",
+                lay.wheelhouse,
+                "-r",
+                requirements,
+                *extra,
+            ),
+        ),
+        timeout=1800,
+    )
 
 
 def release_files(inst, release: str, spec) -> Cmd:
@@ -406,11 +436,13 @@ def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) 
     """The release's writable directories (each service's account gets modify rights on them in
     `install_processes`)."""
     lay = _lay(inst)
-    return Cmd(_script(f"New-Directories {_array(lay.in_release(release, *d.split('/')) for d in dirs)}"),
-               privileged=True)
+    return Cmd(
+        _script(f"New-Directories {_array(lay.in_release(release, *d.split('/')) for d in dirs)}"), privileged=True
+    )
 
 
 # -- services -------------------------------------------------------------------------------------
+
 
 def _python(lay: Layout, release: str) -> str:
     return lay.in_release(release, ".venv", "Scripts", "python.exe")
@@ -461,8 +493,11 @@ def install_processes(inst, release: str, spec, service_user: str, password: str
     lines = []
     if account is not None:
         _check_native(account)
-        lines.append(_native(inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, "grant-logon", "--account",
-                             account))
+        lines.append(
+            _native(
+                inst.interpreter, "-X", "utf8", lay.hostctl, "--root", lay.root, "grant-logon", "--account", account
+            )
+        )
     for process in spec.processes:
         name = service_name(inst, process)
         sid = service_sid(name)
@@ -483,8 +518,11 @@ def install_processes(inst, release: str, spec, service_user: str, password: str
         grants += [(d, "(OI)(CI)M") for d in writable]
         for path, rights in grants:
             _check_native(path)
-            line = (f"Grant-Access {q(path)} {q(sid)} {q(rights)}" if account is None
-                    else f"Grant-AccountAccess {q(path)} {q(account)} {q(rights)}")  # one account: once
+            line = (
+                f"Grant-Access {q(path)} {q(sid)} {q(rights)}"
+                if account is None
+                else f"Grant-AccountAccess {q(path)} {q(account)} {q(rights)}"
+            )  # one account: once
             if line not in lines:
                 lines.append(line)
     keep = [service_name(inst, p) for p in spec.processes]
@@ -517,8 +555,9 @@ def stop_all_but(inst, release: str | None) -> Cmd:
 
 
 def _winrun(lay: Layout, release: str, *args: str, stdin: bool = False) -> str:
-    return _native(_python(lay, release), join(lay.launch, "winrun.py"), "--release", release, *args, stdin=stdin,
-                   checked=False)
+    return _native(
+        _python(lay, release), join(lay.launch, "winrun.py"), "--release", release, *args, stdin=stdin, checked=False
+    )
 
 
 def run_hook(inst, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
@@ -533,8 +572,12 @@ def exec_in_release(inst, release: str, command: str, service_user: str, tty: bo
     command travels on stdin, never on a command line."""
     if tty:
         raise InputError(f"{inst.host.name}: interactive commands are not supported on Windows hosts")
-    return Cmd(_script(_winrun(_lay(inst), release, "--exec", stdin=True)), stdin=command.encode("utf-8"),
-               privileged=True, timeout=3600)
+    return Cmd(
+        _script(_winrun(_lay(inst), release, "--exec", stdin=True)),
+        stdin=command.encode("utf-8"),
+        privileged=True,
+        timeout=3600,
+    )
 
 
 def process_log(inst, process: str, lines: int = 20) -> Cmd:
@@ -547,8 +590,10 @@ def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool
     if since or follow:
         raise InputError(f"{inst.host.name}: --since and --follow are not supported on Windows hosts")
     lay = _lay(inst)
-    return Cmd(_script(*(f"Get-LogTail {q(join(lay.logs, p + '.log'))} {int(lines)} {q(p + ': ')}"
-                         for p in processes)), timeout=120)
+    return Cmd(
+        _script(*(f"Get-LogTail {q(join(lay.logs, p + '.log'))} {int(lines)} {q(p + ': ')}" for p in processes)),
+        timeout=120,
+    )
 
 
 def health_url(inst) -> str:
@@ -568,6 +613,7 @@ def list_dir(path: str) -> Cmd:
 
 
 # -- NSSM's version ---------------------------------------------------------------------------------
+
 
 def nssm_version() -> Cmd:
     """'NSSM ' and the FileVersion of nssm.exe's version resource (nssm.rc: NSSM_VERSION, e.g.

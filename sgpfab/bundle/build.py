@@ -50,8 +50,15 @@ def build(app, version: Version, dist: Path, say=print, src: Path | None = None)
         deps = deps_mod.prepare(work, spec, say)
         first = spec.targets[0]
         engine = app.config.database.engine
-        schema = schema_mod.generate(work, spec, deps.requirements[first.key], deps.wheels[0].parent if deps.wheels
-                                     else Path(tempfile.gettempdir()), engine, first.python, say)
+        schema = schema_mod.generate(
+            work,
+            spec,
+            deps.requirements[first.key],
+            deps.wheels[0].parent if deps.wheels else Path(tempfile.gettempdir()),
+            engine,
+            first.python,
+            say,
+        )
         files = {rel: cache.sha256_file(work / rel) for rel in sel.files}
         wheels = {w.name: cache.sha256_file(w) for w in deps.wheels}
         if deps.project_wheel:
@@ -63,21 +70,42 @@ def build(app, version: Version, dist: Path, say=print, src: Path | None = None)
         try:
             source.write_archive(work, sel.files, tmp / archive_name)
             manifest = {
-                "format": FORMAT, "app": app.name, "version": str(version), "content_digest": "",
-                "archive": {"name": archive_name, "sha256": cache.sha256_file(tmp / archive_name),
-                            "size": (tmp / archive_name).stat().st_size},
-                "files": files, "wheels": wheels, "requirements": req_digests, "extras": {},
+                "format": FORMAT,
+                "app": app.name,
+                "version": str(version),
+                "content_digest": "",
+                "archive": {
+                    "name": archive_name,
+                    "sha256": cache.sha256_file(tmp / archive_name),
+                    "size": (tmp / archive_name).stat().st_size,
+                },
+                "files": files,
+                "wheels": wheels,
+                "requirements": req_digests,
+                "extras": {},
             }
             meta = Metadata(
-                format=FORMAT, app=app.name, version=str(version), content_digest="", spec=spec,
+                format=FORMAT,
+                app=app.name,
+                version=str(version),
+                content_digest="",
+                spec=spec,
                 install=Install(project=deps.project_wheel.name if deps.project_wheel else None, added=deps.added),
-                targets=spec.targets, requirements={t.key: f"{t.key}.txt" for t in spec.targets},
+                targets=spec.targets,
+                requirements={t.key: f"{t.key}.txt" for t in spec.targets},
                 requires_python=deps.requires_python,
-                schema=SchemaInfo(source=schema.source, fingerprint=schema.fingerprint,
-                                  migrations=tuple(schema.migrations), note=schema.note),
-                build=BuildInfo(built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                                builder=controller_user(), git_commit=_commit(src),
-                                excluded=tuple(f"{p} ({why})" for p, why in sel.excluded)),
+                schema=SchemaInfo(
+                    source=schema.source,
+                    fingerprint=schema.fingerprint,
+                    migrations=tuple(schema.migrations),
+                    note=schema.note,
+                ),
+                build=BuildInfo(
+                    built_at=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+                    builder=controller_user(),
+                    git_commit=_commit(src),
+                    excluded=tuple(f"{p} ({why})" for p, why in sel.excluded),
+                ),
             ).model_dump(by_alias=True, mode="json")
             digest = content_digest(manifest, meta)
             if out.exists():
@@ -85,8 +113,10 @@ def build(app, version: Version, dist: Path, say=print, src: Path | None = None)
                 if existing is not None and existing.digest == digest:
                     return existing
                 if existing is not None:
-                    raise InputError(f"bundle {app.name} {version} already exists in {out} with different content;"
-                                     " versions are immutable: bump the version")
+                    raise InputError(
+                        f"bundle {app.name} {version} already exists in {out} with different content;"
+                        " versions are immutable: bump the version"
+                    )
                 raise InputError(f"{out} exists but is not a valid bundle; remove it to rebuild")
             say(f"building bundle {app.name} {version} from {src} ({len(files)} files, {len(wheels)} wheels)")
             manifest["content_digest"] = meta["content_digest"] = digest
@@ -131,6 +161,7 @@ def _existing(out: Path) -> Bundle | None:
 
 def _sha(text: str) -> str:
     import hashlib
+
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -167,17 +198,20 @@ def _readme(app: str, version: Version, meta: dict, nfiles: int, nwheels: int) -
     b = meta["build"]
     targets = ", ".join(f"{t['arch']} glibc>={t['glibc']} CPython {t['python']}" for t in meta["targets"])
     schema = meta["schema"]
-    schema_line = (f"`schema.sql` from {schema['source']} (fingerprint `{schema['fingerprint'][:16]}`)"
-                   if schema["fingerprint"] else f"no schema.sql ({schema['note']})")
+    schema_line = (
+        f"`schema.sql` from {schema['source']} (fingerprint `{schema['fingerprint'][:16]}`)"
+        if schema["fingerprint"]
+        else f"no schema.sql ({schema['note']})"
+    )
     return f"""# {app} {version}
 
-Built by {b['builder']} at {b['built_at']} from commit {b['git_commit'] or 'unknown'}.
+Built by {b["builder"]} at {b["built_at"]} from commit {b["git_commit"] or "unknown"}.
 
 - `app-v{version}.tar.gz`: {nfiles} app files
 - `wheels/`: {nwheels} wheels for {targets}
 - `requirements/`: what each target's venv installs
 - `manifest.json`: SHA-256 of every file of this bundle and of every file in the archive;
-  content digest `{meta['content_digest']}`
+  content digest `{meta["content_digest"]}`
 - `metadata.json`: processes, release commands, targets, schema; `CHANGELOG.md`; {schema_line}
 
 Deploy it with `fab -H HOSTS deploy --app {app} --bundle {version}` (or this directory's path).

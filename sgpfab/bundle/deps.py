@@ -52,6 +52,7 @@ class Dependencies:
 
 def uv_bin() -> str:
     from uv import find_uv_bin
+
     return find_uv_bin()
 
 
@@ -74,8 +75,9 @@ def _cause(text: str) -> str:
     lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith("WARNING: Location")]
     if not lines:
         return "(no output)"
-    first = next((ln for ln in lines if re.search(r"error|fail|no matching|not found|unsatisf|conflict", ln, re.I)),
-                 lines[0])
+    first = next(
+        (ln for ln in lines if re.search(r"error|fail|no matching|not found|unsatisf|conflict", ln, re.I)), lines[0]
+    )
     last = lines[-1]
     return first if first == last else f"{first} ... {last}"
 
@@ -94,8 +96,10 @@ def detect_source(src: Path, spec: AppSpec) -> str:
         return "uv"
     if has_req:
         return "requirements"
-    raise InputError(f"{src}: no dependencies found: sgpfab reads pyproject.toml + uv.lock (a uv project) or a"
-                     f" requirements file ({spec.dependencies.file}; set dependencies.file for another name)")
+    raise InputError(
+        f"{src}: no dependencies found: sgpfab reads pyproject.toml + uv.lock (a uv project) or a"
+        f" requirements file ({spec.dependencies.file}; set dependencies.file for another name)"
+    )
 
 
 def pyproject(src: Path) -> dict:
@@ -138,7 +142,8 @@ def supported_tags(t: Target) -> set[Tag]:
     plats = platform_tags(t) + ([f"linux_{t.arch}"] if t.os == "linux" else [])
     interp = f"cp{py[0]}{py[1]}"
     return set(cpython_tags(py, abis=[interp, "abi3", "none"], platforms=plats)) | set(
-        compatible_tags(py, interpreter=interp, platforms=plats))
+        compatible_tags(py, interpreter=interp, platforms=plats)
+    )
 
 
 def uv_platform(t: Target) -> str:
@@ -152,8 +157,20 @@ def uv_platform(t: Target) -> str:
 def base_requirements(src: Path, spec: AppSpec, source: str) -> str:
     if source == "requirements":
         return (src / spec.dependencies.file).read_text()
-    cmd = [uv_bin(), "export", "--locked", "--no-hashes", "--no-emit-workspace", "--no-dev", "--no-annotate",
-           "--no-header", "--format", "requirements-txt", "--project", str(src)]
+    cmd = [
+        uv_bin(),
+        "export",
+        "--locked",
+        "--no-hashes",
+        "--no-emit-workspace",
+        "--no-dev",
+        "--no-annotate",
+        "--no-header",
+        "--format",
+        "requirements-txt",
+        "--project",
+        str(src),
+    ]
     for extra in spec.dependencies.extras:
         cmd += ["--extra", extra]
     return _run(cmd, f"reading {src}/uv.lock (uv export --locked)", cwd=src)
@@ -183,8 +200,19 @@ def compile_for(src: Path, text: str, t: Target) -> str:
     with tempfile.TemporaryDirectory(prefix="sgpfab-req-") as d:
         inp = Path(d) / "requirements.in"
         inp.write_text(text)
-        base = [uv_bin(), "pip", "compile", str(inp), "--python-version", t.python, "--python-platform", uv_platform(t),
-                "--no-header", "--no-annotate", "--quiet"]
+        base = [
+            uv_bin(),
+            "pip",
+            "compile",
+            str(inp),
+            "--python-version",
+            t.python,
+            "--python-platform",
+            uv_platform(t),
+            "--no-header",
+            "--no-annotate",
+            "--quiet",
+        ]
         try:
             out = _run(base + ["--offline"], "resolving offline", cwd=src)
         except SgpfabError:
@@ -204,14 +232,17 @@ def prepare(src: Path, spec: AppSpec, say=print) -> Dependencies:
     deps = Dependencies(source, requires_python=(data.get("project") or {}).get("requires-python"))
     if deps.requires_python:
         from packaging.specifiers import InvalidSpecifier, SpecifierSet
+
         try:
             req_py = SpecifierSet(deps.requires_python)
         except InvalidSpecifier:
             raise InputError(f"{src}/pyproject.toml: invalid requires-python {deps.requires_python!r}") from None
         for t in spec.targets:
             if not req_py.contains(t.python + ".0", prereleases=True) and not req_py.contains(t.python + ".99"):
-                raise InputError(f"the app requires Python {deps.requires_python}, but target {t.key} has Python"
-                                 f" {t.python}: change targets: in the inventory")
+                raise InputError(
+                    f"the app requires Python {deps.requires_python}, but target {t.key} has Python"
+                    f" {t.python}: change targets: in the inventory"
+                )
     base = base_requirements(src, spec, source)
     if is_package(data, spec):
         deps.project_wheel = build_project_wheel(src, say)
@@ -228,8 +259,11 @@ def prepare(src: Path, spec: AppSpec, say=print) -> Dependencies:
 def build_project_wheel(src: Path, say) -> Path:
     out = Path(tempfile.mkdtemp(prefix="sgpfab-project-"))
     say(f"building the app's own wheel ({src.name})")
-    _run([uv_bin(), "build", "--wheel", "--out-dir", str(out), str(src)], f"building {src} as a wheel (uv build)",
-         cwd=src)
+    _run(
+        [uv_bin(), "build", "--wheel", "--out-dir", str(out), str(src)],
+        f"building {src} as a wheel (uv build)",
+        cwd=src,
+    )
     wheels = sorted(out.glob("*.whl"))
     if len(wheels) != 1:
         raise SgpfabError(f"uv build produced {len(wheels)} wheels for {src}, expected one")
@@ -245,9 +279,30 @@ def wheelhouse(requirements: dict[str, str], targets: tuple[Target, ...], say=pr
             say(f"downloading wheels for {t.key}...")
             req = tmp / f".req-{t.key}.txt"
             req.write_text(requirements[t.key])
-            cmd = [sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--no-deps",
-                   "--prefer-binary", "--dest", str(tmp), "--python-version", t.python, "--implementation", "cp",
-                   "--abi", f"cp{t.python.replace('.', '')}", "--abi", "abi3", "--abi", "none", "-r", str(req)]
+            cmd = [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--prefer-binary",
+                "--dest",
+                str(tmp),
+                "--python-version",
+                t.python,
+                "--implementation",
+                "cp",
+                "--abi",
+                f"cp{t.python.replace('.', '')}",
+                "--abi",
+                "abi3",
+                "--abi",
+                "none",
+                "-r",
+                str(req),
+            ]
             for tag in platform_tags(t):
                 cmd += ["--platform", tag]
             _run(cmd, f"downloading the wheels for {t.key} (pip download)", timeout=3600)
@@ -264,8 +319,22 @@ def wheelhouse(requirements: dict[str, str], targets: tuple[Target, ...], say=pr
 def _build_sdist(sdist: Path, out: Path, targets: tuple[Target, ...], say) -> None:
     say(f"no wheel on the index for {sdist.name}: building one")
     with tempfile.TemporaryDirectory(prefix="sgpfab-sdist-") as d:
-        _run([sys.executable, "-m", "pip", "wheel", "--quiet", "--disable-pip-version-check", "--no-deps",
-              "--wheel-dir", d, str(sdist)], f"building a wheel from {sdist.name}", timeout=3600)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "wheel",
+                "--quiet",
+                "--disable-pip-version-check",
+                "--no-deps",
+                "--wheel-dir",
+                d,
+                str(sdist),
+            ],
+            f"building a wheel from {sdist.name}",
+            timeout=3600,
+        )
         built = sorted(Path(d).glob("*.whl"))
         if len(built) != 1:
             raise SgpfabError(f"building {sdist.name} gave {len(built)} wheels")
@@ -274,9 +343,11 @@ def _build_sdist(sdist: Path, out: Path, targets: tuple[Target, ...], say) -> No
         pure = all(t.platform == "any" for t in tags)
         if not pure and not all(_controller_matches(t) for t in targets):
             name = sdist.name.rsplit("-", 1)[0]
-            raise SgpfabError(f"{name} has no wheel for the targets and builds a compiled extension ({wheel.name}):"
-                              " build the bundle on a machine matching the targets (same arch, CPython and an"
-                              " equal or older glibc) or pin a version that publishes manylinux wheels")
+            raise SgpfabError(
+                f"{name} has no wheel for the targets and builds a compiled extension ({wheel.name}):"
+                " build the bundle on a machine matching the targets (same arch, CPython and an"
+                " equal or older glibc) or pin a version that publishes manylinux wheels"
+            )
         shutil.move(str(wheel), out / wheel.name)
     sdist.unlink()
 
@@ -286,8 +357,11 @@ def _controller_matches(t: Target) -> bool:
     here = f"{sys.version_info[0]}.{sys.version_info[1]}"
     if t.os != ("windows" if sys.platform == "win32" else "linux"):
         return False
-    return (platform.machine() == t.arch and here == t.python
-            and tuple(int(x) for x in glibc.split(".")[:2]) <= tuple(int(x) for x in t.glibc.split(".")))
+    return (
+        platform.machine() == t.arch
+        and here == t.python
+        and tuple(int(x) for x in glibc.split(".")[:2]) <= tuple(int(x) for x in t.glibc.split("."))
+    )
 
 
 def _check_covered(requirements: str, wheel_dir: Path, t: Target) -> None:
@@ -309,7 +383,10 @@ def _check_covered(requirements: str, wheel_dir: Path, t: Target) -> None:
         if not pins:
             continue
         from packaging.version import Version as PV
+
         key = f"{canonicalize_name(req.name)}=={PV(pins[0])}"
         if not any(tags & ok for tags in have.get(key, [])):
-            raise SgpfabError(f"no wheel of {req.name}=={pins[0]} installs on target {t.key}"
-                              f" (arch {t.arch}, glibc {t.glibc}, CPython {t.python})")
+            raise SgpfabError(
+                f"no wheel of {req.name}=={pins[0]} installs on target {t.key}"
+                f" (arch {t.arch}, glibc {t.glibc}, CPython {t.python})"
+            )

@@ -97,12 +97,22 @@ def content_digest(manifest: Manifest | dict, meta: Metadata | dict) -> str:
     m = manifest if isinstance(manifest, dict) else manifest.model_dump()
     md = meta if isinstance(meta, dict) else meta.model_dump(by_alias=True, mode="json")
     covered = {
-        "format": m["format"], "app": m["app"], "version": m["version"], "files": m["files"],
-        "wheels": m["wheels"], "requirements": m["requirements"],
-        "spec": md["spec"], "install": md["install"], "targets": md["targets"],
-        "requirements_by_target": md["requirements"], "requires_python": md["requires_python"],
-        "schema": {"source": md["schema"]["source"], "fingerprint": md["schema"]["fingerprint"],
-                   "migrations": md["schema"]["migrations"]},
+        "format": m["format"],
+        "app": m["app"],
+        "version": m["version"],
+        "files": m["files"],
+        "wheels": m["wheels"],
+        "requirements": m["requirements"],
+        "spec": md["spec"],
+        "install": md["install"],
+        "targets": md["targets"],
+        "requirements_by_target": md["requirements"],
+        "requires_python": md["requires_python"],
+        "schema": {
+            "source": md["schema"]["source"],
+            "fingerprint": md["schema"]["fingerprint"],
+            "migrations": md["schema"]["migrations"],
+        },
     }
     return hashlib.sha256(json.dumps(covered, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
@@ -112,9 +122,16 @@ def _corrupt(path: Path, why: str) -> InputError:
 
 
 def _member_name_ok(name: str) -> bool:
-    return (bool(name) and not name.startswith("/") and "\\" not in name and "\0" not in name
-            and posixpath.normpath(name) == name and not name.startswith("../") and name != ".."
-            and ".." not in name.split("/"))
+    return (
+        bool(name)
+        and not name.startswith("/")
+        and "\\" not in name
+        and "\0" not in name
+        and posixpath.normpath(name) == name
+        and not name.startswith("../")
+        and name != ".."
+        and ".." not in name.split("/")
+    )
 
 
 class Bundle:
@@ -240,6 +257,7 @@ class Bundle:
         """The archive's files as a directory tree, for transfers that only send what changed.
         Cached by the archive's SHA-256 (a different archive can never be mistaken for it) and
         checked against its sums before every reuse."""
+
         def build(tmp: Path) -> None:
             (tmp / "tree").mkdir()
             with tarfile.open(self.archive, "r:gz") as tar:

@@ -23,8 +23,19 @@ import pathspec
 
 from ..errors import InputError, SgpfabError
 
-ALWAYS_EXCLUDED = [".git/", ".hg/", ".svn/", "__pycache__/", "*.py[co]", ".env", ".env.*", ".DS_Store",
-                   ".pytest_cache/", ".mypy_cache/", ".ruff_cache/"]
+ALWAYS_EXCLUDED = [
+    ".git/",
+    ".hg/",
+    ".svn/",
+    "__pycache__/",
+    "*.py[co]",
+    ".env",
+    ".env.*",
+    ".DS_Store",
+    ".pytest_cache/",
+    ".mypy_cache/",
+    ".ruff_cache/",
+]
 REASON_ALWAYS = "never bundled"
 
 
@@ -38,8 +49,9 @@ def _spec(lines: list[str]) -> pathspec.GitIgnoreSpec:
     return pathspec.GitIgnoreSpec.from_lines(lines)
 
 
-def select(src: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (),
-           keep: set[str] | None = None) -> Selection:
+def select(
+    src: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = (), keep: set[str] | None = None
+) -> Selection:
     """The files of `src` a release holds. `keep` (paths made by the build step) are kept even
     when .gitignore'd, unless an explicit exclude pattern or the never-bundled list matches."""
     always, user_ex, user_in = _spec(ALWAYS_EXCLUDED), _spec(list(exclude)), _spec(list(include))
@@ -64,7 +76,7 @@ def select(src: Path, include: tuple[str, ...] = (), exclude: tuple[str, ...] = 
         for prefix, spec in sorted(ignores, key=lambda ps: len(ps[0]), reverse=True):
             if prefix and not probe.startswith(prefix):
                 continue
-            verdict = spec.check_file(probe[len(prefix):]).include
+            verdict = spec.check_file(probe[len(prefix) :]).include
             if verdict is not None:
                 return ".gitignore" if verdict else None
         return None
@@ -114,8 +126,10 @@ def check_writable(sel: Selection, writable: tuple[str, ...]) -> None:
     for d in writable:
         inside = [f for f in sel.files if f.startswith(d.rstrip("/") + "/")]
         if inside:
-            raise InputError(f"{inside[0]} is inside writable directory {d}/, which must start empty on the host:"
-                             " add it to .gitignore or to the app's exclude patterns")
+            raise InputError(
+                f"{inside[0]} is inside writable directory {d}/, which must start empty on the host:"
+                " add it to .gitignore or to the app's exclude patterns"
+            )
 
 
 def run_build(src: Path, commands: tuple[str, ...], say) -> tuple[Path, set[str]]:

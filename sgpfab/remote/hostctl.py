@@ -37,9 +37,16 @@ NAME_RE = re.compile(r"^v[0-9A-Za-z.+-]{1,64}$")
 BACKUP_RE = re.compile(r"^app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.(db|dump)$")
 ENV_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
 SECRET_FILE_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
-DEFAULTS: dict[str, Any] = {"partial_prefix": ".partial-", "marker": ".sgpfab-release.json", "release_prefix": "v",
-                            "database": {"engine": "sqlite", "path": None, "env": "DATABASE_URL"},
-                            "backups_keep": 10, "service": "", "service_user": "", "login_user": ""}
+DEFAULTS: dict[str, Any] = {
+    "partial_prefix": ".partial-",
+    "marker": ".sgpfab-release.json",
+    "release_prefix": "v",
+    "database": {"engine": "sqlite", "path": None, "env": "DATABASE_URL"},
+    "backups_keep": 10,
+    "service": "",
+    "service_user": "",
+    "login_user": "",
+}
 WINDOWS = os.name == "nt"
 
 
@@ -181,6 +188,7 @@ def _flock(path, exclusive=True, wait=True):
             # msvcrt has no shared locks (a shared lock is exclusive here), and LK_LOCK gives up
             # after 10 attempts a second apart: waiting means trying LK_NBLCK until it works.
             import msvcrt
+
             while True:
                 try:
                     msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)  # type: ignore[attr-defined]
@@ -197,6 +205,7 @@ def _flock(path, exclusive=True, wait=True):
                 msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)  # type: ignore[attr-defined]
         else:
             import fcntl
+
             flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
             try:
                 fcntl.flock(fd, flags)
@@ -243,11 +252,26 @@ def _state_dict(h):
             with contextlib.suppress(OSError):
                 with open(os.path.join(path, ".sgpfab-bad")) as f:
                     bad = f.read()[:300] or "marked bad"
-            releases.append({"name": name, "complete": meta is not None, "bad": bad is not None,
-                             "bad_reason": bad, "meta": meta or {}})
+            releases.append(
+                {
+                    "name": name,
+                    "complete": meta is not None,
+                    "bad": bad is not None,
+                    "bad_reason": bad,
+                    "meta": meta or {},
+                }
+            )
     incoming = sorted(os.listdir(h.p("incoming"))) if os.path.isdir(h.p("incoming")) else []
-    return {"root": h.root, "current": _current(h), "releases": releases, "partials": partials, "junk": junk,
-            "incoming": incoming, "journal": _read_journal(h), "db_exists": _db_exists(h)}
+    return {
+        "root": h.root,
+        "current": _current(h),
+        "releases": releases,
+        "partials": partials,
+        "junk": junk,
+        "incoming": incoming,
+        "journal": _read_journal(h),
+        "db_exists": _db_exists(h),
+    }
 
 
 def _db_exists(h):
@@ -283,9 +307,11 @@ def _load_manifest(h, name, incoming):
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise Fail("bundle for %s has no readable manifest: %s" % (name, e)) from None
+
     def digests(key):
         d = manifest.get(key) if isinstance(manifest, dict) else None
         return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
+
     if not digests("files") or not (digests("wheels") or manifest.get("wheels") in (None, {})):
         raise Fail("bundle for %s has a malformed manifest" % name)
     if h.conf["release_prefix"] + str(manifest.get("version")) != name:
@@ -371,6 +397,7 @@ def switch(a, h):
 def _make_junction(target, link):
     """Windows: a directory junction `link` -> `target` (no privilege needed, unlike symlinks)."""
     import _winapi
+
     _winapi.CreateJunction(target, link)  # type: ignore[attr-defined]
 
 
@@ -532,8 +559,15 @@ def backup(a, h):
             raise
         _fsync_dir(dest_dir)
         pruned = _prune_backups(dest_dir, a.keep)
-    _out({"backup": dest, "name": os.path.basename(dest), "bytes": os.path.getsize(dest), "pruned": pruned,
-          "stale_removed": stale})
+    _out(
+        {
+            "backup": dest,
+            "name": os.path.basename(dest),
+            "bytes": os.path.getsize(dest),
+            "pruned": pruned,
+            "stale_removed": stale,
+        }
+    )
 
 
 def _create_private(path):
@@ -580,7 +614,7 @@ def parse_env(text):
         if len(val) >= 2 and val[0] == "'" and val[-1] == "'":
             val = val[1:-1]
         elif len(val) >= 2 and val[0] == '"' and val[-1] == '"':
-            val = re.sub(r'\\(.)', r"\1", val[1:-1])
+            val = re.sub(r"\\(.)", r"\1", val[1:-1])
         out[key.strip()] = val
     return out
 
@@ -610,9 +644,14 @@ def _pg_params(h, env=None):
     if scheme not in ("postgres", "postgresql") or not u.path.strip("/"):
         raise Fail("%s is not a postgresql://USER:PASSWORD@HOST:PORT/DB URL" % key)
     q = dict(urllib.parse.parse_qsl(u.query))
-    return {"host": u.hostname or q.get("host") or "localhost", "port": str(u.port or 5432),
-            "user": urllib.parse.unquote(u.username or ""), "password": urllib.parse.unquote(u.password or ""),
-            "dbname": urllib.parse.unquote(u.path.strip("/")), "sslmode": q.get("sslmode", "")}
+    return {
+        "host": u.hostname or q.get("host") or "localhost",
+        "port": str(u.port or 5432),
+        "user": urllib.parse.unquote(u.username or ""),
+        "password": urllib.parse.unquote(u.password or ""),
+        "dbname": urllib.parse.unquote(u.path.strip("/")),
+        "sslmode": q.get("sslmode", ""),
+    }
 
 
 @contextlib.contextmanager
@@ -625,11 +664,18 @@ def _pg_env(h, settings=None):
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         esc = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")
         with os.fdopen(fd, "w") as f:
-            f.write("%s:%s:%s:%s:%s\n" % (esc(p["host"]), p["port"], esc(p["dbname"]), esc(p["user"]),
-                                          esc(p["password"])))
+            f.write(
+                "%s:%s:%s:%s:%s\n" % (esc(p["host"]), p["port"], esc(p["dbname"]), esc(p["user"]), esc(p["password"]))
+            )
         env = {k: val for k, val in os.environ.items() if not k.startswith("PG")}
-        env.update(PGPASSFILE=passfile, PGHOST=p["host"], PGPORT=p["port"], PGUSER=p["user"],
-                   PGDATABASE=p["dbname"], PGCONNECT_TIMEOUT="10")
+        env.update(
+            PGPASSFILE=passfile,
+            PGHOST=p["host"],
+            PGPORT=p["port"],
+            PGUSER=p["user"],
+            PGDATABASE=p["dbname"],
+            PGCONNECT_TIMEOUT="10",
+        )
         if p["sslmode"]:
             env["PGSSLMODE"] = p["sslmode"]
         yield env
@@ -661,10 +707,27 @@ def _pg_restore(h, dump):
         d = tempfile.mkdtemp(prefix="sgpfab-restore-")
         try:
             script = os.path.join(d, "restore.sql")
-            _run_pg(["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges", "--file", script, dump],
-                    env, "pg_restore")
-            _run_pg(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "--single-transaction",
-                     "-c", "DROP OWNED BY CURRENT_USER", "-f", script], env, "restoring the PostgreSQL dump")
+            _run_pg(
+                ["pg_restore", "--clean", "--if-exists", "--no-owner", "--no-privileges", "--file", script, dump],
+                env,
+                "pg_restore",
+            )
+            _run_pg(
+                [
+                    "psql",
+                    "-X",
+                    "-q",
+                    "-v",
+                    "ON_ERROR_STOP=1",
+                    "--single-transaction",
+                    "-c",
+                    "DROP OWNED BY CURRENT_USER",
+                    "-f",
+                    script,
+                ],
+                env,
+                "restoring the PostgreSQL dump",
+            )
         finally:
             shutil.rmtree(d, ignore_errors=True)
 
@@ -723,10 +786,19 @@ def dbcheck(a, h):
         if not shutil.which(tool):
             raise Fail("%s is not installed on this host (Debian: apt install postgresql-client)" % tool)
     with _pg_env(h, (data or {}).get("env")) as env:
-        out = _run_pg(["psql", "-X", "-A", "-t", "-c",
-                       "select current_user, has_database_privilege(current_database(), 'CREATE'),"
-                       " has_schema_privilege('public', 'CREATE'), current_setting('server_version')"],
-                      env, "connecting to PostgreSQL")
+        out = _run_pg(
+            [
+                "psql",
+                "-X",
+                "-A",
+                "-t",
+                "-c",
+                "select current_user, has_database_privilege(current_database(), 'CREATE'),"
+                " has_schema_privilege('public', 'CREATE'), current_setting('server_version')",
+            ],
+            env,
+            "connecting to PostgreSQL",
+        )
     user, db_create, schema_create, version = (out.strip().split("|") + ["", "", "", ""])[:4]
     if schema_create != "t":
         raise Fail("PostgreSQL user %s may not create tables in schema public of %s" % (user, env["PGDATABASE"]))
@@ -837,8 +909,18 @@ def settings(a, h):
                 with contextlib.suppress(OSError, ValueError):
                     with open(os.path.join(cfg, "keys.json")) as f:
                         keys = json.load(f)
-                _write_atomic(snap, json.dumps({"env": old_env, "files": old_files, "keys": keys,
-                                                "existed": os.path.exists(os.path.join(cfg, "env"))}), 0o600)
+                _write_atomic(
+                    snap,
+                    json.dumps(
+                        {
+                            "env": old_env,
+                            "files": old_files,
+                            "keys": keys,
+                            "existed": os.path.exists(os.path.join(cfg, "env")),
+                        }
+                    ),
+                    0o600,
+                )
             _put_settings(cfg, format_env(env), files, {"secret": sorted(secret)})
         _out({"fingerprint": _fingerprint(h, env, files)})
     elif a.action in ("commit", "revert"):
@@ -868,8 +950,14 @@ def settings(a, h):
                 over = parse_env(f.read())
         secret |= _override_secrets(cfg)
         mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}
-        _out({"env": mask(env), "overrides": mask(over), "files": sorted(files),
-              "fingerprint": _fingerprint(h, env, files) if env_text else None})
+        _out(
+            {
+                "env": mask(env),
+                "overrides": mask(over),
+                "files": sorted(files),
+                "fingerprint": _fingerprint(h, env, files) if env_text else None,
+            }
+        )
     else:
         path = os.path.join(cfg, "overrides.env")
         cur = {}
@@ -890,8 +978,9 @@ def settings(a, h):
                 cur.pop(k, None)
                 secret.discard(k)
         # The names of secret overrides first: a value is never on disk unmarked.
-        _write_atomic(os.path.join(cfg, "overrides.keys.json"), json.dumps({"secret": sorted(secret & set(cur))}),
-                      0o600)
+        _write_atomic(
+            os.path.join(cfg, "overrides.keys.json"), json.dumps({"secret": sorted(secret & set(cur))}), 0o600
+        )
         _write_atomic(path, format_env(cur), 0o600)
         _out({"overrides": sorted(cur)})
 
@@ -947,8 +1036,14 @@ def _probe(a, token):
         reasons.append("body does not match %r" % a.body)
     if a.expect_version and version != a.expect_version:
         reasons.append("version %r, expected %r" % (version, a.expect_version))
-    return {"ok": not reasons, "code": code, "release": release, "version": version,
-            "reason": "; ".join(reasons), "body": body[:300]}
+    return {
+        "ok": not reasons,
+        "code": code,
+        "release": release,
+        "version": version,
+        "reason": "; ".join(reasons),
+        "body": body[:300],
+    }
 
 
 def _unit_states(units):
@@ -959,15 +1054,22 @@ def _unit_states(units):
         return {}
     if WINDOWS:
         return {u: _windows_service_state(u) for u in units}
-    r = subprocess.run(["systemctl", "show", "--property=Id,ActiveState,SubState,NRestarts,MainPID", "--"]
-                       + list(units), capture_output=True, text=True)
+    r = subprocess.run(
+        ["systemctl", "show", "--property=Id,ActiveState,SubState,NRestarts,MainPID", "--"] + list(units),
+        capture_output=True,
+        text=True,
+    )
     out: dict[str, dict] = {}
     cur: dict[str, str] = {}
     for line in r.stdout.splitlines() + [""]:
         if not line.strip():
             if cur.get("Id"):
-                out[cur["Id"]] = {"active": cur.get("ActiveState"), "sub": cur.get("SubState"),
-                                  "restarts": int(cur.get("NRestarts") or 0), "pid": int(cur.get("MainPID") or 0)}
+                out[cur["Id"]] = {
+                    "active": cur.get("ActiveState"),
+                    "sub": cur.get("SubState"),
+                    "restarts": int(cur.get("NRestarts") or 0),
+                    "pid": int(cur.get("MainPID") or 0),
+                }
             cur = {}
             continue
         k, _, val = line.partition("=")
@@ -979,12 +1081,24 @@ def _unit_states(units):
 # NSSM reports SERVICE_PAUSED while it delays restarting an application that exited (service.cpp
 # throttle_restart: every restart when AppRestartDelay is set, and when the application ran less
 # than AppThrottle): that counts as crashing.
-WINDOWS_STATES = {"RUNNING": ("active", "running"), "START_PENDING": ("activating", "start-pending"),
-                  "STOP_PENDING": ("deactivating", "stop-pending"), "STOPPED": ("inactive", "dead"),
-                  "PAUSED": ("failed", "paused"), "PAUSE_PENDING": ("failed", "pause-pending"),
-                  "CONTINUE_PENDING": ("activating", "continue-pending")}
-WINDOWS_STATE_CODES = {1: "STOPPED", 2: "START_PENDING", 3: "STOP_PENDING", 4: "RUNNING", 5: "CONTINUE_PENDING",
-                       6: "PAUSE_PENDING", 7: "PAUSED"}
+WINDOWS_STATES = {
+    "RUNNING": ("active", "running"),
+    "START_PENDING": ("activating", "start-pending"),
+    "STOP_PENDING": ("deactivating", "stop-pending"),
+    "STOPPED": ("inactive", "dead"),
+    "PAUSED": ("failed", "paused"),
+    "PAUSE_PENDING": ("failed", "pause-pending"),
+    "CONTINUE_PENDING": ("activating", "continue-pending"),
+}
+WINDOWS_STATE_CODES = {
+    1: "STOPPED",
+    2: "START_PENDING",
+    3: "STOP_PENDING",
+    4: "RUNNING",
+    5: "CONTINUE_PENDING",
+    6: "PAUSE_PENDING",
+    7: "PAUSED",
+}
 ERROR_SERVICE_DOES_NOT_EXIST = 1060
 
 
@@ -999,6 +1113,7 @@ def parse_sc_queryex(text):
 
 def _load_advapi32():
     import ctypes
+
     return ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
 
 
@@ -1006,6 +1121,7 @@ def _advapi32():
     """The service-control functions of advapi32.dll, typed (handles are pointers: without
     restype a 64-bit handle would be cut to a C int)."""
     import ctypes
+
     lib = _load_advapi32()
     handle, dword = ctypes.c_void_p, ctypes.c_uint32
     lib.OpenSCManagerW.argtypes, lib.OpenSCManagerW.restype = [ctypes.c_wchar_p, ctypes.c_wchar_p, dword], handle
@@ -1018,6 +1134,7 @@ def _advapi32():
 
 def _last_error():
     import ctypes
+
     return ctypes.get_last_error()  # type: ignore[attr-defined]
 
 
@@ -1025,9 +1142,21 @@ def _service_status_struct():
     import ctypes
 
     class SERVICE_STATUS_PROCESS(ctypes.Structure):  # winsvc.h: nine DWORDs
-        _fields_ = [(n, ctypes.c_uint32) for n in (
-            "dwServiceType", "dwCurrentState", "dwControlsAccepted", "dwWin32ExitCode", "dwServiceSpecificExitCode",
-            "dwCheckPoint", "dwWaitHint", "dwProcessId", "dwServiceFlags")]
+        _fields_ = [
+            (n, ctypes.c_uint32)
+            for n in (
+                "dwServiceType",
+                "dwCurrentState",
+                "dwControlsAccepted",
+                "dwWin32ExitCode",
+                "dwServiceSpecificExitCode",
+                "dwCheckPoint",
+                "dwWaitHint",
+                "dwProcessId",
+                "dwServiceFlags",
+            )
+        ]
+
     return SERVICE_STATUS_PROCESS
 
 
@@ -1035,6 +1164,7 @@ def _query_service(name, lib=None):
     """(state name, pid) of a service from QueryServiceStatusEx (no parsing of localised text).
     The pid is the service's own process (nssm.exe), which an application restart keeps."""
     import ctypes
+
     lib = lib or _advapi32()
     scm = lib.OpenSCManagerW(None, None, 0x0001)  # SC_MANAGER_CONNECT
     if not scm:
@@ -1049,8 +1179,13 @@ def _query_service(name, lib=None):
         try:
             st = _service_status_struct()()
             needed = ctypes.c_uint32(0)
-            if not lib.QueryServiceStatusEx(svc, 0, ctypes.byref(st), ctypes.sizeof(st),  # SC_STATUS_PROCESS_INFO
-                                            ctypes.byref(needed)):
+            if not lib.QueryServiceStatusEx(
+                svc,
+                0,
+                ctypes.byref(st),
+                ctypes.sizeof(st),  # SC_STATUS_PROCESS_INFO
+                ctypes.byref(needed),
+            ):
                 raise OSError(_last_error(), "QueryServiceStatusEx(%s) failed" % name)
             return WINDOWS_STATE_CODES.get(st.dwCurrentState, "UNKNOWN"), int(st.dwProcessId)
         finally:
@@ -1072,7 +1207,6 @@ def _windows_service_state(name):
     return {"active": active, "sub": sub, "restarts": 0, "pid": pid}
 
 
-
 # -- "Log on as a service" (Windows) -------------------------------------------------------------
 SE_SERVICE_LOGON_NAME = "SeServiceLogonRight"
 POLICY_LOOKUP_NAMES, POLICY_CREATE_ACCOUNT = 0x0800, 0x0010
@@ -1087,23 +1221,36 @@ def _lsa_types():
         _fields_ = [("Length", ctypes.c_ushort), ("MaximumLength", ctypes.c_ushort), ("Buffer", ctypes.c_wchar_p)]
 
     class LSA_OBJECT_ATTRIBUTES(ctypes.Structure):
-        _fields_ = [("Length", ctypes.c_ulong), ("RootDirectory", ctypes.c_void_p), ("ObjectName", ctypes.c_void_p),
-                    ("Attributes", ctypes.c_ulong), ("SecurityDescriptor", ctypes.c_void_p),
-                    ("SecurityQualityOfService", ctypes.c_void_p)]
+        _fields_ = [
+            ("Length", ctypes.c_ulong),
+            ("RootDirectory", ctypes.c_void_p),
+            ("ObjectName", ctypes.c_void_p),
+            ("Attributes", ctypes.c_ulong),
+            ("SecurityDescriptor", ctypes.c_void_p),
+            ("SecurityQualityOfService", ctypes.c_void_p),
+        ]
+
     return LSA_UNICODE_STRING, LSA_OBJECT_ATTRIBUTES
 
 
 def _lsa_advapi32(types):
     """The account-lookup and LSA policy functions of advapi32.dll, typed."""
     import ctypes
+
     lib = _load_advapi32()
     ustr, attrs = types
     dword_p, handle = ctypes.POINTER(ctypes.c_uint32), ctypes.c_void_p
-    lib.LookupAccountNameW.argtypes = [ctypes.c_wchar_p, ctypes.c_wchar_p, ctypes.c_void_p, dword_p, ctypes.c_wchar_p,
-                                       dword_p, dword_p]
+    lib.LookupAccountNameW.argtypes = [
+        ctypes.c_wchar_p,
+        ctypes.c_wchar_p,
+        ctypes.c_void_p,
+        dword_p,
+        ctypes.c_wchar_p,
+        dword_p,
+        dword_p,
+    ]
     lib.LookupAccountNameW.restype = ctypes.c_int
-    lib.LsaOpenPolicy.argtypes = [ctypes.POINTER(ustr), ctypes.POINTER(attrs), ctypes.c_uint32,
-                                  ctypes.POINTER(handle)]
+    lib.LsaOpenPolicy.argtypes = [ctypes.POINTER(ustr), ctypes.POINTER(attrs), ctypes.c_uint32, ctypes.POINTER(handle)]
     lib.LsaOpenPolicy.restype = ctypes.c_uint32  # NTSTATUS
     lib.LsaAddAccountRights.argtypes = [handle, ctypes.c_void_p, ctypes.POINTER(ustr), ctypes.c_uint32]
     lib.LsaAddAccountRights.restype = ctypes.c_uint32
@@ -1115,16 +1262,17 @@ def _lsa_advapi32(types):
 def _account_sid(lib, account):
     """The SID of `account` (LookupAccountNameW, two calls: sizes, then the SID), as a buffer."""
     import ctypes
+
     sid_size, dom_size, use = ctypes.c_uint32(0), ctypes.c_uint32(0), ctypes.c_uint32(0)
-    lib.LookupAccountNameW(None, account, None, ctypes.byref(sid_size), None, ctypes.byref(dom_size),
-                           ctypes.byref(use))
+    lib.LookupAccountNameW(None, account, None, ctypes.byref(sid_size), None, ctypes.byref(dom_size), ctypes.byref(use))
     err = _last_error()
     if err != ERROR_INSUFFICIENT_BUFFER or not sid_size.value:
         raise Fail("no account %s on this host (LookupAccountNameW: error %d)" % (account, err))
     sid = ctypes.create_string_buffer(sid_size.value)
     domain = ctypes.create_unicode_buffer(dom_size.value)
-    if not lib.LookupAccountNameW(None, account, sid, ctypes.byref(sid_size), domain, ctypes.byref(dom_size),
-                                  ctypes.byref(use)):
+    if not lib.LookupAccountNameW(
+        None, account, sid, ctypes.byref(sid_size), domain, ctypes.byref(dom_size), ctypes.byref(use)
+    ):
         raise Fail("no account %s on this host (LookupAccountNameW: error %d)" % (account, _last_error()))
     return sid
 
@@ -1135,6 +1283,7 @@ def grant_logon(a, h):
     if not WINDOWS:
         raise Fail("grant-logon is for Windows hosts")
     import ctypes
+
     account = a.account
     if account.startswith(".\\"):  # this computer: LookupAccountNameW wants its name
         account = os.environ.get("COMPUTERNAME", "") + account[1:]
@@ -1143,8 +1292,9 @@ def grant_logon(a, h):
     sid = _account_sid(lib, account)
     ustr, attrs = types
     policy = ctypes.c_void_p()
-    status = lib.LsaOpenPolicy(None, ctypes.byref(attrs()), POLICY_LOOKUP_NAMES | POLICY_CREATE_ACCOUNT,
-                               ctypes.byref(policy))
+    status = lib.LsaOpenPolicy(
+        None, ctypes.byref(attrs()), POLICY_LOOKUP_NAMES | POLICY_CREATE_ACCOUNT, ctypes.byref(policy)
+    )
     if status:
         raise Fail("LsaOpenPolicy failed: error %d" % lib.LsaNtStatusToWinError(status))
     try:
@@ -1152,11 +1302,14 @@ def grant_logon(a, h):
         right = ustr(size, size + 2, SE_SERVICE_LOGON_NAME)
         status = lib.LsaAddAccountRights(policy, sid, ctypes.byref(right), 1)
         if status:
-            raise Fail("granting %s to %s failed: error %d" % (SE_SERVICE_LOGON_NAME, a.account,
-                                                                lib.LsaNtStatusToWinError(status)))
+            raise Fail(
+                "granting %s to %s failed: error %d"
+                % (SE_SERVICE_LOGON_NAME, a.account, lib.LsaNtStatusToWinError(status))
+            )
     finally:
         lib.LsaClose(policy)
     _out({"account": a.account, "right": SE_SERVICE_LOGON_NAME})
+
 
 def _token(h):
     with contextlib.suppress(OSError):
@@ -1305,13 +1458,14 @@ def history(a, h):
                 with contextlib.suppress(ValueError):
                     if x.strip():
                         lines.append(json.loads(x))
-    _out({"records": lines[-a.last:] if a.last > 0 else []})
+    _out({"records": lines[-a.last :] if a.last > 0 else []})
 
 
 # -- facts ----------------------------------------------------------------------------------------
 def preflight(a, h):
     """What the controller checks before uploading: interpreter, platform, free space, tools."""
     import platform
+
     probe_dir = h.root
     while not os.path.exists(probe_dir):
         probe_dir = os.path.dirname(probe_dir) or "/"
@@ -1321,19 +1475,34 @@ def preflight(a, h):
         glibc = (os.confstr("CS_GNU_LIBC_VERSION") or "").split()[1]
     python = a.python or sys.executable
     try:
-        r = subprocess.run([python, "-c", "import platform,sys; print(platform.python_version());"
-                            "print(sys.implementation.name)"], capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [python, "-c", "import platform,sys; print(platform.python_version());print(sys.implementation.name)"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         pv, impl = (r.stdout.split() + ["", ""])[:2] if r.returncode == 0 else ("", "")
     except OSError:
         pv, impl = "", ""
-    tools = {t: bool(shutil.which(t)) for t in ("rsync", "systemctl", "systemd-run", "pg_dump", "pg_restore", "psql",
-                                                "flock", "nssm.exe")}
+    tools = {
+        t: bool(shutil.which(t))
+        for t in ("rsync", "systemctl", "systemd-run", "pg_dump", "pg_restore", "psql", "flock", "nssm.exe")
+    }
     uv = h.p(".sgpfab", "bin", "uv.exe" if WINDOWS else "uv")
-    _out({"python": pv, "implementation": impl, "interpreter": python, "glibc": glibc,
-          "arch": platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64"),
-          "free_bytes": free, "tools": tools, "os": "windows" if WINDOWS else "linux",
-          "uv": uv if os.access(uv, os.X_OK) else (shutil.which("uv") or ""),
-          "state": _state_dict(h) if a.with_state else None})
+    _out(
+        {
+            "python": pv,
+            "implementation": impl,
+            "interpreter": python,
+            "glibc": glibc,
+            "arch": platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64"),
+            "free_bytes": free,
+            "tools": tools,
+            "os": "windows" if WINDOWS else "linux",
+            "uv": uv if os.access(uv, os.X_OK) else (shutil.which("uv") or ""),
+            "state": _state_dict(h) if a.with_state else None,
+        }
+    )
 
 
 def parser():
@@ -1373,8 +1542,9 @@ def parser():
     s.add_argument("--name", required=True)
     s.set_defaults(fn=restore)
     s = sub.add_parser("settings")
-    s.add_argument("action", choices=("write", "fingerprint", "commit", "revert", "show", "override-set",
-                                      "override-unset"))
+    s.add_argument(
+        "action", choices=("write", "fingerprint", "commit", "revert", "show", "override-set", "override-unset")
+    )
     s.set_defaults(fn=settings)
     s = sub.add_parser("meta-update")
     s.add_argument("--name", required=True)

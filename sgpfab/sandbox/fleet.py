@@ -100,8 +100,12 @@ class Fleet:
         raise KeyError(f"sandbox fleet {self.name!r} has no host {name!r}")
 
     def save(self) -> None:
-        state = {"name": self.name, "subnet": self.subnet, "bridge": self.bridge,
-                 "hosts": [asdict(h) for h in self.hosts]}
+        state = {
+            "name": self.name,
+            "subnet": self.subnet,
+            "bridge": self.bridge,
+            "hosts": [asdict(h) for h in self.hosts],
+        }
         tmp = self.dir / "state.json.tmp"
         tmp.write_text(json.dumps(state, indent=1))
         tmp.rename(self.dir / "state.json")
@@ -150,8 +154,10 @@ def raise_inotify_limits(hosts: int, log=print) -> dict[str, int]:
         try:
             (INOTIFY / key).write_text(f"{value}\n")
         except OSError as e:
-            raise RuntimeError(f"cannot raise fs.inotify.{key} to {value} for {hosts} sandbox hosts ({e});"
-                               f" run: sysctl -w fs.inotify.{key}={value}") from e
+            raise RuntimeError(
+                f"cannot raise fs.inotify.{key} to {value} for {hosts} sandbox hosts ({e});"
+                f" run: sysctl -w fs.inotify.{key}={value}"
+            ) from e
         log(f"sandbox: fs.inotify.{key} {current[key]} -> {value} (for {hosts} hosts)")
     return changes
 
@@ -198,20 +204,27 @@ def up(name: str = "demo", count: int = 3, subnet: int = 250, log=print) -> Flee
         d.mkdir(parents=True, exist_ok=True)  # down() removes the fleet's directory
         others = _other_fleets(name)
         addrs = subprocess.run(["ip", "-4", "-o", "addr", "show"], capture_output=True, text=True, check=False).stdout
-        holder = subnet_holder(subnet, name, {n: f.subnet for n, f in others.items()},
-                               [f"{w[1]} {w[3]}" for w in map(str.split, addrs.splitlines()) if len(w) > 3])
+        holder = subnet_holder(
+            subnet,
+            name,
+            {n: f.subnet for n, f in others.items()},
+            [f"{w[1]} {w[3]}" for w in map(str.split, addrs.splitlines()) if len(w) > 3],
+        )
         if holder:
             raise ValueError(f"subnet 169.254.{subnet}.0/24 is taken by {holder}; choose another --subnet")
         raise_inotify_limits(count + sum(len(f.hosts) for f in others.values()), log)
         fleet = Fleet(name, d, subnet, f"sgpb-{name}", [])
         for i, hn in enumerate(host_names(count), start=1):
-            fleet.hosts.append(SandboxHost(hn, f"169.254.{subnet}.{10 + i}", f"sgp-{name}-{i}",
-                                           f"sgpv{subnet}x{i}", str(d / hn)))
+            fleet.hosts.append(
+                SandboxHost(hn, f"169.254.{subnet}.{10 + i}", f"sgp-{name}-{i}", f"sgpv{subnet}x{i}", str(d / hn))
+            )
         fleet.save()
     try:
         _keypair(d)
-        _sh(f"ip link add {fleet.bridge} type bridge && ip addr add 169.254.{subnet}.1/24 dev {fleet.bridge}"
-            f" && ip link set {fleet.bridge} up")
+        _sh(
+            f"ip link add {fleet.bridge} type bridge && ip addr add 169.254.{subnet}.1/24 dev {fleet.bridge}"
+            f" && ip link set {fleet.bridge} up"
+        )
         pub = (d / "id_ed25519.pub").read_text()
         # ~40 ms of work per host: done before any boot starts competing for the CPU. The first
         # host alone, so that only one `ip netns add` sets up /run/netns if it is not there yet.
@@ -240,8 +253,9 @@ def up(name: str = "demo", count: int = 3, subnet: int = 250, log=print) -> Flee
 def _keypair(d: Path) -> None:
     key = d / "id_ed25519"
     if not key.exists():
-        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgpfab-sandbox", "-f", str(key)],
-                       check=True)
+        subprocess.run(
+            ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "sgpfab-sandbox", "-f", str(key)], check=True
+        )
 
 
 def _prepare(fleet: Fleet, h: SandboxHost, base: Path, pub: str) -> None:
@@ -253,8 +267,10 @@ def _prepare(fleet: Fleet, h: SandboxHost, base: Path, pub: str) -> None:
     root = hd / "root"
     (root / "etc/hostname").write_text(h.name + "\n")
     (root / "etc/hosts").write_text(f"127.0.0.1 localhost\n127.0.1.1 {h.name}\n::1 localhost\n")
-    subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name,
-                    "-f", str(root / "etc/ssh/ssh_host_ed25519_key")], check=True)
+    subprocess.run(
+        ["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", h.name, "-f", str(root / "etc/ssh/ssh_host_ed25519_key")],
+        check=True,
+    )
     uid, gid = _passwd_ids(root, "deploy")
     for home, (u, g) in ((root / "root", (0, 0)), (root / "home/deploy", (uid, gid))):
         ssh = home / ".ssh"
@@ -262,10 +278,12 @@ def _prepare(fleet: Fleet, h: SandboxHost, base: Path, pub: str) -> None:
         (ssh / "authorized_keys").write_text(pub)
         for p in (ssh, ssh / "authorized_keys"):
             os.chown(p, u, g)
-    _sh(f"ip netns add {h.netns} && ip link add {h.veth} type veth peer name eth0 netns {h.netns}"
+    _sh(
+        f"ip netns add {h.netns} && ip link add {h.veth} type veth peer name eth0 netns {h.netns}"
         f" && ip link set {h.veth} master {fleet.bridge} up"
         f" && ip -n {h.netns} addr add {h.ip}/24 dev eth0 && ip -n {h.netns} link set eth0 up"
-        f" && ip -n {h.netns} link set lo up")
+        f" && ip -n {h.netns} link set lo up"
+    )
 
 
 def _launch(fleet: Fleet, h: SandboxHost) -> subprocess.Popen:
@@ -275,9 +293,16 @@ def _launch(fleet: Fleet, h: SandboxHost) -> subprocess.Popen:
     moves = "".join(f"mkdir -p {c} && echo $$ > {c}/cgroup.procs && " for c in h.cgroups)
     with open(hd / "console.log", "wb") as logf:
         proc = subprocess.Popen(
-            ["bash", "-c", moves + f"exec systemd-nspawn -q -b -D {hd / 'root'} -M {_machine(fleet.name, h.name)}"
-             f" --network-namespace-path=/run/netns/{h.netns} --register=no --keep-unit --console=passive"],
-            stdout=logf, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            [
+                "bash",
+                "-c",
+                moves + f"exec systemd-nspawn -q -b -D {hd / 'root'} -M {_machine(fleet.name, h.name)}"
+                f" --network-namespace-path=/run/netns/{h.netns} --register=no --keep-unit --console=passive",
+            ],
+            stdout=logf,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
         )
     h.pid = proc.pid
     return proc
@@ -356,8 +381,9 @@ def _wait_ready(fleet: Fleet, h: SandboxHost, proc: subprocess.Popen, timeout: f
     while True:
         if proc.poll() is not None:
             tail = (Path(h.dir) / "console.log").read_text(errors="replace").strip().splitlines()[-10:]
-            raise RuntimeError(f"sandbox host {h.name}: systemd-nspawn exited with {proc.returncode}: "
-                               + " | ".join(tail))
+            raise RuntimeError(
+                f"sandbox host {h.name}: systemd-nspawn exited with {proc.returncode}: " + " | ".join(tail)
+            )
         left = deadline - time.monotonic()
         if left <= 0:
             raise RuntimeError(f"sandbox host {h.name} did not boot within {timeout:.0f} s: {last}")
@@ -369,8 +395,14 @@ def _wait_ready(fleet: Fleet, h: SandboxHost, proc: subprocess.Popen, timeout: f
                 time.sleep(0.2)
             continue
         try:
-            r = subprocess.run(["ssh", "-F", str(fleet.ssh_config), h.name, "systemctl is-system-running --wait"],
-                               capture_output=True, text=True, timeout=left, stdin=subprocess.DEVNULL, check=False)
+            r = subprocess.run(
+                ["ssh", "-F", str(fleet.ssh_config), h.name, "systemctl is-system-running --wait"],
+                capture_output=True,
+                text=True,
+                timeout=left,
+                stdin=subprocess.DEVNULL,
+                check=False,
+            )
         except subprocess.TimeoutExpired:
             continue
         state = r.stdout.strip()
@@ -462,7 +494,7 @@ def _nspawn_pids(fleet_dir: Path) -> list[int]:
             continue
         args = [a.decode(errors="replace") for a in argv]
         if args[0].endswith("systemd-nspawn"):
-            if any(a == "-D" and args[i + 1:i + 2] and args[i + 1].startswith(prefix) for i, a in enumerate(args)):
+            if any(a == "-D" and args[i + 1 : i + 2] and args[i + 1].startswith(prefix) for i, a in enumerate(args)):
                 out.append(int(p.name))
         elif args[:2] == ["bash", "-c"] and len(args) > 2 and f"exec systemd-nspawn -q -b -D {prefix}" in args[2]:
             out.append(int(p.name))  # launched a moment ago, not yet exec'd into nspawn
@@ -560,16 +592,24 @@ def _as_fleet(fleet: Fleet | str) -> Fleet:
     return f
 
 
-def ssh(fleet: Fleet | str, host: str, command: str, input: str | None = None, check: bool = True,
-        timeout: float = 120) -> subprocess.CompletedProcess:
+def ssh(
+    fleet: Fleet | str, host: str, command: str, input: str | None = None, check: bool = True, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """Run `command` (a shell string) on a fleet host as the deploy user; `input` goes to its stdin."""
     f = _as_fleet(fleet)
     f.host(host)
-    r = subprocess.run(["ssh", "-F", str(f.ssh_config), host, command], input=input if input is not None else "",
-                       capture_output=True, text=True, timeout=timeout, check=False)
+    r = subprocess.run(
+        ["ssh", "-F", str(f.ssh_config), host, command],
+        input=input if input is not None else "",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
+    )
     if check and r.returncode:
-        raise RuntimeError(f"{host}: {command.splitlines()[0][:80]!r} failed (rc {r.returncode}): "
-                           f"{(r.stderr or r.stdout).strip()}")
+        raise RuntimeError(
+            f"{host}: {command.splitlines()[0][:80]!r} failed (rc {r.returncode}): {(r.stderr or r.stdout).strip()}"
+        )
     return r
 
 
@@ -582,8 +622,9 @@ def postgres_script(ip: str, network: str, listen_all: bool) -> str:
     if listen_all:
         hba_step = f"grep -qxF {q} {conf}/pg_hba.conf || {{ echo {q} >> {conf}/pg_hba.conf; changed=1; }}"
     else:
-        hba_step = (f"if grep -qxF {q} {conf}/pg_hba.conf; then "
-                    f'sed -i "\\#^{hba}\\$#d" {conf}/pg_hba.conf; changed=1; fi')
+        hba_step = (
+            f'if grep -qxF {q} {conf}/pg_hba.conf; then sed -i "\\#^{hba}\\$#d" {conf}/pg_hba.conf; changed=1; fi'
+        )
     return f"""set -eu
 changed=0
 line={shlex.quote(f"listen_addresses = '{listen}'  # sgpfab sandbox")}
@@ -617,9 +658,17 @@ def enable_postgres(fleet: Fleet | str, host_name: str, listen_all: bool = False
     f = _as_fleet(fleet)
     h = f.host(host_name)
     ssh(f, host_name, "sudo bash -s", input=postgres_script(h.ip, f.network, listen_all))
-    return {"host": h.name, "ip": h.ip, "port": PG_PORT, "address": h.ip if listen_all else "127.0.0.1",
-            "listen_all": listen_all, "allowed_network": f.network if listen_all else None,
-            "version": PG_VERSION, "cluster": PG_CLUSTER, "unit": PG_UNIT}
+    return {
+        "host": h.name,
+        "ip": h.ip,
+        "port": PG_PORT,
+        "address": h.ip if listen_all else "127.0.0.1",
+        "listen_all": listen_all,
+        "allowed_network": f.network if listen_all else None,
+        "version": PG_VERSION,
+        "cluster": PG_CLUSTER,
+        "unit": PG_UNIT,
+    }
 
 
 _IDENT = re.compile(r"[a-z_][a-z0-9_]{0,62}")
@@ -674,9 +723,15 @@ def create_database(fleet: Fleet | str, host_name: str, dbname: str, user: str, 
     h = f.host(host_name)
     sql = create_database_sql(dbname, user, password)
     ssh(f, host_name, "cd / && sudo -u postgres psql -X -q -d postgres", input=sql)
-    return {"host": h.name, "ip": h.ip, "port": PG_PORT, "dbname": dbname, "user": user,
-            "dsn": f"host={h.ip} port={PG_PORT} dbname={dbname} user={user}",
-            "local_dsn": f"host=127.0.0.1 port={PG_PORT} dbname={dbname} user={user}"}
+    return {
+        "host": h.name,
+        "ip": h.ip,
+        "port": PG_PORT,
+        "dbname": dbname,
+        "user": user,
+        "dsn": f"host={h.ip} port={PG_PORT} dbname={dbname} user={user}",
+        "local_dsn": f"host=127.0.0.1 port={PG_PORT} dbname={dbname} user={user}",
+    }
 
 
 def pgpass_line(db: Mapping[str, object], password: str, host: str = "*") -> str:
@@ -687,11 +742,16 @@ def pgpass_line(db: Mapping[str, object], password: str, host: str = "*") -> str
     return ":".join(esc(v) for v in (host, db["port"], db["dbname"], db["user"], password)) + "\n"
 
 
-def write_pgpass(fleet: Fleet | str, host_name: str, db: Mapping[str, object], password: str,
-                 path: str = ".pgpass") -> str:
+def write_pgpass(
+    fleet: Fleet | str, host_name: str, db: Mapping[str, object], password: str, path: str = ".pgpass"
+) -> str:
     """Write a 0600 passfile for `db` on a host (as the deploy user; `path` relative to its home).
     Use it with PGPASSFILE=<returned path> (or as ~/.pgpass). The password travels on stdin."""
     q = shlex.quote(path)
-    r = ssh(fleet, host_name, f"umask 077 && cat > {q}.tmp && mv -f {q}.tmp {q} && readlink -f {q}",
-            input=pgpass_line(db, password))
+    r = ssh(
+        fleet,
+        host_name,
+        f"umask 077 && cat > {q}.tmp && mv -f {q}.tmp {q} && readlink -f {q}",
+        input=pgpass_line(db, password),
+    )
     return r.stdout.strip()

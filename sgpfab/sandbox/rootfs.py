@@ -25,8 +25,17 @@ DEFAULT_CACHE = Path("/var/cache/sgpfab")
 ROOTFS_REVISION = "bookworm-2"  # bump when the recipe below changes
 MARKER = ".sgpfab-complete"
 PACKAGES = [
-    "systemd", "systemd-sysv", "dbus", "openssh-server", "python3", "python3-venv",
-    "rsync", "curl", "iproute2", "ca-certificates", "sudo",
+    "systemd",
+    "systemd-sysv",
+    "dbus",
+    "openssh-server",
+    "python3",
+    "python3-venv",
+    "rsync",
+    "curl",
+    "iproute2",
+    "ca-certificates",
+    "sudo",
     "postgresql",  # PostgreSQL 15 server + client (psql, pg_dump, pg_restore); cluster 15/main, off by default
     "logrotate",
 ]
@@ -36,7 +45,10 @@ PACKAGES = [
 DISABLED_UNITS = [
     "postgresql.service",
     # timers/services that mean nothing on an offline container and would only cost CPU at random times
-    "apt-daily.timer", "apt-daily-upgrade.timer", "e2scrub_all.timer", "e2scrub_reap.service",
+    "apt-daily.timer",
+    "apt-daily-upgrade.timer",
+    "e2scrub_all.timer",
+    "e2scrub_reap.service",
     "fstrim.timer",
 ]
 MASKED_UNITS = ["console-getty.service", "getty@tty1.service", "systemd-networkd-wait-online.service"]
@@ -182,7 +194,10 @@ def _configure(root: Path) -> None:
         raise RuntimeError(f"no port line in {conf}")
     conf.write_text(text)
     # Downloaded packages and package lists (debootstrap keeps them): hosts are offline anyway.
-    for junk in [*(root / "var/cache/apt/archives").glob("*.deb"), *(root / "var/cache/apt").glob("*.bin"),
-                 *(p for p in (root / "var/lib/apt/lists").glob("*") if p.is_file() and p.name != "lock")]:
+    for junk in [
+        *(root / "var/cache/apt/archives").glob("*.deb"),
+        *(root / "var/cache/apt").glob("*.bin"),
+        *(p for p in (root / "var/lib/apt/lists").glob("*") if p.is_file() and p.name != "lock"),
+    ]:
         junk.unlink()
     (root / "etc/machine-id").write_text("")

@@ -14,9 +14,12 @@ def open_transport(host, inventory) -> Transport:
     kind = host.transport_kind
     if kind == "local":
         from .local import LocalTransport
+
         return LocalTransport(host)
     if kind == "winrm":
         from .winrm import WinRMTransport
+
         return WinRMTransport(host, inventory)
     from .ssh import SSHTransport
+
     return SSHTransport(host, inventory)

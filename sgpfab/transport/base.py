@@ -31,8 +31,9 @@ class Result:
         lines = [ln for ln in (self.stderr.strip() or self.stdout.strip()).splitlines() if ln.strip()]
         if not lines:
             return "(no output)"
-        first = next((ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "denied", "no such"))),
-                     lines[0])
+        first = next(
+            (ln for ln in lines if any(w in ln.lower() for w in ("error", "fail", "denied", "no such"))), lines[0]
+        )
         return first.strip() if first == lines[-1] else f"{first.strip()} ... {lines[-1].strip()}"
 
 
@@ -69,19 +70,35 @@ class Transport(ABC):
     def close(self) -> None: ...
 
     @abstractmethod
-    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
-            stdin: bytes | None = None) -> Result: ...
+    def run(
+        self,
+        command: str,
+        *,
+        privileged: bool = False,
+        check: bool = True,
+        timeout: float | None = 600,
+        stdin: bytes | None = None,
+    ) -> Result: ...
 
     @abstractmethod
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
-            progress: ProgressFn | None = None) -> None: ...
+    def put(
+        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+    ) -> None: ...
 
     @abstractmethod
     def read_file(self, remote: str) -> bytes: ...
 
     @abstractmethod
-    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats: ...
+    def sync(
+        self,
+        src: str | os.PathLike,
+        dest: str,
+        *,
+        excludes: tuple[str, ...] = (),
+        link_dest: str | None = None,
+        delete: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> SyncStats: ...
 
     def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
         """Run a long command (e.g. `journalctl --follow`), handing each output line to

@@ -36,12 +36,23 @@ class LocalTransport(Transport):
     def close(self) -> None:
         pass
 
-    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
-            stdin: bytes | None = None) -> Result:
+    def run(
+        self,
+        command: str,
+        *,
+        privileged: bool = False,
+        check: bool = True,
+        timeout: float | None = 600,
+        stdin: bytes | None = None,
+    ) -> Result:
         command = self._sudo(command, privileged)
         try:
-            r = subprocess.run(["/bin/sh", "-c", command], input=stdin if stdin is not None else b"",
-                               capture_output=True, timeout=timeout)
+            r = subprocess.run(
+                ["/bin/sh", "-c", command],
+                input=stdin if stdin is not None else b"",
+                capture_output=True,
+                timeout=timeout,
+            )
         except subprocess.TimeoutExpired:
             raise RemoteError(f"{self.host.name}: command timed out after {timeout}s: {command[:120]}") from None
         res = Result(command, r.stdout.decode(errors="replace"), r.stderr.decode(errors="replace"), r.returncode)
@@ -53,8 +64,13 @@ class LocalTransport(Transport):
         return f"sudo -n sh -c {shlex.quote(command)}" if privileged and os.geteuid() != 0 else command
 
     def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
-        with subprocess.Popen(["/bin/sh", "-c", self._sudo(command, privileged)], stdout=subprocess.PIPE,
-                              stdin=subprocess.DEVNULL, text=True, errors="replace") as p:
+        with subprocess.Popen(
+            ["/bin/sh", "-c", self._sudo(command, privileged)],
+            stdout=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            text=True,
+            errors="replace",
+        ) as p:
             assert p.stdout is not None
             for line in p.stdout:
                 on_line(line.rstrip("\n"))
@@ -63,8 +79,9 @@ class LocalTransport(Transport):
     def interactive(self, command: str, *, privileged: bool = False) -> int:
         return subprocess.call(["/bin/sh", "-c", self._sudo(command, privileged)])
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
-            progress: ProgressFn | None = None) -> None:
+    def put(
+        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+    ) -> None:
         tmp = remote + ".sgpfab-upload"
         try:
             shutil.copyfile(local, tmp)
@@ -82,8 +99,16 @@ class LocalTransport(Transport):
         except OSError as e:
             raise RemoteError(f"{self.host.name}: cannot read {remote}: {e}") from None
 
-    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
+    def sync(
+        self,
+        src: str | os.PathLike,
+        dest: str,
+        *,
+        excludes: tuple[str, ...] = (),
+        link_dest: str | None = None,
+        delete: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> SyncStats:
         cmd = ["rsync", "-a", "--checksum", "--stats"]
         if delete:
             cmd.append("--delete")
@@ -93,6 +118,8 @@ class LocalTransport(Transport):
         cmd += [str(src).rstrip("/") + "/", dest.rstrip("/") + "/"]
         r = rsync.run(cmd, progress)
         if r.exited not in (0, 24):
-            raise RemoteError(f"{self.host.name}: copy to {dest} failed (rsync exit {r.exited}): "
-                              f"{(r.stderr.strip().splitlines() or ['?'])[0][:300]}")
+            raise RemoteError(
+                f"{self.host.name}: copy to {dest} failed (rsync exit {r.exited}): "
+                f"{(r.stderr.strip().splitlines() or ['?'])[0][:300]}"
+            )
         return SyncStats(None, 0)

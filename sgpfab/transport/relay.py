@@ -166,7 +166,7 @@ def main(argv: list[str]) -> int:
         view = memoryview(data)
         while view and fd not in closed:
             try:
-                view = view[os.write(fd, view):]
+                view = view[os.write(fd, view) :]
             except BrokenPipeError:  # rsync stopped reading: keep draining the rest
                 closed.add(fd)
 

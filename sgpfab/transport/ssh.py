@@ -35,8 +35,13 @@ class TransientError(RemoteError):
 
 TRANSIENT = (socket.timeout, ConnectionError, EOFError, paramiko.ssh_exception.NoValidConnectionsError)
 RELAY_SCRIPT = str(Path(__file__).with_name("relay.py"))
-RSYNC_PERMANENT = {1: "syntax or usage error", 2: "protocol incompatibility", 3: "errors selecting files",
-                   4: "unsupported action", 11: "error in file I/O"}
+RSYNC_PERMANENT = {
+    1: "syntax or usage error",
+    2: "protocol incompatibility",
+    3: "errors selecting files",
+    4: "unsupported action",
+    11: "error in file I/O",
+}
 
 
 class SSHTransport(Transport):
@@ -46,8 +51,9 @@ class SSHTransport(Transport):
         self.host = host
         self.inventory = inventory
         cfg = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
-        self.conn = Connection(host.address, user=host.user, port=host.ssh_port, config=cfg,
-                               connect_timeout=connect_timeout)
+        self.conn = Connection(
+            host.address, user=host.user, port=host.ssh_port, config=cfg, connect_timeout=connect_timeout
+        )
         _verify_host_keys(self.conn, self.known_hosts_files())
         self.bytes_sent = 0  # by rsync and SFTP uploads, for reports and benchmarks
         self._control_dir: str | None = None  # interactive ssh connections share one master (this run only)
@@ -58,33 +64,47 @@ class SSHTransport(Transport):
         return self.conn.user
 
     def known_hosts_files(self) -> list[Path]:
-        files = [Path(os.path.expanduser(p)) for p in
-                 self.conn.ssh_config.get("userknownhostsfile", "").split() if p]
+        files = [Path(os.path.expanduser(p)) for p in self.conn.ssh_config.get("userknownhostsfile", "").split() if p]
         if self.inventory.known_hosts:
             files.append(self.inventory.known_hosts)
         return files
 
     def open(self) -> None:
         try:
-            for attempt in Retrying(retry=retry_if_exception_type(TRANSIENT), stop=stop_after_attempt(3),
-                                    wait=wait_exponential(multiplier=0.5, max=4), reraise=True,
-                                    before_sleep=before_sleep_log(log, logging.WARNING)):
+            for attempt in Retrying(
+                retry=retry_if_exception_type(TRANSIENT),
+                stop=stop_after_attempt(3),
+                wait=wait_exponential(multiplier=0.5, max=4),
+                reraise=True,
+                before_sleep=before_sleep_log(log, logging.WARNING),
+            ):
                 with attempt:
                     self.conn.open()
             _detect_dead_peers(self.conn.client.get_transport())
         except paramiko.BadHostKeyException as e:
-            raise RemoteError(f"{self.host.name}: host key CHANGED ({e}); if the host was reinstalled, "
-                              "check its fingerprint and update known_hosts") from None
+            raise RemoteError(
+                f"{self.host.name}: host key CHANGED ({e}); if the host was reinstalled, "
+                "check its fingerprint and update known_hosts"
+            ) from None
         except paramiko.SSHException as e:
             if "not found in known_hosts" in str(e):
-                raise RemoteError(f"{self.host.name}: host key not trusted ({e}); "
-                                  "add it to known_hosts after checking its fingerprint") from None
+                raise RemoteError(
+                    f"{self.host.name}: host key not trusted ({e}); "
+                    "add it to known_hosts after checking its fingerprint"
+                ) from None
             raise RemoteError(f"{self.host.name}: cannot connect: {e}") from None
         except (OSError, EOFError) as e:
             raise RemoteError(f"{self.host.name}: cannot connect: {_oneline(e)}") from None
 
-    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
-            stdin: bytes | None = None) -> Result:
+    def run(
+        self,
+        command: str,
+        *,
+        privileged: bool = False,
+        check: bool = True,
+        timeout: float | None = 600,
+        stdin: bytes | None = None,
+    ) -> Result:
         """Run through the login shell; privileged: via `sudo -n` unless we are root already."""
         if privileged and self.login_user != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
@@ -163,11 +183,14 @@ class SSHTransport(Transport):
             command = f"sudo -n sh -c {shlex.quote(command)}"
         return subprocess.call([*self.ssh_command(), "-t", self.host.address, command])
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
-            progress: ProgressFn | None = None) -> None:
+    def put(
+        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+    ) -> None:
         """SFTP to a temporary name, then rename: the file is never seen half-written."""
         tmp = remote + ".sgpfab-upload"
-        each = None if progress is None else (lambda done, total: progress(done, done * 100 // total if total else None))
+        each = (
+            None if progress is None else (lambda done, total: progress(done, done * 100 // total if total else None))
+        )
         try:
             sftp = self.conn.sftp()
             sftp.put(str(local), tmp, callback=each)
@@ -175,7 +198,9 @@ class SSHTransport(Transport):
                 sftp.chmod(tmp, mode)
             sftp.posix_rename(tmp, remote)
         except (OSError, paramiko.SSHException) as e:
-            raise RemoteError(f"{self.host.name}: upload of {Path(local).name} to {remote} failed: {_oneline(e)}") from None
+            raise RemoteError(
+                f"{self.host.name}: upload of {Path(local).name} to {remote} failed: {_oneline(e)}"
+            ) from None
         self.bytes_sent += os.path.getsize(local)
 
     def read_file(self, remote: str) -> bytes:
@@ -198,12 +223,14 @@ class SSHTransport(Transport):
             ssh += ["-l", self.host.user]
         if self._control_dir is None:
             import tempfile
+
             self._control_dir = tempfile.mkdtemp(prefix="sgpfab-ssh-", dir="/tmp" if os.path.isdir("/tmp") else None)
         ssh += ["-o", "ControlMaster=auto", "-o", f"ControlPath={self._control_dir}/cm", "-o", "ControlPersist=30"]
         return ssh
 
-    def rsync_command(self, src: str, dest: str, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-                      delete: bool = True) -> list[str]:
+    def rsync_command(
+        self, src: str, dest: str, excludes: tuple[str, ...] = (), link_dest: str | None = None, delete: bool = True
+    ) -> list[str]:
         """rsync comparing by checksum (a changed file of the same size and mtime is still sent),
         its remote shell a relay onto this connection (relay.py): no second SSH handshake."""
         if self._relay is None:
@@ -220,13 +247,25 @@ class SSHTransport(Transport):
         cmd += [str(src).rstrip("/") + "/", f"{self.host.address}:{dest.rstrip('/')}/"]
         return cmd
 
-    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
+    def sync(
+        self,
+        src: str | os.PathLike,
+        dest: str,
+        *,
+        excludes: tuple[str, ...] = (),
+        link_dest: str | None = None,
+        delete: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> SyncStats:
         """Copy a directory's contents to the host; retries transient failures."""
         cmd = self.rsync_command(str(src), dest, excludes, link_dest, delete)
-        for attempt in Retrying(retry=retry_if_exception_type(TransientError), stop=stop_after_attempt(3),
-                                wait=wait_exponential(multiplier=1, max=8), reraise=True,
-                                before_sleep=before_sleep_log(log, logging.WARNING)):
+        for attempt in Retrying(
+            retry=retry_if_exception_type(TransientError),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=1, max=8),
+            reraise=True,
+            before_sleep=before_sleep_log(log, logging.WARNING),
+        ):
             with attempt:
                 r = rsync.run(cmd, progress)
                 if r.exited in (0, 24):  # 24: files vanished on the source side
@@ -248,6 +287,7 @@ class SSHTransport(Transport):
         if self._control_dir is not None:
             subprocess.run([*self.ssh_command(), "-O", "exit", self.host.address], capture_output=True, timeout=10)
             import shutil
+
             shutil.rmtree(self._control_dir, ignore_errors=True)
             self._control_dir = None
 

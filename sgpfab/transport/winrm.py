@@ -70,8 +70,11 @@ class ChecksumMismatch(RemoteError):
 
 def stdin_prefix(data: bytes) -> str:
     """The line that gives a script its stdin data as the string $SgpfabStdin (UTF-8)."""
-    return ("$SgpfabStdin = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String("
-            + q(base64.b64encode(data).decode("ascii")) + "))\n")
+    return (
+        "$SgpfabStdin = [Text.Encoding]::UTF8.GetString([Convert]::FromBase64String("
+        + q(base64.b64encode(data).decode("ascii"))
+        + "))\n"
+    )
 
 
 def encode_command(script: str) -> str:
@@ -91,12 +94,15 @@ def credentials(host) -> tuple[str, str]:
     if password is None:
         try:
             import keyring  # optional
+
             password = keyring.get_password("sgpfab", host.name)
         except Exception:  # no keyring installed or no backend: fall through
             password = None
     if host.winrm_transport not in ("certificate", "kerberos") and (not user or password is None):
-        raise InputError(f"{host.name}: no WinRM credentials: set SGPFAB_WINRM_USER and SGPFAB_WINRM_PASSWORD"
-                         " (or store the password in the keyring under service 'sgpfab')")
+        raise InputError(
+            f"{host.name}: no WinRM credentials: set SGPFAB_WINRM_USER and SGPFAB_WINRM_PASSWORD"
+            " (or store the password in the keyring under service 'sgpfab')"
+        )
     return user or "", password or ""
 
 
@@ -107,9 +113,12 @@ def make_protocol(host):
     scheme = "https" if host.winrm_https else "http"
     kwargs = dict(
         endpoint=f"{scheme}://{host.address}:{host.winrm_port}/wsman",
-        transport=host.winrm_transport, username=user, password=password,
+        transport=host.winrm_transport,
+        username=user,
+        password=password,
         server_cert_validation="validate" if host.winrm_cert_validation else "ignore",
-        cert_pem=host.winrm_cert_pem, cert_key_pem=host.winrm_cert_key_pem,
+        cert_pem=host.winrm_cert_pem,
+        cert_key_pem=host.winrm_cert_key_pem,
     )
     if host.winrm_ca_trust_path:
         kwargs["ca_trust_path"] = host.winrm_ca_trust_path
@@ -133,10 +142,15 @@ class WinRMTransport(Transport):
     def _retrying(self, exc=(Exception,)):
         from requests.exceptions import ConnectionError as ReqConnectionError
         from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError
+
         transient = (ReqConnectionError, WinRMTransportError, WinRMOperationTimeoutError, *exc)
-        return Retrying(retry=retry_if_exception_type(transient), stop=stop_after_attempt(3),
-                        wait=wait_exponential(multiplier=0.5, max=4), reraise=True,
-                        before_sleep=before_sleep_log(log, logging.WARNING))
+        return Retrying(
+            retry=retry_if_exception_type(transient),
+            stop=stop_after_attempt(3),
+            wait=wait_exponential(multiplier=0.5, max=4),
+            reraise=True,
+            before_sleep=before_sleep_log(log, logging.WARNING),
+        )
 
     def open(self) -> None:
         if self.protocol is None:
@@ -156,9 +170,12 @@ class WinRMTransport(Transport):
     def _powershell(self, script: str, stdin_lines) -> tuple[bytes, bytes, int]:
         """Start powershell with `script` as -EncodedCommand and feed it stdin, chunk by chunk."""
         p = self.protocol
-        command_id = p.run_command(self.shell_id, "powershell.exe",
-                                   ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass",
-                                    "-EncodedCommand", encode_command(script)], console_mode_stdin=False)
+        command_id = p.run_command(
+            self.shell_id,
+            "powershell.exe",
+            ["-NoProfile", "-NonInteractive", "-ExecutionPolicy", "Bypass", "-EncodedCommand", encode_command(script)],
+            console_mode_stdin=False,
+        )
         try:
             pending = None
             for piece in stdin_lines:
@@ -172,23 +189,31 @@ class WinRMTransport(Transport):
         finally:
             p.cleanup_command(self.shell_id, command_id)
 
-    def run(self, command: str, *, privileged: bool = False, check: bool = True, timeout: float | None = 600,
-            stdin: bytes | None = None) -> Result:
+    def run(
+        self,
+        command: str,
+        *,
+        privileged: bool = False,
+        check: bool = True,
+        timeout: float | None = 600,
+        stdin: bytes | None = None,
+    ) -> Result:
         """Run a PowerShell script (sent on stdin, any length). `privileged` has no meaning here:
         WinRM sessions run as the (administrator) deploy account. `stdin` reaches the script as
         the string $SgpfabStdin (UTF-8), which builders pipe to a native program. `timeout` is
         the server-side operation timeout of pywinrm's protocol, not enforced per command."""
         prefix = stdin_prefix(stdin) if stdin is not None else ""
         data = (PRELUDE + prefix + command).encode("utf-8")
-        pieces = [data[i:i + self.chunk] for i in range(0, len(data), self.chunk)] or [b""]
+        pieces = [data[i : i + self.chunk] for i in range(0, len(data), self.chunk)] or [b""]
         stdout, stderr, code = self._powershell(BOOTSTRAP, pieces)
         res = Result(command, stdout.decode("utf-8", "replace"), _clean_stderr(stderr), code)
         if check and not res.ok:
             raise self.fail(res)
         return res
 
-    def put(self, local: str | os.PathLike, remote: str, *, mode: int | None = None,
-            progress: ProgressFn | None = None) -> None:
+    def put(
+        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+    ) -> None:
         """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch.
         `progress` hears once, when the file is in place."""
         raw = Path(local).read_bytes()
@@ -197,15 +222,20 @@ class WinRMTransport(Transport):
         receiver = RECEIVER.format(dest=q(remote), sha=q(sha))
         for attempt in self._retrying((ChecksumMismatch,)):
             with attempt:
-                lines = (base64.b64encode(packed[i:i + self.chunk]) + b"\n"
-                         for i in range(0, len(packed), self.chunk))
+                lines = (
+                    base64.b64encode(packed[i : i + self.chunk]) + b"\n" for i in range(0, len(packed), self.chunk)
+                )
                 _stdout, stderr, code = self._powershell(receiver, lines)
                 if code == 3:
-                    raise ChecksumMismatch(f"{self.host.name}: upload of {Path(local).name} arrived corrupted"
-                                           f" ({_clean_stderr(stderr).strip()[:120]})")
+                    raise ChecksumMismatch(
+                        f"{self.host.name}: upload of {Path(local).name} arrived corrupted"
+                        f" ({_clean_stderr(stderr).strip()[:120]})"
+                    )
                 if code != 0:
-                    raise RemoteError(f"{self.host.name}: upload of {Path(local).name} failed (exit {code}):"
-                                      f" {_clean_stderr(stderr).strip()[-200:]}")
+                    raise RemoteError(
+                        f"{self.host.name}: upload of {Path(local).name} failed (exit {code}):"
+                        f" {_clean_stderr(stderr).strip()[-200:]}"
+                    )
         if progress is not None:
             progress(len(raw), 100)
 
@@ -224,13 +254,20 @@ class WinRMTransport(Transport):
                 on_line(line)
         return r.exited
 
-    def sync(self, src: str | os.PathLike, dest: str, *, excludes: tuple[str, ...] = (), link_dest: str | None = None,
-             delete: bool = True, progress: ProgressFn | None = None) -> SyncStats:
+    def sync(
+        self,
+        src: str | os.PathLike,
+        dest: str,
+        *,
+        excludes: tuple[str, ...] = (),
+        link_dest: str | None = None,
+        delete: bool = True,
+        progress: ProgressFn | None = None,
+    ) -> SyncStats:
         """Bring `dest` to the content of directory `src`: only files whose SHA-256 differs are sent.
         `delete` removes files that `src` does not have; `link_dest` has no meaning here."""
         base = Path(src)
-        wanted = {rel: hashlib.sha256((base / rel).read_bytes()).hexdigest()
-                  for rel in _files(base, excludes)}
+        wanted = {rel: hashlib.sha256((base / rel).read_bytes()).hexdigest() for rel in _files(base, excludes)}
         listing = self.run(f"Get-TreeHashes {q(dest)}\n").stdout
         have = dict(line.rsplit(" ", 1) for line in listing.splitlines() if " " in line)
         sent = [rel for rel, digest in wanted.items() if have.get(rel) != digest]
@@ -251,6 +288,7 @@ class WinRMTransport(Transport):
 def _files(base: Path, excludes: tuple[str, ...]) -> list[str]:
     """Relative paths of the files under `base`, minus rsync-style excludes ('dir/' or 'name')."""
     import fnmatch
+
     out = []
     for p in sorted(base.rglob("*")):
         if not p.is_file():
@@ -272,6 +310,7 @@ def _clean_stderr(stderr: bytes) -> str:
     """PowerShell over WinRM writes its error records to stderr as CLIXML (after any plain lines
     native programs wrote there); keep the readable text of both."""
     import re
+
     text = stderr.decode("utf-8", "replace")
     plain, marker, xml = text.partition("#< CLIXML")
     if not marker:

@@ -117,8 +117,10 @@ class Slot:
         app.update(api_root=self.api_root, service=self.service, port=self.port)
         app.setdefault("health", {})["timeout"] = 40
         self.inv = {
-            "ssh_config": str(fleet.ssh_config), "known_hosts": str(fleet.known_hosts),
-            "defaults": {"user": "deploy"}, "hosts": {h.name: None for h in fleet.hosts},
+            "ssh_config": str(fleet.ssh_config),
+            "known_hosts": str(fleet.known_hosts),
+            "defaults": {"user": "deploy"},
+            "hosts": {h.name: None for h in fleet.hosts},
             "groups": {"staging": ["staging1"], "prod": [h.name for h in fleet.hosts[1:]]},
             "apps": {kind: app},
         }
@@ -163,18 +165,38 @@ class Slot:
         return d
 
     def _env(self, inventory: Path | None = None, extra: dict | None = None) -> dict:
-        return {**os.environ, **self.env, "SGPFAB_INVENTORY": str(inventory or self.inventory), "COLUMNS": "220",
-                "SGPFAB_DIST": str(self.dist), **(extra or {})}
+        return {
+            **os.environ,
+            **self.env,
+            "SGPFAB_INVENTORY": str(inventory or self.inventory),
+            "COLUMNS": "220",
+            "SGPFAB_DIST": str(self.dist),
+            **(extra or {}),
+        }
 
     def popen(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
         """Start `fab` in its own process group (so a test can kill it like a dying laptop)."""
-        return subprocess.Popen([FAB, *args], cwd=ROOT, env=self._env(extra=extra_env), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True, start_new_session=True)
+        return subprocess.Popen(
+            [FAB, *args],
+            cwd=ROOT,
+            env=self._env(extra=extra_env),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
 
-    def fab(self, *args: str, ok: bool | None = True, inventory: Path | None = None,
-            extra_env: dict | None = None, timeout: float = 900) -> subprocess.CompletedProcess:
-        r = subprocess.run([FAB, *args], cwd=ROOT, env=self._env(inventory, extra_env), capture_output=True,
-                           text=True, timeout=timeout)
+    def fab(
+        self,
+        *args: str,
+        ok: bool | None = True,
+        inventory: Path | None = None,
+        extra_env: dict | None = None,
+        timeout: float = 900,
+    ) -> subprocess.CompletedProcess:
+        r = subprocess.run(
+            [FAB, *args], cwd=ROOT, env=self._env(inventory, extra_env), capture_output=True, text=True, timeout=timeout
+        )
         if ok is True:
             assert r.returncode == 0, f"fab {' '.join(args)} failed ({r.returncode}):\n{r.stdout}\n{r.stderr}"
         elif ok is False:
@@ -184,8 +206,14 @@ class Slot:
     def url(self, host: str, path: str) -> str:
         return f"http://{self.fleet.ip(host)}:{self.port}{path}"
 
-    def http(self, host: str, path: str = "/", data: bytes | None = None, headers: dict | None = None,
-             method: str | None = None) -> tuple[int, bytes]:
+    def http(
+        self,
+        host: str,
+        path: str = "/",
+        data: bytes | None = None,
+        headers: dict | None = None,
+        method: str | None = None,
+    ) -> tuple[int, bytes]:
         """A real HTTP request from the controller to the host: (status, body); (0, b'') if nothing answers."""
         req = urllib.request.Request(self.url(host, path), data=data, headers=headers or {}, method=method)
         try:
@@ -208,8 +236,9 @@ class Slot:
             return code, None
 
     def ssh(self, host: str, command: str, check: bool = True) -> str:
-        r = subprocess.run(["ssh", "-F", str(self.fleet.ssh_config), host, command],
-                           capture_output=True, text=True, timeout=120)
+        r = subprocess.run(
+            ["ssh", "-F", str(self.fleet.ssh_config), host, command], capture_output=True, text=True, timeout=120
+        )
         if check:
             assert r.returncode == 0, f"{host}: {command}: {r.stderr}"
         return r.stdout
@@ -223,19 +252,31 @@ class Slot:
 
     def units(self, host: str) -> list[str]:
         """This app's running units (processes and socket)."""
-        out = self.ssh(host, f"systemctl list-units --plain --no-legend --state=active '{self.service}-*' "
-                             f"'{self.service}.socket' | awk '{{print $1}}'")
+        out = self.ssh(
+            host,
+            f"systemctl list-units --plain --no-legend --state=active '{self.service}-*' "
+            f"'{self.service}.socket' | awk '{{print $1}}'",
+        )
         return sorted(out.split())
 
     def snapshot(self, host: str) -> str:
         """Everything under API_ROOT (names, sizes, link targets) plus the units: to prove 'nothing changed'."""
-        return self.ssh(host, f"find {self.api_root} /etc/systemd/system/{self.service}* -printf '%p %s %l\\n'"
-                              " 2>/dev/null | grep -v -e /.sgpfab/audit.jsonl -e /.sgpfab/uv-cache/ | sort || true")
+        return self.ssh(
+            host,
+            f"find {self.api_root} /etc/systemd/system/{self.service}* -printf '%p %s %l\\n'"
+            " 2>/dev/null | grep -v -e /.sgpfab/audit.jsonl -e /.sgpfab/uv-cache/ | sort || true",
+        )
 
     def release_state(self, host: str) -> tuple:
         """What a refused deploy must leave alone: releases, current, units and their state."""
-        return (self.ssh(host, f"find {self.api_root}/releases /etc/systemd/system/{self.service}* -maxdepth 1"
-                               " -printf '%p %l\\n' 2>/dev/null | sort"), self.units(host))
+        return (
+            self.ssh(
+                host,
+                f"find {self.api_root}/releases /etc/systemd/system/{self.service}* -maxdepth 1"
+                " -printf '%p %l\\n' 2>/dev/null | sort",
+            ),
+            self.units(host),
+        )
 
 
 @pytest.fixture
@@ -253,10 +294,18 @@ def slot_factory(fleet, tmp_path, request):
     yield make
     for s in made:  # stop this slot's processes so later tests run on quiet hosts
         for h in s.all_hosts:
-            subprocess.run(["ssh", "-F", str(fleet.ssh_config), h,
-                            f"sudo systemctl stop '{s.service}-*' {s.service}.socket {s.service}.target 2>/dev/null;"
-                            f" sudo systemctl disable {s.service}.socket {s.service}.target 2>/dev/null; true"],
-                           capture_output=True, timeout=120)
+            subprocess.run(
+                [
+                    "ssh",
+                    "-F",
+                    str(fleet.ssh_config),
+                    h,
+                    f"sudo systemctl stop '{s.service}-*' {s.service}.socket {s.service}.target 2>/dev/null;"
+                    f" sudo systemctl disable {s.service}.socket {s.service}.target 2>/dev/null; true",
+                ],
+                capture_output=True,
+                timeout=120,
+            )
 
 
 @pytest.fixture

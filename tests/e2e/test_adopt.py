@@ -28,11 +28,20 @@ def install_sgpfab(tmp: Path) -> Path:
     """A venv outside the repository with sgpfab's wheel and its locked dependencies: its bin/."""
     run(UV, "build", "--wheel", "--out-dir", str(tmp / "wheels"), str(ROOT), cwd=tmp)
     wheel = next((tmp / "wheels").glob("sgpfab-*.whl"))
-    run(UV, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", "-o", str(tmp / "req.txt"),
-        cwd=ROOT)
+    run(UV, "export", "--frozen", "--no-dev", "--no-emit-project", "--no-hashes", "-o", str(tmp / "req.txt"), cwd=ROOT)
     run(UV, "venv", "-q", "--python", sys.executable, str(tmp / "venv"), cwd=tmp)
-    run(UV, "pip", "install", "-q", "--python", str(tmp / "venv" / "bin" / "python"), "-r", str(tmp / "req.txt"),
-        str(wheel), cwd=tmp)
+    run(
+        UV,
+        "pip",
+        "install",
+        "-q",
+        "--python",
+        str(tmp / "venv" / "bin" / "python"),
+        "-r",
+        str(tmp / "req.txt"),
+        str(wheel),
+        cwd=tmp,
+    )
     return tmp / "venv" / "bin"
 
 
@@ -49,8 +58,11 @@ def test_a_project_installs_sgpfab_inits_and_deploys(slot_factory, tmp_path):
     assert where.startswith(str(tmp_path / "venv")), where  # the wheel's sgpfab, not this repository's
     project = tmp_path / "flask_tasks"
     shutil.copytree(EXAMPLES / "flask_tasks", project)
-    env = {k: val for k, val in os.environ.items()
-           if k not in ("SGPFAB_INVENTORY", "SGPFAB_DIST", "VIRTUAL_ENV", "PYTHONPATH")}
+    env = {
+        k: val
+        for k, val in os.environ.items()
+        if k not in ("SGPFAB_INVENTORY", "SGPFAB_DIST", "VIRTUAL_ENV", "PYTHONPATH")
+    }
     env.update(s.env, PATH=f"{bin_}{os.pathsep}{env.get('PATH', '')}", COLUMNS="200")
 
     out = run(str(bin_ / "sgpfab"), "init", cwd=project, env=env).stdout
@@ -75,11 +87,20 @@ def test_a_project_installs_sgpfab_inits_and_deploys(slot_factory, tmp_path):
 
     # The team's edit: its hosts (the sandbox fleet), its health check, its secret, and its own
     # tooling (the tasks.py of docs/api.md) kept out of releases.
-    inv.update(ssh_config=str(s.fleet.ssh_config), known_hosts=str(s.fleet.known_hosts),
-               hosts={h.name: None for h in s.fleet.hosts[:3]},  # staging1, prod1, prod2: enough for waves
-               groups={"staging": ["staging1"], "prod": [h.name for h in s.fleet.hosts[1:3]]})
-    app.update(api_root=s.api_root, service=s.service, port=s.port, env=reference["env"],
-               health={**reference["health"], "timeout": 40}, exclude=[*app["exclude"], "/tasks.py"])
+    inv.update(
+        ssh_config=str(s.fleet.ssh_config),
+        known_hosts=str(s.fleet.known_hosts),
+        hosts={h.name: None for h in s.fleet.hosts[:3]},  # staging1, prod1, prod2: enough for waves
+        groups={"staging": ["staging1"], "prod": [h.name for h in s.fleet.hosts[1:3]]},
+    )
+    app.update(
+        api_root=s.api_root,
+        service=s.service,
+        port=s.port,
+        env=reference["env"],
+        health={**reference["health"], "timeout": 40},
+        exclude=[*app["exclude"], "/tasks.py"],
+    )
     (project / "hosts" / "fleet.yaml").write_text(yaml.safe_dump(inv, sort_keys=False))
 
     r = run(str(bin_ / "fab"), "-H", "staging1", "deploy", "--version", "1.0.0", cwd=project, env=env, timeout=900)
@@ -91,19 +112,29 @@ def test_a_project_installs_sgpfab_inits_and_deploys(slot_factory, tmp_path):
     assert code == 201 and job is not None
     released = s.ssh("staging1", f"ls -A {s.api_root}/releases/current/").split()
     assert "tasks_app" in released
-    assert not {"hosts", "dist", "fabfile.py", "fabric.yaml", "tasks.py"} & set(released), released  # tooling stays home
+    assert not {"hosts", "dist", "fabfile.py", "fabric.yaml", "tasks.py"} & set(released), (
+        released
+    )  # tooling stays home
     assert s.current("prod1") is None  # only the -H host changed
 
     # docs/api.md's Invoke tasks, as written there, with this venv's `inv`.
     (project / "tasks.py").write_text(docs_example())
     r = run(str(bin_ / "inv"), "health", "--hosts", "staging1", cwd=project, env=env)
     assert r.stdout.split() == ["staging1", "1.0.0", "healthy"], r.stdout
-    bad = subprocess.run([str(bin_ / "inv"), "health", "--hosts", "nope"], cwd=project, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [str(bin_ / "inv"), "health", "--hosts", "nope"],
+        cwd=project,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1 and bad.stderr.startswith("error: ") and "nope" in bad.stderr, bad.stderr
     assert "Traceback" not in bad.stderr
     r = run(str(bin_ / "inv"), "ship", "--version", "1.0.0", cwd=project, env=env, timeout=900)
     assert "staging1: noop 1.0.0 -> 1.0.0" in r.stdout, r.stdout
     assert all(f"{h}: ok - -> 1.0.0" in r.stdout for h in ("prod1", "prod2")), r.stdout
     r = run(str(bin_ / "inv"), "health", cwd=project, env=env)
-    assert sorted(r.stdout.splitlines()) == [f"{h.name} 1.0.0 healthy" for h in sorted(s.fleet.hosts[:3], key=lambda h: h.name)]
+    assert sorted(r.stdout.splitlines()) == [
+        f"{h.name} 1.0.0 healthy" for h in sorted(s.fleet.hosts[:3], key=lambda h: h.name)
+    ]

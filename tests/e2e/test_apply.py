@@ -21,21 +21,47 @@ APPLIED = '\n@app.get("/applied")\ndef applied():\n    return {"release": "%s"}\
 def wheelhouse(tmp_path_factory):
     """sgpfab's wheel and every wheel it needs for the hosts (Debian 12, CPython 3.11, x86_64)."""
     d = tmp_path_factory.mktemp("wheelhouse")
-    subprocess.run([str(ROOT / ".venv" / "bin" / "uv"), "build", "-q", "--wheel", "-o", str(d), str(ROOT)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(ROOT / ".venv" / "bin" / "uv"), "build", "-q", "--wheel", "-o", str(d), str(ROOT)],
+        check=True,
+        capture_output=True,
+    )
     wheel = next(d.glob("sgpfab-*.whl"))
     plats = [a for tag in platform_tags(Target()) for a in ("--platform", tag)]
-    r = subprocess.run([str(ROOT / ".venv" / "bin" / "python"), "-m", "pip", "download", "-q",
-                        "--disable-pip-version-check", "--only-binary=:all:", *plats, "--platform", "linux_x86_64",
-                        "--python-version", "3.11", "--implementation", "cp", "-d", str(d), str(wheel)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            str(ROOT / ".venv" / "bin" / "python"),
+            "-m",
+            "pip",
+            "download",
+            "-q",
+            "--disable-pip-version-check",
+            "--only-binary=:all:",
+            *plats,
+            "--platform",
+            "linux_x86_64",
+            "--python-version",
+            "3.11",
+            "--implementation",
+            "cp",
+            "-d",
+            str(d),
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     return d
 
 
 def copy(slot, src, host, dest):
-    r = subprocess.run(["rsync", "-a", "--delete", "--mkpath", "-e", f"ssh -F {slot.fleet.ssh_config}",
-                        f"{src}/", f"{host}:{dest}/"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        ["rsync", "-a", "--delete", "--mkpath", "-e", f"ssh -F {slot.fleet.ssh_config}", f"{src}/", f"{host}:{dest}/"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
 
 
@@ -45,8 +71,9 @@ def install_sgpfab(slot, host, wheelhouse):
 
 
 def write(slot, host, path, text):
-    subprocess.run(["ssh", "-F", str(slot.fleet.ssh_config), host, f"cat > {path}"], input=text, text=True,
-                   check=True, timeout=60)
+    subprocess.run(
+        ["ssh", "-F", str(slot.fleet.ssh_config), host, f"cat > {path}"], input=text, text=True, check=True, timeout=60
+    )
 
 
 def bundle(slot, version, variant):
@@ -56,8 +83,9 @@ def bundle(slot, version, variant):
 
 def apply(slot, host, version, *flags, sudo=False):
     cmd = f"{'sudo ' if sudo else ''}{VENV}/bin/sgpfab apply ~/bundles/v{version} {' '.join(flags)}"
-    return subprocess.run(["ssh", "-F", str(slot.fleet.ssh_config), host, cmd], capture_output=True, text=True,
-                          timeout=900)
+    return subprocess.run(
+        ["ssh", "-F", str(slot.fleet.ssh_config), host, cmd], capture_output=True, text=True, timeout=900
+    )
 
 
 def test_apply_upgrades_a_deployed_host_and_rolls_a_broken_bundle_back(slot, wheelhouse):
@@ -82,7 +110,8 @@ def test_apply_upgrades_a_deployed_host_and_rolls_a_broken_bundle_back(slot, whe
     assert any(x.endswith("-before-v1.0.1.db") for x in slot.ssh(h, f"sudo ls {slot.api_root}/backups").split())
     # settings were kept, not rewritten; the service still runs as the deploy user
     assert f"DATABASE_URL='sqlite:///{slot.api_root}/shared/db/app.db'" in slot.ssh(
-        h, f"sudo cat {slot.api_root}/shared/config/env")
+        h, f"sudo cat {slot.api_root}/shared/config/env"
+    )
     assert slot.units(h) == [f"{slot.service}-web@v1.0.1.service", f"{slot.service}.socket"]
 
     # The controller sees the same host: releases and the audit log.
@@ -104,8 +133,12 @@ def test_apply_upgrades_a_deployed_host_and_rolls_a_broken_bundle_back(slot, whe
 def test_apply_installs_on_a_host_no_controller_deployed_to(slot, wheelhouse):
     h = slot.hosts[1]
     install_sgpfab(slot, h, wheelhouse)
-    copy(slot, bundle(slot, "1.0.0", slot.variant("v1", append={"sgp_api/main.py": APPLIED % "1.0.0"})), h,
-         "bundles/v1.0.0")
+    copy(
+        slot,
+        bundle(slot, "1.0.0", slot.variant("v1", append={"sgp_api/main.py": APPLIED % "1.0.0"})),
+        h,
+        "bundles/v1.0.0",
+    )
     write(slot, h, "bad.yaml", f"api_root: {slot.api_root}\nport: 99999\n")
     bad = apply(slot, h, "1.0.0", "--config", "bad.yaml")
     assert bad.returncode == 1 and bad.stderr.startswith("error: bad.yaml: apps.sgp.port:"), bad.stderr
@@ -113,8 +146,13 @@ def test_apply_installs_on_a_host_no_controller_deployed_to(slot, wheelhouse):
     missing = apply(slot, h, "1.0.0")
     assert missing.returncode == 1 and "was never deployed to /srv/sgp" in missing.stderr, missing.stderr
 
-    write(slot, h, "app.yaml", f"api_root: {slot.api_root}\nservice: {slot.service}\nport: {slot.port}\n"
-                               "health: {path: /health, timeout: 40}\nenv: {GREETING: hello}\n")
+    write(
+        slot,
+        h,
+        "app.yaml",
+        f"api_root: {slot.api_root}\nservice: {slot.service}\nport: {slot.port}\n"
+        "health: {path: /health, timeout: 40}\nenv: {GREETING: hello}\n",
+    )
     r = apply(slot, h, "1.0.0", "--config", "app.yaml")
     assert r.returncode == 0, r.stdout + r.stderr
     assert slot.current(h) == "v1.0.0" and slot.get_json(h, "/applied") == {"release": "1.0.0"}

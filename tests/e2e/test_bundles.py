@@ -9,7 +9,11 @@ from pathlib import Path
 def test_a_host_the_bundle_does_not_cover_is_refused_before_anything_changes(slot):
     a, b = slot.hosts
     before = [slot.snapshot(h) for h in (a, b)]
-    cases = [([{"glibc": "2.40"}], "glibc 2.36"), ([{"arch": "aarch64"}], "x86_64"), ([{"python": "3.12"}], "Python 3.11")]
+    cases = [
+        ([{"glibc": "2.40"}], "glibc 2.36"),
+        ([{"arch": "aarch64"}], "x86_64"),
+        ([{"python": "3.12"}], "Python 3.11"),
+    ]
     for i, (target, says) in enumerate(cases):
         slot.configure(targets=target)
         slot.dist = slot.tmp / f"dist-{i}"
@@ -28,9 +32,16 @@ def test_a_host_the_bundle_does_not_cover_is_refused_before_anything_changes(slo
 
 def test_the_apps_python_requirement_and_the_hosts_interpreter(slot):
     a, b = slot.hosts
-    needs_312 = slot.variant("py312", files={"pyproject.toml": (Path(slot.app_config["source"], "pyproject.toml")
-                                                                .read_text().replace('requires-python = ">=3.11"',
-                                                                                     'requires-python = ">=3.12"'))})
+    needs_312 = slot.variant(
+        "py312",
+        files={
+            "pyproject.toml": (
+                Path(slot.app_config["source"], "pyproject.toml")
+                .read_text()
+                .replace('requires-python = ">=3.11"', 'requires-python = ">=3.12"')
+            )
+        },
+    )
     r = slot.fab("bundle", "--version", "1.0.0", "--source", str(needs_312), ok=False)
     assert "the app requires Python >=3.12, but target cp311-x86_64-glibc2.36 has Python 3.11" in r.stderr, r.stderr
     # A per-host interpreter path: one that does not exist is refused before anything changes.
@@ -48,21 +59,28 @@ def test_the_apps_python_requirement_and_the_hosts_interpreter(slot):
 
 def test_plan_lists_what_the_bundle_leaves_out(slot):
     h = slot.hosts[0]
-    src = slot.variant("files", files={
-        ".env": "SECRET=local-only\n",
-        ".gitignore": "media/\nnotes/\n*.sqlite3\n",
-        "media/fixtures/logo.png": b"\x89PNG fixture",
-        "notes/todo.txt": "private notes",
-        "local.sqlite3": b"SQLite",
-    })
+    src = slot.variant(
+        "files",
+        files={
+            ".env": "SECRET=local-only\n",
+            ".gitignore": "media/\nnotes/\n*.sqlite3\n",
+            "media/fixtures/logo.png": b"\x89PNG fixture",
+            "notes/todo.txt": "private notes",
+            "local.sqlite3": b"SQLite",
+        },
+    )
     slot.configure(include=["media/fixtures/"], exclude=["docs-draft/"], source=str(src))
     (src / "docs-draft").mkdir()
     (src / "docs-draft" / "wip.md").write_text("draft")
     out = slot.fab("-H", h, "plan", "--version", "1.0.0").stdout
     left_out = re.search(r"left out of the bundle \((\d+)\): (.*)", out)
     assert left_out, out
-    for item in (".env (never bundled)", "notes/todo.txt (.gitignore)", "local.sqlite3 (.gitignore)",
-                 "docs-draft/wip.md (exclude pattern)"):
+    for item in (
+        ".env (never bundled)",
+        "notes/todo.txt (.gitignore)",
+        "local.sqlite3 (.gitignore)",
+        "docs-draft/wip.md (exclude pattern)",
+    ):
         assert item in left_out.group(2), left_out.group(2)
     files = (slot.dist / "sgp/releases/v1.0.0/manifest.json").read_text()
     assert "media/fixtures/logo.png" in files, "an include pattern keeps what .gitignore would drop"

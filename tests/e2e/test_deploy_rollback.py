@@ -17,7 +17,9 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
     first = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.4")
     for h in (a, b):
         # a first deploy says how far each host's upload has got (the wheels are megabytes)
-        assert re.search(rf"{h}\b.*uploading wheels: [1-9][\d.]* MB \(100%\)", first.stdout + first.stderr), first.stdout
+        assert re.search(rf"{h}\b.*uploading wheels: [1-9][\d.]* MB \(100%\)", first.stdout + first.stderr), (
+            first.stdout
+        )
         assert slot.http(h, "/health")[0] == 200
         assert slot.post_json(h, "/items", {"name": f"written-under-1.0.4-on-{h}"})[0] == 201
     changed = slot.variant("v2", append={"sgp_api/main.py": "# 1.0.5"})
@@ -31,7 +33,8 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
         # settings are private to the service user; the processes never run as root
         assert slot.ssh(h, f"sudo stat -c '%a %U' {slot.api_root}/shared/config/env").split() == ["600", "deploy"]
         assert f"DATABASE_URL='sqlite:///{slot.api_root}/shared/db/app.db'" in slot.ssh(
-            h, f"sudo cat {slot.api_root}/shared/config/env")
+            h, f"sudo cat {slot.api_root}/shared/config/env"
+        )
         users = slot.ssh(h, f"ps -o user= -p $(systemctl show -p MainPID --value {slot.service}-web@v1.0.5)").split()
         assert users == ["deploy"]
         assert slot.units(h) == [f"{slot.service}-web@v1.0.5.service", f"{slot.service}.socket"]
@@ -71,12 +74,18 @@ def test_a_release_whose_health_check_fails_is_refused_fast(slot):
     """A deterministic failure (the app answers 500) does not wait out the whole timeout."""
     h = slot.hosts[1]
     slot.fab("-H", h, "deploy", "--version", "1.0.0")
-    sick = slot.variant("sick", append={"sgp_api/main.py": (
-        "from fastapi import Response\n"
-        "app.router.routes = [r for r in app.router.routes if getattr(r, 'path', '') != '/health']\n"
-        "@app.get('/health')\n"
-        "def sick():\n"
-        "    return Response('database on fire', status_code=500)\n")})
+    sick = slot.variant(
+        "sick",
+        append={
+            "sgp_api/main.py": (
+                "from fastapi import Response\n"
+                "app.router.routes = [r for r in app.router.routes if getattr(r, 'path', '') != '/health']\n"
+                "@app.get('/health')\n"
+                "def sick():\n"
+                "    return Response('database on fire', status_code=500)\n"
+            )
+        },
+    )
     slot.configure(health={"path": "/health", "timeout": 120})
     r = slot.fab("-H", h, "deploy", "--version", "1.0.1", "--source", str(sick), "--json", ok=False)
     doc = __import__("json").loads(r.stdout)

@@ -2,11 +2,11 @@
 
 import re
 
-FAILS_ON_PROD2 = '''
+FAILS_ON_PROD2 = """
 import socket as _socket
 if _socket.gethostname() == "prod2":
     raise RuntimeError("this release cannot start on prod2")
-'''
+"""
 
 
 def _versions(slot):
@@ -20,22 +20,35 @@ def test_wave_rollout_stops_at_the_failure_limit_and_leaves_every_host_healthy(s
     bad = slot.variant("fails_on_prod2", append={"sgp_api/main.py": FAILS_ON_PROD2})
     slot.fab("bundle", "--version", "1.0.1", "--source", str(bad))
 
-    r = slot.fab("-H", hosts, "deploy", "--bundle", "1.0.1", "--waves", "1,50%,100%", "--parallel", "2",
-                 "--max-fail", "0", ok=False)
+    r = slot.fab(
+        "-H",
+        hosts,
+        "deploy",
+        "--bundle",
+        "1.0.1",
+        "--waves",
+        "1,50%,100%",
+        "--parallel",
+        "2",
+        "--max-fail",
+        "0",
+        ok=False,
+    )
     assert r.returncode == 2, "partial: scripts can tell"
     assert "-- wave 1/3: staging1" in r.stdout and "-- wave 3/3: prod2, prod3" in r.stdout
     assert "stopped after wave 3" in r.stdout
     assert _versions(slot) == dict.fromkeys(slot.all_hosts, "1.0.0"), "every host on a known version"
     for h in slot.all_hosts:
         assert slot.http(h, "/health")[0] == 200
-    summary = r.stdout[r.stdout.index("deploy sgp 1.0.1"):]
+    summary = r.stdout[r.stdout.index("deploy sgp 1.0.1") :]
     for h in ("staging1", "prod1", "prod3"):
         assert re.search(rf"{h}\W+undone\W+1\.0\.0\W+1\.0\.0\W.*undone: back on 1\.0\.0", summary), summary
     assert re.search(r"prod2\W+FAILED\W+1\.0\.0\W+1\.0\.0", summary), summary
 
     # Within a budget of one failure the rollout goes on, and only prod2 stays behind.
-    r = slot.fab("-H", hosts, "deploy", "--bundle", "1.0.1", "--waves", "1,100%", "--parallel", "3",
-                 "--max-fail", "1", ok=False)
+    r = slot.fab(
+        "-H", hosts, "deploy", "--bundle", "1.0.1", "--waves", "1,100%", "--parallel", "3", "--max-fail", "1", ok=False
+    )
     assert r.returncode == 2 and "stopped" not in r.stdout
     assert _versions(slot) == {"staging1": "1.0.1", "prod1": "1.0.1", "prod2": "1.0.0", "prod3": "1.0.1"}
     status = slot.fab("-H", hosts, "status", ok=False)
@@ -45,11 +58,22 @@ def test_wave_rollout_stops_at_the_failure_limit_and_leaves_every_host_healthy(s
 def test_fleet_rollback_in_waves(slot):
     prod = "prod"  # a group: prod1, prod2, prod3
     slot.fab("-H", prod, "deploy", "--version", "3.0.0", "--parallel", "3")
-    slot.fab("-H", prod, "deploy", "--version", "3.1.0", "--parallel", "3",
-             "--source", str(slot.variant("v31", append={"sgp_api/main.py": "#"})))
+    slot.fab(
+        "-H",
+        prod,
+        "deploy",
+        "--version",
+        "3.1.0",
+        "--parallel",
+        "3",
+        "--source",
+        str(slot.variant("v31", append={"sgp_api/main.py": "#"})),
+    )
     r = slot.fab("-H", prod, "rollback", "--waves", "1,100%", "--parallel", "2", "--soak", "1")
     assert "-- wave 2/2: prod2, prod3" in r.stdout and "-- soaking 1s before the next wave" in r.stdout
-    assert {h: _versions(slot)[h] for h in ("prod1", "prod2", "prod3")} == dict.fromkeys(("prod1", "prod2", "prod3"), "3.0.0")
+    assert {h: _versions(slot)[h] for h in ("prod1", "prod2", "prod3")} == dict.fromkeys(
+        ("prod1", "prod2", "prod3"), "3.0.0"
+    )
 
 
 def test_promotion_deploys_exactly_the_staging_build_and_refuses_a_mismatch(slot, tmp_path):
@@ -75,17 +99,27 @@ def test_promotion_deploys_exactly_the_staging_build_and_refuses_a_mismatch(slot
 def test_plan_shows_what_would_happen_and_changes_nothing(slot):
     a, b = slot.hosts
     slot.fab("-H", a, "deploy", "--version", "1.0.0")
-    tags = slot.variant("tags", files={"migrations/versions/0002_tags.py": (
-        '"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\ndown_revision = "0001"\n'
-        'branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.create_table("tag", sa.Column("id",'
-        ' sa.Integer, primary_key=True))\n\n\ndef downgrade():\n    op.drop_table("tag")\n')})
+    tags = slot.variant(
+        "tags",
+        files={
+            "migrations/versions/0002_tags.py": (
+                '"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\ndown_revision = "0001"\n'
+                'branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.create_table("tag", sa.Column("id",'
+                ' sa.Integer, primary_key=True))\n\n\ndef downgrade():\n    op.drop_table("tag")\n'
+            )
+        },
+    )
     before = [slot.snapshot(h) for h in (a, b)]
     r = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.1.0", "--source", str(tags), "--dry-run")
     assert "nothing changed" in r.stdout
-    assert re.search(rf"{a}\W+\S+\W+1\.0\.0\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ kB \(\d+/\d+ wheels\)\W+1 new: 0002",
-                     r.stdout), r.stdout
-    assert re.search(rf"{b}\W+\S+\W+-\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ MB \((\d+)/\1 wheels\)\W+2 new: 0001, 0002",
-                     r.stdout), r.stdout
+    assert re.search(
+        rf"{a}\W+\S+\W+1\.0\.0\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ kB \(\d+/\d+ wheels\)\W+1 new: 0002",
+        r.stdout,
+    ), r.stdout
+    assert re.search(
+        rf"{b}\W+\S+\W+-\W+1\.1\.0\W+upload, build, switch\W+up to [\d.]+ MB \((\d+)/\1 wheels\)\W+2 new: 0001, 0002",
+        r.stdout,
+    ), r.stdout
     assert [slot.snapshot(h) for h in (a, b)] == before
     r = slot.fab("-H", a, "plan", "--version", "1.0.0")
     assert "nothing (already active)" in r.stdout

@@ -25,11 +25,21 @@ def test_several_apps_in_one_inventory_are_separate(slot_factory):
     assert "several apps" in r.stderr and "--app" in r.stderr
     s.fab("-H", h, "deploy", "--app", "tasks", "--version", "1.0.0")
     s.fab("-H", h, "deploy", "--app", "blog", "--version", "1.0.0")
-    assert (s.dist / "tasks/releases/v1.0.0").is_dir() and (s.dist / "blog/releases/v1.0.0").is_dir(), \
+    assert (s.dist / "tasks/releases/v1.0.0").is_dir() and (s.dist / "blog/releases/v1.0.0").is_dir(), (
         "bundles are namespaced by app: the same version of two apps never clash"
+    )
     assert s.http(h, "/healthz") == (200, b"ok") and blog.http(h, "/")[0] == 200
-    s.fab("-H", h, "deploy", "--app", "tasks", "--version", "1.0.1", "--source",
-          str(s.variant("v1", append={"tasks_app/views.py": "#"})))
+    s.fab(
+        "-H",
+        h,
+        "deploy",
+        "--app",
+        "tasks",
+        "--version",
+        "1.0.1",
+        "--source",
+        str(s.variant("v1", append={"tasks_app/views.py": "#"})),
+    )
     s.fab("-H", h, "rollback", "--app", "tasks")
     history = s.fab("-H", h, "history", "--app", "blog", "--json").stdout
     records = validated(history)["hosts"][0]["records"]
@@ -51,8 +61,14 @@ def test_settings_and_secrets(tasks_slot, tmp_path):
     secrets_file.write_text(f"tls_key: |\n  {key_text.replace(chr(10), chr(10) + '  ').rstrip()}\n")
     secrets_file.chmod(0o600)
     s.inv["secrets_file"] = str(secrets_file)
-    s.configure(env={"SECRET_KEY": {"secret": "tasks_secret_key"}, "FEATURE": "on", "MEDIA": "{shared}/media",
-                     "TLS_KEY_FILE": {"secret_file": "tls_key"}})
+    s.configure(
+        env={
+            "SECRET_KEY": {"secret": "tasks_secret_key"},
+            "FEATURE": "on",
+            "MEDIA": "{shared}/media",
+            "TLS_KEY_FILE": {"secret_file": "tls_key"},
+        }
+    )
     s.inv["groups"]["prod"] = {"hosts": s.inv["groups"]["prod"], "apps": {"tasks": {"env": {"FEATURE": "off"}}}}
     s.configure_host(b, apps={"tasks": {"env": {"ONLY_HERE": "yes"}}})
     secret = s.env["SGPFAB_SECRET_TASKS_SECRET_KEY"]
@@ -64,16 +80,20 @@ def test_settings_and_secrets(tasks_slot, tmp_path):
     assert secret not in out
     env = s.ssh(b, f"sudo cat {s.api_root}/shared/config/env")
     assert f"SECRET_KEY='{secret}'" in env and "FEATURE='off'" in env and f"MEDIA='{s.api_root}/shared/media'" in env
-    assert s.ssh(b, f"sudo stat -c '%a %U' {s.api_root}/shared/config/env {s.api_root}/shared/config/files/tls_key"
-                 ).split() == ["600", "deploy", "600", "deploy"]
+    assert s.ssh(
+        b, f"sudo stat -c '%a %U' {s.api_root}/shared/config/env {s.api_root}/shared/config/files/tls_key"
+    ).split() == ["600", "deploy", "600", "deploy"]
     assert s.ssh(b, f"sudo cat {s.api_root}/shared/config/files/tls_key") == key_text
     shown = s.fab("-H", b, "exec", "--command", 'echo "$FEATURE $ONLY_HERE"; cat "$TLS_KEY_FILE" | head -1').stdout
     assert "off yes" in shown and "BEGIN PRIVATE KEY" in shown, "every process of the release sees them"
-    where = (f"sudo cat /etc/systemd/system/{s.service}-*; sudo cat {s.api_root}/.sgpfab/audit.jsonl;"
-             f" sudo journalctl --no-pager -o cat; ps -eo args; sudo cat {s.api_root}/releases/v1.0.0/.sgpfab/run/*")
+    where = (
+        f"sudo cat /etc/systemd/system/{s.service}-*; sudo cat {s.api_root}/.sgpfab/audit.jsonl;"
+        f" sudo journalctl --no-pager -o cat; ps -eo args; sudo cat {s.api_root}/releases/v1.0.0/.sgpfab/run/*"
+    )
     assert secret not in s.ssh(b, where), "never in a unit, the audit log, a log or a process list"
     assert not list(s.dist.rglob("*.env")) and secret.encode() not in b"".join(
-        p.read_bytes() for p in s.dist.rglob("*") if p.is_file()), "never in a bundle"
+        p.read_bytes() for p in s.dist.rglob("*") if p.is_file()
+    ), "never in a bundle"
 
     listing = validated(s.fab("-H", b, "settings", "--json").stdout)["hosts"][0]
     assert listing["env"]["SECRET_KEY"] == "********" and listing["env"]["FEATURE"] == "off"
@@ -119,15 +139,31 @@ def test_logs_and_one_off_commands(tasks_slot):
     out, err = follow.communicate(timeout=30)
     assert "result='dewollof'" in out and "Traceback" not in err
 
-    r = validated(s.fab("-H", f"{a},{b}", "exec", "--parallel", "2", "--json", "--command",
-                        "flask --app tasks_app db current 2>/dev/null | tail -1; id -un; test $(hostname) != prod1",
-                        ok=None).stdout)
+    r = validated(
+        s.fab(
+            "-H",
+            f"{a},{b}",
+            "exec",
+            "--parallel",
+            "2",
+            "--json",
+            "--command",
+            "flask --app tasks_app db current 2>/dev/null | tail -1; id -un; test $(hostname) != prod1",
+            ok=None,
+        ).stdout
+    )
     by_host = {o["host"]: o for o in r["outcomes"]}
     assert by_host[a]["status"] == "ok" and "0001 (head)" in by_host[a]["message"] and "deploy" in by_host[a]["message"]
     assert by_host[b]["status"] == "failed" and by_host[b]["message"].startswith("exit 1"), by_host
     # Interactively on a terminal (one host): a shell in the release's environment.
-    p = subprocess.run(["script", "-qec", f"{s.fab_path} -H {a} exec --tty --command 'tty; echo $VIRTUAL_ENV'",
-                        "/dev/null"], capture_output=True, text=True, timeout=120, env=s._env(), cwd=s.cwd)
+    p = subprocess.run(
+        ["script", "-qec", f"{s.fab_path} -H {a} exec --tty --command 'tty; echo $VIRTUAL_ENV'", "/dev/null"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=s._env(),
+        cwd=s.cwd,
+    )
     assert "/dev/pts/" in p.stdout and f"{s.api_root}/releases/v1.0.0/.venv" in p.stdout, p.stdout + p.stderr
     r = s.fab("-H", f"{a},{b}", "exec", "--tty", "--command", "sh", ok=False)
     assert "one host" in r.stderr
@@ -135,19 +171,32 @@ def test_logs_and_one_off_commands(tasks_slot):
 
 def test_every_json_document_matches_the_schema(slot):
     a, b = slot.hosts
-    docs = [slot.fab("-H", a, "deploy", "--version", "1.0.0", "--json").stdout,
-            slot.fab("-H", f"{a},{b}", "plan", "--version", "1.0.1", "--json").stdout,
-            slot.fab("-H", a, "deploy", "--version", "1.0.1", "--json").stdout,
-            slot.fab("-H", f"{a},{b}", "list", "--json").stdout,
-            slot.fab("-H", f"{a},{b}", "status", "--json", ok=None).stdout,
-            slot.fab("-H", a, "history", "--json").stdout,
-            slot.fab("-H", a, "list-backups", "--json").stdout,
-            slot.fab("-H", a, "settings", "--json").stdout,
-            slot.fab("-H", a, "rollback", "--json").stdout,
-            slot.fab("-H", b, "rollback", "--json", ok=False).stdout,
-            slot.fab("-H", "ghost", "status", "--json", ok=False).stdout]
+    docs = [
+        slot.fab("-H", a, "deploy", "--version", "1.0.0", "--json").stdout,
+        slot.fab("-H", f"{a},{b}", "plan", "--version", "1.0.1", "--json").stdout,
+        slot.fab("-H", a, "deploy", "--version", "1.0.1", "--json").stdout,
+        slot.fab("-H", f"{a},{b}", "list", "--json").stdout,
+        slot.fab("-H", f"{a},{b}", "status", "--json", ok=None).stdout,
+        slot.fab("-H", a, "history", "--json").stdout,
+        slot.fab("-H", a, "list-backups", "--json").stdout,
+        slot.fab("-H", a, "settings", "--json").stdout,
+        slot.fab("-H", a, "rollback", "--json").stdout,
+        slot.fab("-H", b, "rollback", "--json", ok=False).stdout,
+        slot.fab("-H", "ghost", "status", "--json", ok=False).stdout,
+    ]
     kinds = [validated(d)["kind"] for d in docs]
-    assert kinds == ["rollout", "plan", "rollout", "releases", "status", "history", "backups", "settings", "rollout",
-                     "error", "error"]
+    assert kinds == [
+        "rollout",
+        "plan",
+        "rollout",
+        "releases",
+        "status",
+        "history",
+        "backups",
+        "settings",
+        "rollout",
+        "error",
+        "error",
+    ]
     status = json.loads(docs[4])
     assert status["exit_code"] == 2 and "drift" in status["drift"]

@@ -9,10 +9,12 @@ from support.e2e import Writer
 
 from sgpfab.sandbox import fleet as sandbox
 
-TAGS_MIGRATION = ('"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\n'
-                  'down_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n'
-                  '    op.create_table("tag", sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
-                  'def downgrade():\n    op.drop_table("tag")\n')
+TAGS_MIGRATION = (
+    '"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\n'
+    'down_revision = "0001"\nbranch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n'
+    '    op.create_table("tag", sa.Column("id", sa.Integer, primary_key=True))\n\n\n'
+    'def downgrade():\n    op.drop_table("tag")\n'
+)
 
 
 def use_postgres(slot, db_host: str, listen_all: bool = False) -> dict:
@@ -21,14 +23,13 @@ def use_postgres(slot, db_host: str, listen_all: bool = False) -> dict:
     password = "p" + secrets.token_hex(12)
     db = sandbox.create_database(slot.fleet, db_host, f"app{slot.n}", f"app{slot.n}", password)
     address = "127.0.0.1" if not listen_all else db["ip"]
-    slot.env["SGPFAB_SECRET_SGP_DB_URL"] = (f"postgresql+psycopg://{db['user']}:{password}@{address}:5432/"
-                                            f"{db['dbname']}")
+    slot.env["SGPFAB_SECRET_SGP_DB_URL"] = f"postgresql+psycopg://{db['user']}:{password}@{address}:5432/{db['dbname']}"
     slot.configure(database={"engine": "postgresql"}, env={"DATABASE_URL": {"secret": "sgp_db_url"}})
     return {**db, "password": password}
 
 
 def psql(slot, db_host, db, sql):
-    return slot.ssh(db_host, f"sudo -u postgres psql -X -At -d {db['dbname']} -c \"{sql}\"")
+    return slot.ssh(db_host, f'sudo -u postgres psql -X -At -d {db["dbname"]} -c "{sql}"')
 
 
 def tables(slot, db_host, db):
@@ -57,26 +58,33 @@ def test_postgres_backup_migrate_rollback_and_restore(slot):
 
     slot.fab("-H", h, "rollback", "--db", "restore")
     assert slot.current(h) == "v1.0.0"
-    assert names(slot, h, db) == {"one"} and tables(slot, h, db) == {"alembic_version", "item"}, \
+    assert names(slot, h, db) == {"one"} and tables(slot, h, db) == {"alembic_version", "item"}, (
         "a full restore: the table the newer release created is gone too"
-    saved = sorted(re.findall(r"app-\d{8}T\d{12}Z-before-rollback-to-v1\.0\.0\.dump",
-                              slot.fab("-H", h, "list-backups").stdout))[-1]
+    )
+    saved = sorted(
+        re.findall(r"app-\d{8}T\d{12}Z-before-rollback-to-v1\.0\.0\.dump", slot.fab("-H", h, "list-backups").stdout)
+    )[-1]
     slot.fab("-H", h, "restore", "--backup", saved)  # the newer data, saved before the rollback
     assert names(slot, h, db) == {"one", "two"}
     slot.fab("-H", h, "restore", "--backup", sorted(d for d in dumps if d.endswith("-before-v1.1.0.dump"))[-1])
     assert names(slot, h, db) == {"one"}
 
     # A failing migration switches nothing and the database stays as it was.
-    bad = slot.variant("bad", files={"migrations/versions/0002_tags.py": TAGS_MIGRATION.replace(
-        'op.create_table("tag"', 'op.execute("select no_such_function()")\n    op.create_table("tag"')})
+    bad = slot.variant(
+        "bad",
+        files={
+            "migrations/versions/0002_tags.py": TAGS_MIGRATION.replace(
+                'op.create_table("tag"', 'op.execute("select no_such_function()")\n    op.create_table("tag"'
+            )
+        },
+    )
     r = slot.fab("-H", h, "deploy", "--version", "1.2.0", "--source", str(bad), ok=False)
     assert "release command 'alembic upgrade head' of 1.2.0 failed" in r.stdout and "no_such_function" in r.stdout
     assert slot.current(h) == "v1.0.0" and tables(slot, h, db) == {"alembic_version", "item"}
 
     # The password is nowhere: not in what fab printed, the audit log, the journal or a process list.
     out = slot.fab("-H", h, "history").stdout + r.stdout + r.stderr
-    logs = slot.ssh(h, f"sudo journalctl --no-pager -o cat; sudo cat {slot.api_root}/.sgpfab/audit.jsonl;"
-                       " ps -eo args")
+    logs = slot.ssh(h, f"sudo journalctl --no-pager -o cat; sudo cat {slot.api_root}/.sgpfab/audit.jsonl; ps -eo args")
     assert db["password"] not in out and db["password"] not in logs
 
 
@@ -91,8 +99,11 @@ def test_no_acknowledged_write_is_lost_through_a_postgres_restore(slot):
     assert len(w.acked) > 50
     saved = sorted(re.findall(r"app-\d{8}T\d{12}Z-before-restore\.dump", slot.fab("-H", h, "list-backups").stdout))[-1]
     scratch = f"scratch{slot.n}"
-    slot.ssh(h, f"sudo -u postgres createdb {scratch} && sudo cat {slot.api_root}/backups/{saved}"
-                f" | sudo -u postgres pg_restore --no-owner -d {scratch}")
+    slot.ssh(
+        h,
+        f"sudo -u postgres createdb {scratch} && sudo cat {slot.api_root}/backups/{saved}"
+        f" | sudo -u postgres pg_restore --no-owner -d {scratch}",
+    )
     kept = set(slot.ssh(h, f"sudo -u postgres psql -X -At -d {scratch} -c 'select name from item'").split())
     live = names(slot, h, db)
     lost = [n for n in w.acked if n not in live and n not in kept]

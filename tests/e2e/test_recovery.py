@@ -7,8 +7,18 @@ import signal
 import pytest
 
 # Every boundary between the round trips a deploy and a rollback make (see deploy.py, activate.py).
-DEPLOY_STEPS = ["prepare", "lock", "upload", "built", "staged", "hook 1", "web started", "processes started", "gate",
-                "switched"]
+DEPLOY_STEPS = [
+    "prepare",
+    "lock",
+    "upload",
+    "built",
+    "staged",
+    "hook 1",
+    "web started",
+    "processes started",
+    "gate",
+    "switched",
+]
 ROLLBACK_STEPS = ["backup", "web started", "processes started", "gate", "switched"]
 
 
@@ -44,8 +54,9 @@ def test_deploy_killed_at_every_step_is_finished_by_a_plain_rerun(tasks_slot, st
         assert s.current(h) == new, r.stdout
         _serving(s, h, {new})
         units = s.units(h)
-        assert units == sorted([f"{s.service}-web@{new}.service", f"{s.service}-worker@{new}.service",
-                                f"{s.service}.socket"]), (step, units)
+        assert units == sorted(
+            [f"{s.service}-web@{new}.service", f"{s.service}-worker@{new}.service", f"{s.service}.socket"]
+        ), (step, units)
         assert s.ssh(h, f"ls {s.api_root}/.sgpfab/journal.json 2>/dev/null || true").strip() == ""
 
 
@@ -59,8 +70,9 @@ def test_rollback_killed_at_every_step_is_finished_by_a_plain_rerun(tasks_slot):
         _serving(s, h, {"v1.0.0", "v1.0.1"})
         s.fab("-H", h, "rollback", "--version", "1.0.0")
         _serving(s, h, {"v1.0.0"})
-        assert s.units(h) == sorted([f"{s.service}-web@v1.0.0.service", f"{s.service}-worker@v1.0.0.service",
-                                     f"{s.service}.socket"]), step
+        assert s.units(h) == sorted(
+            [f"{s.service}-web@v1.0.0.service", f"{s.service}-worker@v1.0.0.service", f"{s.service}.socket"]
+        ), step
         s.fab("-H", h, "deploy", "--bundle", "1.0.1")  # back to 1.0.1 for the next step
         _serving(s, h, {"v1.0.1"})
 
@@ -75,7 +87,8 @@ def test_a_killed_run_left_half_done_is_recovered_by_any_other_command(tasks_slo
     assert s.ssh(h, f"test -f {s.api_root}/.sgpfab/journal.json && echo yes").strip() == "yes"
     r = s.fab("-H", h, "cleanup", "--keep", "5")
     assert s.current(h) == "v1.0.0" and s.ssh(h, f"ls {s.api_root}/.sgpfab/journal.json 2>/dev/null || true") == ""
-    assert s.units(h) == sorted([f"{s.service}-web@v1.0.0.service", f"{s.service}-worker@v1.0.0.service",
-                                 f"{s.service}.socket"]), r.stdout
+    assert s.units(h) == sorted(
+        [f"{s.service}-web@v1.0.0.service", f"{s.service}-worker@v1.0.0.service", f"{s.service}.socket"]
+    ), r.stdout
     history = s.fab("-H", h, "history").stdout
     assert "recover" in history and "undone" in history

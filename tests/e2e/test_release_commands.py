@@ -13,7 +13,7 @@ def runs(slot, h) -> list[str]:
 def test_a_release_command_runs_only_when_its_files_changed(slot):
     h = slot.hosts[0]
     # the migration itself, then a marker that proves the command ran, in the service user's shared/db
-    command = f"alembic upgrade head && echo \"$(basename \"$(pwd)\")\" >> {slot.api_root}/shared/db/hook-runs"
+    command = f'alembic upgrade head && echo "$(basename "$(pwd)")" >> {slot.api_root}/shared/db/hook-runs'
     slot.configure(release=[{"command": command, "when_changed": WHEN}])
 
     first = slot.fab("-H", h, "deploy", "--version", "1.0.0")
@@ -23,8 +23,9 @@ def test_a_release_command_runs_only_when_its_files_changed(slot):
 
     # an unrelated one-line change: the plan says skip, the deploy skips and says why
     unrelated = slot.variant("unrelated", append={"sgp_api/main.py": "# 1.0.1"})
-    plan = json.loads(slot.fab("-H", h, "deploy", "--version", "1.0.1", "--source", str(unrelated),
-                               "--dry-run", "--json").stdout)
+    plan = json.loads(
+        slot.fab("-H", h, "deploy", "--version", "1.0.1", "--source", str(unrelated), "--dry-run", "--json").stdout
+    )
     decision = plan["rows"][0]["release_decisions"][0]
     assert decision["run"] is False and "since 1.0.0" in decision["reason"], decision
     second = slot.fab("-H", h, "deploy", "--version", "1.0.1", "--source", str(unrelated), "--json")
@@ -36,8 +37,9 @@ def test_a_release_command_runs_only_when_its_files_changed(slot):
 
     # a changed migration file: it runs again
     migration = slot.variant("migration", append={"sgp_api/main.py": "# 1.0.2", "migrations/env.py": "# 1.0.2"})
-    plan = json.loads(slot.fab("-H", h, "deploy", "--version", "1.0.2", "--source", str(migration),
-                               "--dry-run", "--json").stdout)
+    plan = json.loads(
+        slot.fab("-H", h, "deploy", "--version", "1.0.2", "--source", str(migration), "--dry-run", "--json").stdout
+    )
     assert plan["rows"][0]["release_decisions"][0]["run"] is True
     third = slot.fab("-H", h, "deploy", "--version", "1.0.2", "--source", str(migration))
     assert "release command 1/1: alembic upgrade head" in third.stdout + third.stderr
@@ -46,7 +48,14 @@ def test_a_release_command_runs_only_when_its_files_changed(slot):
 
     # the bundle of the active release is gone from the controller: in doubt, it runs
     (slot.dist / "sgp" / "releases" / "v1.0.2" / "manifest.json").unlink()
-    fourth = slot.fab("-H", h, "deploy", "--version", "1.0.3", "--source",
-                      str(slot.variant("again", append={"sgp_api/main.py": "# 1.0.3"})))
+    fourth = slot.fab(
+        "-H",
+        h,
+        "deploy",
+        "--version",
+        "1.0.3",
+        "--source",
+        str(slot.variant("again", append={"sgp_api/main.py": "# 1.0.3"})),
+    )
     assert "is not in" in fourth.stdout + fourth.stderr
     assert runs(slot, h) == ["v1.0.0", "v1.0.2", "v1.0.3"]

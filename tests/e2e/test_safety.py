@@ -19,15 +19,23 @@ from support.e2e import Writer
 
 
 # -- hostile values never reach a host --------------------------------------------------------
-@pytest.mark.parametrize("setting,value", [
-    ("processes", {"web": {"server": "uvicorn", "app": "sgp_api.main:app\nExecStartPre=+/bin/touch /tmp/pwned"}}),
-    ("processes", {"web": {"server": "uvicorn", "app": "sgp_api.main:app"},
-                   "worker": "python -m x\nExecStartPre=+/bin/touch /tmp/pwned"}),
-    ("release", ["alembic upgrade head\r\nExecStartPre=+/bin/touch /tmp/pwned"]),
-    ("env", {"DEBUG": "0\nExecStartPre=+/bin/touch /tmp/pwned"}),
-    ("service", "e2e\nExecStartPre=+touch"),
-    ("run_as", "root"),
-])
+@pytest.mark.parametrize(
+    "setting,value",
+    [
+        ("processes", {"web": {"server": "uvicorn", "app": "sgp_api.main:app\nExecStartPre=+/bin/touch /tmp/pwned"}}),
+        (
+            "processes",
+            {
+                "web": {"server": "uvicorn", "app": "sgp_api.main:app"},
+                "worker": "python -m x\nExecStartPre=+/bin/touch /tmp/pwned",
+            },
+        ),
+        ("release", ["alembic upgrade head\r\nExecStartPre=+/bin/touch /tmp/pwned"]),
+        ("env", {"DEBUG": "0\nExecStartPre=+/bin/touch /tmp/pwned"}),
+        ("service", "e2e\nExecStartPre=+touch"),
+        ("run_as", "root"),
+    ],
+)
 def test_hostile_inventory_values_are_refused_before_any_host_changes(slot, setting, value):
     h = slot.hosts[0]
     slot.fab("-H", h, "deploy", "--version", "1.0.0")
@@ -77,8 +85,7 @@ def test_changed_bundle_metadata_is_refused_by_deploy_and_promote(slot):
     (bundle / "metadata.json").write_text(json.dumps(meta, indent=1, sort_keys=True))
     _resign(bundle)
     before = slot.snapshot(b)
-    for args in (("-H", b, "deploy", "--bundle", "1.0.0"),
-                 ("promote", "--from", a, "--to", b, "--version", "1.0.0")):
+    for args in (("-H", b, "deploy", "--bundle", "1.0.0"), ("promote", "--from", a, "--to", b, "--version", "1.0.0")):
         r = slot.fab(*args, ok=False)
         assert "content digest mismatch" in r.stderr, r.stderr
     assert slot.snapshot(b) == before
@@ -95,8 +102,15 @@ def test_malicious_tar_entries_are_refused_on_the_controller_and_leave_nothing_o
     with tarfile.open(archive, "r:gz") as src, tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as dst:
         for member in src:
             dst.addfile(member, src.extractfile(member) if member.isfile() else None)
-        evil = tarfile.TarInfo({"dotdot": "../../../../tmp/evil.py", "absolute": "/tmp/evil.py",
-                                "symlink": "evil-link", "hardlink": "evil-hard", "device": "evil-dev"}[kind])
+        evil = tarfile.TarInfo(
+            {
+                "dotdot": "../../../../tmp/evil.py",
+                "absolute": "/tmp/evil.py",
+                "symlink": "evil-link",
+                "hardlink": "evil-hard",
+                "device": "evil-dev",
+            }[kind]
+        )
         if kind == "symlink":
             evil.type, evil.linkname = tarfile.SYMTYPE, "/etc/shadow"
         elif kind == "hardlink":
@@ -145,8 +159,11 @@ def test_leftovers_the_host_refused_are_removed_by_cleanup(slot):
     h = slot.hosts[1]
     slot.fab("-H", h, "deploy", "--version", "1.0.0")
     weird = "v1\u0660.0.5"
-    slot.ssh(h, f"mkdir -p '{slot.api_root}/releases/.partial-{weird}' '{slot.api_root}/releases/{weird}'"
-                f" '{slot.api_root}/incoming/{weird}'")
+    slot.ssh(
+        h,
+        f"mkdir -p '{slot.api_root}/releases/.partial-{weird}' '{slot.api_root}/releases/{weird}'"
+        f" '{slot.api_root}/incoming/{weird}'",
+    )
     slot.fab("-H", h, "cleanup", "--keep", "2")
     assert slot.releases(h) == ["current", "v1.0.0"]
     assert slot.ssh(h, f"ls -A {slot.api_root}/incoming").strip() == ""
@@ -154,8 +171,11 @@ def test_leftovers_the_host_refused_are_removed_by_cleanup(slot):
 
 # -- data -----------------------------------------------------------------------------------------
 def _names_in(slot, h, db_path):
-    out = slot.ssh(h, f"sudo python3 -c \"import sqlite3,json; print(json.dumps([r[0] for r in "
-                      f"sqlite3.connect('{db_path}').execute('select name from item')]))\"")
+    out = slot.ssh(
+        h,
+        f'sudo python3 -c "import sqlite3,json; print(json.dumps([r[0] for r in '
+        f"sqlite3.connect('{db_path}').execute('select name from item')]))\"",
+    )
     return set(json.loads(out))
 
 
@@ -176,17 +196,24 @@ def test_restore_and_rollback_with_db_restore_lose_no_acknowledged_write(slot):
 
     # The same through a rollback that crosses a schema change with --db restore.
     new_migration = (Path(slot.app_config["source"]) / "migrations/versions/0001_create_items.py").read_text()
-    tags = slot.variant("tags", files={"migrations/versions/0002_tags.py": (
-        '"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\ndown_revision = "0001"\n'
-        'branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.create_table("tag", sa.Column("id",'
-        ' sa.Integer, primary_key=True))\n\n\ndef downgrade():\n    op.drop_table("tag")\n')})
+    tags = slot.variant(
+        "tags",
+        files={
+            "migrations/versions/0002_tags.py": (
+                '"""tags"""\nfrom alembic import op\nimport sqlalchemy as sa\n\nrevision = "0002"\ndown_revision = "0001"\n'
+                'branch_labels = None\ndepends_on = None\n\n\ndef upgrade():\n    op.create_table("tag", sa.Column("id",'
+                ' sa.Integer, primary_key=True))\n\n\ndef downgrade():\n    op.drop_table("tag")\n'
+            )
+        },
+    )
     assert "revision" in new_migration
     slot.fab("-H", h, "deploy", "--version", "1.1.0", "--source", str(tags))
     with Writer(slot, h) as w:
         slot.fab("-H", h, "rollback", "--db", "restore")
     assert slot.current(h) == "v1.0.0" and len(w.acked) > 50
-    saved = sorted(re.findall(r"app-\d{8}T\d{12}Z-before-rollback-to-v1\.0\.0\.db",
-                              slot.fab("-H", h, "list-backups").stdout))[-1]
+    saved = sorted(
+        re.findall(r"app-\d{8}T\d{12}Z-before-rollback-to-v1\.0\.0\.db", slot.fab("-H", h, "list-backups").stdout)
+    )[-1]
     live = _names_in(slot, h, f"{slot.api_root}/shared/db/app.db")
     kept = _names_in(slot, h, f"{slot.api_root}/backups/{saved}")
     lost = [n for n in w.acked if n not in live and n not in kept]
@@ -215,10 +242,12 @@ def test_two_runs_that_find_the_same_stale_lock_cannot_both_take_it(slot, tmp_pa
     dead = slot.popen("-H", h, "deploy", "--version", "1.0.1", extra_env={"SGPFAB_TEST_HOOK": "lock=kill"})
     dead.communicate(timeout=300)
     flag_a, flag_b = tmp_path / "go-a", tmp_path / "go-b"
-    a = slot.popen("-H", h, "rollback", "--version", "1.0.0",
-                   extra_env={"SGPFAB_TEST_HOOK": f"lock-takeover=pause:{flag_a}"})
-    b = slot.popen("-H", h, "rollback", "--version", "1.0.0",
-                   extra_env={"SGPFAB_TEST_HOOK": f"lock-takeover=pause:{flag_b}"})
+    a = slot.popen(
+        "-H", h, "rollback", "--version", "1.0.0", extra_env={"SGPFAB_TEST_HOOK": f"lock-takeover=pause:{flag_a}"}
+    )
+    b = slot.popen(
+        "-H", h, "rollback", "--version", "1.0.0", extra_env={"SGPFAB_TEST_HOOK": f"lock-takeover=pause:{flag_b}"}
+    )
     for flag in (flag_a, flag_b):  # both found the stale lock and stopped right before taking it over
         deadline = time.monotonic() + 120
         while not Path(str(flag) + ".reached").exists():
@@ -237,9 +266,12 @@ def test_the_controller_killed_during_a_backup_leaves_no_second_backup_beside_it
     h = slot.hosts[1]
     slot.fab("-H", h, "deploy", "--version", "1.0.0")
     db = f"{slot.api_root}/shared/db/app.db"
-    slot.ssh(h, f"sudo -u deploy python3 -c \"import sqlite3; c=sqlite3.connect('{db}');"
-                " c.execute('create table if not exists ballast(b blob)');"
-                " c.executemany('insert into ballast values (randomblob(65536))', [()]*6000); c.commit()\"")
+    slot.ssh(
+        h,
+        f"sudo -u deploy python3 -c \"import sqlite3; c=sqlite3.connect('{db}');"
+        " c.execute('create table if not exists ballast(b blob)');"
+        " c.executemany('insert into ballast values (randomblob(65536))', [()]*6000); c.commit()\"",
+    )
     p = slot.popen("-H", h, "backup", "--label", "big")
     deadline = time.monotonic() + 120
     while not slot.ssh(h, f"ls {slot.api_root}/backups/ | grep -c partial || true").strip() not in ("", "0"):
@@ -252,8 +284,14 @@ def test_the_controller_killed_during_a_backup_leaves_no_second_backup_beside_it
     names = slot.ssh(h, f"ls {slot.api_root}/backups").split()
     assert not [n for n in names if n.endswith(".partial")], names
     for n in names:  # every backup there is complete and sound
-        assert slot.ssh(h, f"sudo python3 -c \"import sqlite3; print(sqlite3.connect('{slot.api_root}/backups/{n}')"
-                           ".execute('pragma integrity_check').fetchone()[0])\"").strip() == "ok", n
+        assert (
+            slot.ssh(
+                h,
+                f"sudo python3 -c \"import sqlite3; print(sqlite3.connect('{slot.api_root}/backups/{n}')"
+                ".execute('pragma integrity_check').fetchone()[0])\"",
+            ).strip()
+            == "ok"
+        ), n
 
 
 # -- a full disk ------------------------------------------------------------------------------------
@@ -267,9 +305,16 @@ def test_a_full_disk_is_refused_or_cleaned_up_and_the_running_release_keeps_work
         # The disk fills up after the preflight looked (another program writing a big file):
         # the upload or build fails midway, names the host and the cause, and leaves nothing.
         flag = tmp_path / "go"
-        p = slot.popen("-H", h, "deploy", "--version", "1.0.1", "--source",
-                       str(slot.variant("v1", files={"data/blob.bin": os.urandom(12 * 2**20)})),
-                       extra_env={"SGPFAB_TEST_HOOK": f"prepare=pause:{flag}"})
+        p = slot.popen(
+            "-H",
+            h,
+            "deploy",
+            "--version",
+            "1.0.1",
+            "--source",
+            str(slot.variant("v1", files={"data/blob.bin": os.urandom(12 * 2**20)})),
+            extra_env={"SGPFAB_TEST_HOOK": f"prepare=pause:{flag}"},
+        )
         deadline = time.monotonic() + 300
         while not Path(str(flag) + ".reached").exists():
             assert time.monotonic() < deadline and p.poll() is None, p.communicate()

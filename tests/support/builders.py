@@ -26,8 +26,9 @@ from sgpfab.inventory import Inventory
 MINIMAL_APP = {"source": "app", "processes": {"web": {"server": "uvicorn", "app": "shop.main:app"}}}
 
 
-def write_inventory(directory: Path, *, text: str | None = None, data: dict | None = None,
-                    name: str = "fleet.yaml") -> Path:
+def write_inventory(
+    directory: Path, *, text: str | None = None, data: dict | None = None, name: str = "fleet.yaml"
+) -> Path:
     """Write an inventory file (YAML text, or a mapping dumped as YAML) and return its path.
     The apps' `source` folders need not exist (nothing here reads them)."""
     if (text is None) == (data is None):
@@ -41,11 +42,12 @@ def load_inventory(directory: Path, *, text: str | None = None, data: dict | Non
     return Inventory.load(write_inventory(directory, text=text, data=data))
 
 
-def inventory_data(*, hosts: dict | None = None, apps: dict | None = None, groups: dict | None = None,
-                   **top) -> dict:
+def inventory_data(*, hosts: dict | None = None, apps: dict | None = None, groups: dict | None = None, **top) -> dict:
     """An inventory mapping with one host and one app unless told otherwise."""
-    data = {"hosts": hosts if hosts is not None else {"h1": {"user": "deploy"}},
-            "apps": apps if apps is not None else {"shop": dict(MINIMAL_APP)}}
+    data = {
+        "hosts": hosts if hosts is not None else {"h1": {"user": "deploy"}},
+        "apps": apps if apps is not None else {"shop": dict(MINIMAL_APP)},
+    }
     if groups is not None:
         data["groups"] = groups
     data.update(top)
@@ -162,6 +164,7 @@ def hostctl(root: Path, *args: str, stdin: object = None) -> HostctlResult:
     stdin (a str, or an object sent as JSON) and stdout/stderr captured. An exception that
     escapes main() is reported as the interpreter would: exit 1 and a traceback on stderr."""
     from sgpfab.remote import hostctl as hc
+
     text = "" if stdin is None else (stdin if isinstance(stdin, str) else json.dumps(stdin))
     out, err = io.StringIO(), io.StringIO()
     with _stdio_lock:
@@ -185,8 +188,14 @@ def sha256(data: bytes | str) -> str:
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def stage_release(root: Path, name: str, *, files: dict[str, str | bytes] | None = None,
-                  manifest: dict | None = None, version: str | None = None) -> Path:
+def stage_release(
+    root: Path,
+    name: str,
+    *,
+    files: dict[str, str | bytes] | None = None,
+    manifest: dict | None = None,
+    version: str | None = None,
+) -> Path:
     """A staged release releases/.partial-NAME with `files`, and its manifest in incoming/NAME
     (by default one that matches the files exactly)."""
     files = {"app/main.py": "print('hi')\n", "README": "r\n"} if files is None else files
@@ -197,8 +206,7 @@ def stage_release(root: Path, name: str, *, files: dict[str, str | bytes] | None
         p.parent.mkdir(parents=True, exist_ok=True)
         (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
     if manifest is None:
-        manifest = {"version": version or name[1:], "files": {rel: sha256(c) for rel, c in files.items()},
-                    "wheels": {}}
+        manifest = {"version": version or name[1:], "files": {rel: sha256(c) for rel, c in files.items()}, "wheels": {}}
     inc = root / "incoming" / name
     inc.mkdir(parents=True, exist_ok=True)
     (inc / "manifest.json").write_text(json.dumps(manifest))
@@ -216,6 +224,7 @@ def complete_release(root: Path, name: str, *, meta: dict | None = None, bad: st
 
 
 # -- stand-in host sessions for the rollout engine ----------------------------------------------
+
 
 @dataclass
 class FakeState:
@@ -260,10 +269,42 @@ class Gauge:
 
 # Single-line values that must survive quoting exactly.
 HOSTILE_ONE_LINE = [
-    "plain", "with space", " leading and trailing ", "it's", "''", '"', '"double"', "$HOME", "${HOME}", "$(id)",
-    "`id`", "a\\b", "\\", "back\\\\slash", "#not a comment", "a # b", "semi;colon|pipe&amp", "glob*?[x]",
-    "tab\there", "€ ünïcödé 中文", "%I %n %%", "=equals=", "'mixed\" quotes$`\\", "~user", "!bang", "",
+    "plain",
+    "with space",
+    " leading and trailing ",
+    "it's",
+    "''",
+    '"',
+    '"double"',
+    "$HOME",
+    "${HOME}",
+    "$(id)",
+    "`id`",
+    "a\\b",
+    "\\",
+    "back\\\\slash",
+    "#not a comment",
+    "a # b",
+    "semi;colon|pipe&amp",
+    "glob*?[x]",
+    "tab\there",
+    "€ ünïcödé 中文",
+    "%I %n %%",
+    "=equals=",
+    "'mixed\" quotes$`\\",
+    "~user",
+    "!bang",
+    "",
 ]
 # Values that must never reach a host: line breaks and control characters.
-CONTROL = ["new\nline", "carriage\rreturn", "nul\x00byte", "esc\x1b[31m", "del\x7f", "bell\x07", "vt\x0b",
-           "ff\x0c", "fs\x1c"]
+CONTROL = [
+    "new\nline",
+    "carriage\rreturn",
+    "nul\x00byte",
+    "esc\x1b[31m",
+    "del\x7f",
+    "bell\x07",
+    "vt\x0b",
+    "ff\x0c",
+    "fs\x1c",
+]

@@ -22,7 +22,9 @@ def check_contract(t: Transport, remote_dir: str, join: Callable[..., str], tmp:
     t.put(_file(tmp / "one.bin", PAYLOAD), join(remote_dir, "one.bin"))
     assert t.read_file(join(remote_dir, "one.bin")) == PAYLOAD
     seen: list[tuple[int, int | None]] = []
-    t.put(_file(tmp / "two.bin", PAYLOAD[:1000]), join(remote_dir, "one.bin"), progress=lambda b, p: seen.append((b, p)))
+    t.put(
+        _file(tmp / "two.bin", PAYLOAD[:1000]), join(remote_dir, "one.bin"), progress=lambda b, p: seen.append((b, p))
+    )
     assert t.read_file(join(remote_dir, "one.bin")) == PAYLOAD[:1000], "put replaces the file"
     assert seen and seen[-1] == (1000, 100)
     with pytest.raises(RemoteError, match=rf"^{t.host.name}: "):

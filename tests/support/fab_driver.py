@@ -20,6 +20,7 @@ import traceback
 
 def run_one(argv: list[str], env: dict[str, str | None]) -> dict:
     from fabric.main import program
+
     saved = {k: os.environ.get(k) for k in env}
     for k, v in env.items():
         if v is None:

@@ -49,8 +49,10 @@ def render_stdin(data: bytes | None) -> str:
             for m in tar.getmembers():
                 f = tar.extractfile(m)
                 content = f.read() if f else b""
-                out.append(f"member {m.name} type {m.type!r} mode {m.mode:o} uid {m.uid} gid {m.gid} "
-                           f"mtime {m.mtime} size {m.size}\n")
+                out.append(
+                    f"member {m.name} type {m.type!r} mode {m.mode:o} uid {m.uid} gid {m.gid} "
+                    f"mtime {m.mtime} size {m.size}\n"
+                )
                 try:
                     out.append(render_text(content.decode()))
                 except UnicodeDecodeError:
@@ -61,8 +63,7 @@ def render_stdin(data: bytes | None) -> str:
 
 
 def render_cmd(cmd: Cmd) -> str:
-    return (f"privileged: {cmd.privileged}\ntimeout: {cmd.timeout}\n" + render_stdin(cmd.stdin)
-            + render_text(cmd.text))
+    return f"privileged: {cmd.privileged}\ntimeout: {cmd.timeout}\n" + render_stdin(cmd.stdin) + render_text(cmd.text)
 
 
 def render_verified_with_source(cmd: Cmd) -> str:
@@ -71,8 +72,9 @@ def render_verified_with_source(cmd: Cmd) -> str:
     assert cmd.stdin is not None
     n = int(shlex.split(cmd.text)[3])
     source = zlib.decompress(cmd.stdin[:n])
-    return (f"source: {source!r}\nafter the source: {cmd.stdin[n:]!r}\n"
-            + render_cmd(Cmd(cmd.text, cmd.privileged, None, cmd.timeout)))
+    return f"source: {source!r}\nafter the source: {cmd.stdin[n:]!r}\n" + render_cmd(
+        Cmd(cmd.text, cmd.privileged, None, cmd.timeout)
+    )
 
 
 def render_files(files: dict[str, tuple[str | bytes, int]]) -> str:
@@ -98,6 +100,7 @@ def cases(directory: Path | None = None) -> dict[str, str]:
     spec = {a: inv.apps[a].spec for a in APPS}
     shop, rel = inst["shop"], GOLDEN_RELEASE
     from sgpfab.versions import Version
+
     v = Version.parse(rel)
     lay = Layout.for_instance(shop)
 
@@ -107,26 +110,59 @@ def cases(directory: Path | None = None) -> dict[str, str]:
         "linux.prepare.batch-no-database": lambda: render_cmd(linux.prepare(inst["batch"], LOGIN, "batch")),
         "linux.hostctl.state": lambda: render_cmd(linux.hostctl(shop, "state")),
         "linux.hostctl.as-user-with-stdin": lambda: render_cmd(
-            linux.hostctl(shop, "settings", "write", stdin=b'{"env": {"A": "1"}}', as_user="shopsvc", timeout=30)),
+            linux.hostctl(shop, "settings", "write", stdin=b'{"env": {"A": "1"}}', as_user="shopsvc", timeout=30)
+        ),
         "linux.hostctl.hostile-argument": lambda: render_cmd(
-            linux.hostctl(shop, "mark", "--name", rel, "--bad", "--reason", "it's $(reboot) `id`; \"x\" \\ *")),
+            linux.hostctl(shop, "mark", "--name", rel, "--bad", "--reason", 'it\'s $(reboot) `id`; "x" \\ *')
+        ),
         "linux.hostctl_verified.installed": lambda: render_cmd(
-            linux.hostctl_verified(shop, "ab" * 32, "dbcheck", "--stdin", data=b'{"env": {}}')),
+            linux.hostctl_verified(shop, "ab" * 32, "dbcheck", "--stdin", data=b'{"env": {}}')
+        ),
         "linux.hostctl_verified.with-source": lambda: render_verified_with_source(
-            linux.hostctl_verified(shop, "ab" * 32, "preflight", "--python", shop.interpreter,
-                                   source=b"print('hostctl source')\n", data=b"{}")),
-        "linux.write_files.helpers": lambda: render_cmd(linux.write_files(
-            lay.tools, {"host.json": ('{"a": 1}\n', 0o644), "launch/serve.py": (b"print('x')\n", 0o755),
-                        "it's odd.txt": ("$x\n", 0o600)}, privileged=True)),
-        "linux.chain": lambda: render_cmd(linux.chain([
-            linux.hostctl(shop, "journal", "begin", stdin=b'{"to": "v1"}'), linux.sha256_many([lay.hostctl]),
-            linux.start_processes(shop, rel, ["web"])])),
+            linux.hostctl_verified(
+                shop,
+                "ab" * 32,
+                "preflight",
+                "--python",
+                shop.interpreter,
+                source=b"print('hostctl source')\n",
+                data=b"{}",
+            )
+        ),
+        "linux.write_files.helpers": lambda: render_cmd(
+            linux.write_files(
+                lay.tools,
+                {
+                    "host.json": ('{"a": 1}\n', 0o644),
+                    "launch/serve.py": (b"print('x')\n", 0o755),
+                    "it's odd.txt": ("$x\n", 0o600),
+                },
+                privileged=True,
+            )
+        ),
+        "linux.chain": lambda: render_cmd(
+            linux.chain(
+                [
+                    linux.hostctl(shop, "journal", "begin", stdin=b'{"to": "v1"}'),
+                    linux.sha256_many([lay.hostctl]),
+                    linux.start_processes(shop, rel, ["web"]),
+                ]
+            )
+        ),
         "linux.sha256_many": lambda: render_cmd(linux.sha256_many([lay.hostctl, lay.host_json, "/srv/it's"])),
         "linux.ensure_probe_token": lambda: render_cmd(linux.ensure_probe_token(shop)),
-        "linux.build_venv.with-project-wheel": lambda: render_cmd(linux.build_venv(
-            shop, v, lay.uv, f"{lay.incoming(v)}/requirements/cp311-x86_64-glibc2.36.txt",
-            (f"{lay.wheelhouse}/shop-1.0.1-py3-none-any.whl",))),
-        "linux.build_venv.plain": lambda: render_cmd(linux.build_venv(inst["batch"], v, "/usr/local/bin/uv", "req.txt")),
+        "linux.build_venv.with-project-wheel": lambda: render_cmd(
+            linux.build_venv(
+                shop,
+                v,
+                lay.uv,
+                f"{lay.incoming(v)}/requirements/cp311-x86_64-glibc2.36.txt",
+                (f"{lay.wheelhouse}/shop-1.0.1-py3-none-any.whl",),
+            )
+        ),
+        "linux.build_venv.plain": lambda: render_cmd(
+            linux.build_venv(inst["batch"], v, "/usr/local/bin/uv", "req.txt")
+        ),
         "linux.make_writable": lambda: render_cmd(linux.make_writable(shop, rel, spec["shop"].writable, "shopsvc")),
         "linux.start_processes": lambda: render_cmd(linux.start_processes(shop, rel, ["web", "worker", "beat"])),
         "linux.stop_processes": lambda: render_cmd(linux.stop_processes(shop, rel, ["web", "worker"])),
@@ -137,24 +173,31 @@ def cases(directory: Path | None = None) -> dict[str, str]:
         "linux.process_log": lambda: render_cmd(linux.process_log(shop, "worker", 15)),
         "linux.logs.all": lambda: render_cmd(linux.logs(shop, ["*"], 50, None, False)),
         "linux.logs.since-follow": lambda: render_cmd(
-            linux.logs(shop, ["web", "worker"], 10, "2026-11-23 10:00", True)),
-        "linux.exec_in_release.pipe": lambda: render_cmd(linux.exec_in_release(
-            shop, rel, "python manage.py shell -c 'print(\"$HOME\", 100%)'", "shopsvc", False)),
+            linux.logs(shop, ["web", "worker"], 10, "2026-11-23 10:00", True)
+        ),
+        "linux.exec_in_release.pipe": lambda: render_cmd(
+            linux.exec_in_release(shop, rel, "python manage.py shell -c 'print(\"$HOME\", 100%)'", "shopsvc", False)
+        ),
         "linux.exec_in_release.tty": lambda: render_cmd(linux.exec_in_release(shop, rel, "bash", "shopsvc", True)),
         "linux.remove_tree": lambda: render_cmd(linux.remove_tree(lay.partial(v), privileged=True)),
         "linux.list_dir": lambda: render_cmd(linux.list_dir(lay.releases)),
         "linux.health_url": lambda: "".join(f"{a}: {linux.health_url(inst[a])}\n" for a in APPS),
-        "linux.process_id": lambda: "".join(f"{a} {p}: {linux.process_id(inst[a], rel, p)}\n"
-                                            for a in APPS for p in spec[a].processes),
+        "linux.process_id": lambda: "".join(
+            f"{a} {p}: {linux.process_id(inst[a], rel, p)}\n" for a in APPS for p in spec[a].processes
+        ),
         "layout.host_json.shop": lambda: render_text(lay.host_json_text(shop, LOGIN, "shopsvc")),
         "layout.host_json.blog": lambda: render_text(
-            Layout.for_instance(inst["blog"]).host_json_text(inst["blog"], LOGIN, "blog")),
+            Layout.for_instance(inst["blog"]).host_json_text(inst["blog"], LOGIN, "blog")
+        ),
         "systemd.process_unit.web-socket": lambda: render_text(
-            systemd.process_unit(shop, "web", "shopsvc", web=True, socket=True)),
+            systemd.process_unit(shop, "web", "shopsvc", web=True, socket=True)
+        ),
         "systemd.process_unit.web-no-socket": lambda: render_text(
-            systemd.process_unit(inst["batch"], "web", "batch", web=True, socket=False)),
+            systemd.process_unit(inst["batch"], "web", "batch", web=True, socket=False)
+        ),
         "systemd.process_unit.worker": lambda: render_text(
-            systemd.process_unit(shop, "worker", "shopsvc", web=False, socket=False)),
+            systemd.process_unit(shop, "worker", "shopsvc", web=False, socket=False)
+        ),
         "systemd.socket_unit.ipv4": lambda: render_text(systemd.socket_unit(shop, rel)),
         "systemd.socket_unit.ipv6": lambda: render_text(systemd.socket_unit(inst["legacy"], "v2.0.0")),
         "systemd.target_unit": lambda: render_text(systemd.target_unit(shop, rel, ["web", "worker", "beat"], True)),
@@ -162,13 +205,16 @@ def cases(directory: Path | None = None) -> dict[str, str]:
     }
     for a in APPS:
         user = SERVICE_USER[a]
-        c[f"systemd.units_for.{a}"] = (lambda a=a, user=user: render_units(
-            systemd.units_for(inst[a], spec[a], rel, user)))
-        c[f"linux.install_processes.{a}"] = (lambda a=a, user=user: render_cmd(
-            linux.install_processes(inst[a], rel, spec[a], user)))
-        c[f"runfiles.release_files.{a}"] = (lambda a=a: render_files(
-            runfiles.release_files(Layout.for_instance(inst[a]), rel, spec[a])))
-        c[f"linux.release_files.{a}"] = (lambda a=a: render_cmd(linux.release_files(inst[a], rel, spec[a])))
+        c[f"systemd.units_for.{a}"] = lambda a=a, user=user: render_units(
+            systemd.units_for(inst[a], spec[a], rel, user)
+        )
+        c[f"linux.install_processes.{a}"] = lambda a=a, user=user: render_cmd(
+            linux.install_processes(inst[a], rel, spec[a], user)
+        )
+        c[f"runfiles.release_files.{a}"] = lambda a=a: render_files(
+            runfiles.release_files(Layout.for_instance(inst[a]), rel, spec[a])
+        )
+        c[f"linux.release_files.{a}"] = lambda a=a: render_cmd(linux.release_files(inst[a], rel, spec[a]))
     return {name: fn() for name, fn in sorted(c.items())}
 
 

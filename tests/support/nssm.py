@@ -41,24 +41,58 @@ import time
 
 STARTUP = ("SERVICE_AUTO_START", "SERVICE_DELAYED_AUTO_START", "SERVICE_DEMAND_START", "SERVICE_DISABLED")
 EXIT_ACTIONS = ("Restart", "Ignore", "Exit", "Suicide")
-WELL_KNOWN = ("localsystem", "nt authority\\system", "nt authority\\localservice", "nt authority\\networkservice",
-              "localservice", "networkservice")
+WELL_KNOWN = (
+    "localsystem",
+    "nt authority\\system",
+    "nt authority\\localservice",
+    "nt authority\\networkservice",
+    "localservice",
+    "networkservice",
+)
 # name -> (kind, default) (settings.cpp `settings[]`)
 SETTINGS = {
-    "Application": ("string", ""), "AppParameters": ("string", ""), "AppDirectory": ("string", ""),
-    "AppExit": ("exit", "Restart"), "AppRestartDelay": ("dword", 0), "AppThrottle": ("dword", 1500),
-    "AppStdout": ("string", ""), "AppStderr": ("string", ""), "AppRotateFiles": ("dword", 0),
-    "AppRotateOnline": ("dword", 0), "AppRotateSeconds": ("dword", 0), "AppRotateBytes": ("dword", 0),
-    "AppStopMethodSkip": ("dword", 0), "AppStopMethodConsole": ("dword", 1500), "AppStopMethodWindow": ("dword", 1500),
-    "AppStopMethodThreads": ("dword", 1500), "AppKillProcessTree": ("dword", 1), "AppNoConsole": ("dword", 0),
-    "AppTimestampLog": ("dword", 0), "Description": ("string", ""), "DisplayName": ("string", ""),
-    "ObjectName": ("objectname", "LocalSystem"), "Start": ("start", "SERVICE_AUTO_START"),
+    "Application": ("string", ""),
+    "AppParameters": ("string", ""),
+    "AppDirectory": ("string", ""),
+    "AppExit": ("exit", "Restart"),
+    "AppRestartDelay": ("dword", 0),
+    "AppThrottle": ("dword", 1500),
+    "AppStdout": ("string", ""),
+    "AppStderr": ("string", ""),
+    "AppRotateFiles": ("dword", 0),
+    "AppRotateOnline": ("dword", 0),
+    "AppRotateSeconds": ("dword", 0),
+    "AppRotateBytes": ("dword", 0),
+    "AppStopMethodSkip": ("dword", 0),
+    "AppStopMethodConsole": ("dword", 1500),
+    "AppStopMethodWindow": ("dword", 1500),
+    "AppStopMethodThreads": ("dword", 1500),
+    "AppKillProcessTree": ("dword", 1),
+    "AppNoConsole": ("dword", 0),
+    "AppTimestampLog": ("dword", 0),
+    "Description": ("string", ""),
+    "DisplayName": ("string", ""),
+    "ObjectName": ("objectname", "LocalSystem"),
+    "Start": ("start", "SERVICE_AUTO_START"),
 }
-STATES = {"STOPPED": 1, "START_PENDING": 2, "STOP_PENDING": 3, "RUNNING": 4, "CONTINUE_PENDING": 5,
-          "PAUSE_PENDING": 6, "PAUSED": 7}
-PS_STATUS = {"STOPPED": "Stopped", "START_PENDING": "StartPending", "STOP_PENDING": "StopPending",
-             "RUNNING": "Running", "CONTINUE_PENDING": "ContinuePending", "PAUSE_PENDING": "PausePending",
-             "PAUSED": "Paused"}
+STATES = {
+    "STOPPED": 1,
+    "START_PENDING": 2,
+    "STOP_PENDING": 3,
+    "RUNNING": 4,
+    "CONTINUE_PENDING": 5,
+    "PAUSE_PENDING": 6,
+    "PAUSED": 7,
+}
+PS_STATUS = {
+    "STOPPED": "Stopped",
+    "START_PENDING": "StartPending",
+    "STOP_PENDING": "StopPending",
+    "RUNNING": "Running",
+    "CONTINUE_PENDING": "ContinuePending",
+    "PAUSE_PENDING": "PausePending",
+    "PAUSED": "Paused",
+}
 
 
 def throttle_ms(throttle: int) -> int:
@@ -74,9 +108,12 @@ class ServiceError(Exception):
 class Service:
     def __init__(self, name: str, application: str, args: list[str]):
         self.name = name
-        self.values: dict[str, str] = {"Application": application, "AppParameters": " ".join(args),
-                                       "AppDirectory": ntpath.dirname(application) or application,
-                                       "DisplayName": name}
+        self.values: dict[str, str] = {
+            "Application": application,
+            "AppParameters": " ".join(args),
+            "AppDirectory": ntpath.dirname(application) or application,
+            "DisplayName": name,
+        }
         self.exit_actions: dict[str, str] = {}
         self.state = "STOPPED"
         self.pid = 0

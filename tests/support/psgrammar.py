@@ -53,12 +53,22 @@ from functools import lru_cache
 __all__ = ["parse_errors", "assert_parses", "normalize", "PS_CHAR_ALIASES"]
 
 # One character for one, so lines and character columns do not move.
-PS_CHAR_ALIASES = str.maketrans({
-    "\u2018": "'", "\u2019": "'", "\u201a": "'", "\u201b": "'",
-    "\u201c": '"', "\u201d": '"', "\u201e": '"',
-    "\u2013": "-", "\u2014": "-", "\u2015": "-",
-    "\u00a0": " ", "\u0085": " ",
-})
+PS_CHAR_ALIASES = str.maketrans(
+    {
+        "\u2018": "'",
+        "\u2019": "'",
+        "\u201a": "'",
+        "\u201b": "'",
+        "\u201c": '"',
+        "\u201d": '"',
+        "\u201e": '"',
+        "\u2013": "-",
+        "\u2014": "-",
+        "\u2015": "-",
+        "\u00a0": " ",
+        "\u0085": " ",
+    }
+)
 
 _PS7_ONLY = {"pipeline_chain_tail": "'{text}' needs PowerShell 7 (Windows PowerShell 5.1 rejects it)"}
 _SNIPPET = 40
@@ -86,8 +96,8 @@ def _snippet(text: str) -> str:
 def _only_comments_and_blanks(root) -> bool:
     """The grammar's ERROR for a script with no statement (see the module docstring)."""
     return root.is_error and all(
-        child.type == "comment" or (child.is_error and not child.text.strip())
-        for child in root.children)
+        child.type == "comment" or (child.is_error and not child.text.strip()) for child in root.children
+    )
 
 
 def parse_errors(script: str, *, ps51: bool = True) -> list[str]:
@@ -112,7 +122,7 @@ def parse_errors(script: str, *, ps51: bool = True) -> list[str]:
         return f"{row + 1}:{col + 1}"
 
     def text(node) -> str:
-        return script[char_offset(node.start_byte):char_offset(node.end_byte)]
+        return script[char_offset(node.start_byte) : char_offset(node.end_byte)]
 
     out: list[tuple[int, str]] = []
     stack = [tree.root_node]
@@ -135,5 +145,4 @@ def assert_parses(script: str, *, ps51: bool = True, name: str = "script") -> No
     errors = parse_errors(script, ps51=ps51)
     if errors:
         numbered = "\n".join(f"{i:4}| {line}" for i, line in enumerate(script.splitlines(), 1))
-        raise AssertionError(f"{name} does not parse as PowerShell:\n  " + "\n  ".join(errors)
-                             + "\n" + numbered)
+        raise AssertionError(f"{name} does not parse as PowerShell:\n  " + "\n  ".join(errors) + "\n" + numbered)

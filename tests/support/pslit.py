@@ -80,7 +80,7 @@ def tokens(line: str) -> list:
                     value, i = parse_literal(line, i)
                     items.append(value)
                 else:
-                    raise ValueError(f"array element is not a literal: {line[i:i + 20]!r}")
+                    raise ValueError(f"array element is not a literal: {line[i : i + 20]!r}")
                 while i < n and line[i] in " \t":
                     i += 1
                 if i < n and line[i] == ",":
@@ -88,19 +88,19 @@ def tokens(line: str) -> list:
                 elif i < n and line[i] == ")":
                     continue
                 else:
-                    raise ValueError(f"bad array at {line[i:i + 20]!r}")
+                    raise ValueError(f"bad array at {line[i : i + 20]!r}")
             out.append(items)
         elif ch == "$":
             j = i + 1
             while j < n and (line[j].isalnum() or line[j] in "_:"):
                 j += 1
-            out.append(Var(line[i + 1:j]))
+            out.append(Var(line[i + 1 : j]))
             i = j
         elif ch == "-" and i + 1 < n and line[i + 1].isalpha():
             j = i + 1
             while j < n and (line[j].isalnum() or line[j] == "_"):
                 j += 1
-            out.append(Param(line[i + 1:j]))
+            out.append(Param(line[i + 1 : j]))
             i = j
         elif ch.isdigit():
             j = i

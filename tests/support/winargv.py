@@ -79,8 +79,13 @@ import unicodedata
 from collections.abc import Mapping, Sequence
 
 __all__ = [
-    "net_is_whitespace", "ps51_needs_quotes", "ps51_arguments", "ps51_command_line",
-    "commandline_to_argv", "ps51_native_argv", "ps51_survives",
+    "net_is_whitespace",
+    "ps51_needs_quotes",
+    "ps51_arguments",
+    "ps51_command_line",
+    "commandline_to_argv",
+    "ps51_native_argv",
+    "ps51_survives",
 ]
 
 _NET_LATIN1_WHITESPACE = frozenset("\t\n\v\f\r \x85\xa0")
@@ -122,7 +127,7 @@ def _expand_environment_variables(text: str, environ: Mapping[str, str] | None) 
         if j < 0:
             out.append(text[i:])
             break
-        name = text[i + 1:j].upper()
+        name = text[i + 1 : j].upper()
         if name and name in env:
             out.append(env[name])
             i = j + 1
@@ -167,8 +172,7 @@ def _net_trim(text: str) -> str:
     return text[start:end]
 
 
-def ps51_command_line(exe: str, args: Sequence[str | None], *,
-                      environ: Mapping[str, str] | None = None) -> str:
+def ps51_command_line(exe: str, args: Sequence[str | None], *, environ: Mapping[str, str] | None = None) -> str:
     """The Win32 command line Windows PowerShell 5.1 starts `& $exe @args` with.
 
     `exe` is the program path PowerShell resolved (for `icacls.exe` that is
@@ -309,14 +313,14 @@ def commandline_to_argv(cmdline: str, *, rules: str = "ucrt") -> list[str]:
     raise ValueError(f"unknown rules {rules!r}: use 'ucrt' or 'shell32'")
 
 
-def ps51_native_argv(exe: str, args: Sequence[str | None], *, rules: str = "ucrt",
-                     environ: Mapping[str, str] | None = None) -> list[str]:
+def ps51_native_argv(
+    exe: str, args: Sequence[str | None], *, rules: str = "ucrt", environ: Mapping[str, str] | None = None
+) -> list[str]:
     """What the child sees as argv[1:] (Python: sys.argv[1:]) after `& $exe @args` in 5.1."""
     return commandline_to_argv(ps51_command_line(exe, args, environ=environ), rules=rules)[1:]
 
 
-def ps51_survives(args: Sequence[str], *, rules: str = "ucrt",
-                  exe: str = "C:\\Windows\\py.exe") -> bool:
+def ps51_survives(args: Sequence[str], *, rules: str = "ucrt", exe: str = "C:\\Windows\\py.exe") -> bool:
     """True when every argument reaches the child exactly as given (none split, merged,
     dropped or altered)."""
     return ps51_native_argv(exe, args, rules=rules) == list(args)

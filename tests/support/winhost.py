@@ -77,8 +77,12 @@ from .wsman import clixml_error
 
 PROGRAMS = {"icacls.exe": "C:\\Windows\\system32\\icacls.exe", "nssm.exe": "C:\\Program Files\\nssm\\nssm.exe"}
 RIGHTS = {"R": 1, "RX": 2, "M": 3, "F": 4}
-WELL_KNOWN_SIDS = {"system": windows.SYSTEM_SID, "nt authority\\system": windows.SYSTEM_SID,
-                   "administrators": windows.ADMINISTRATORS_SID, "builtin\\administrators": windows.ADMINISTRATORS_SID}
+WELL_KNOWN_SIDS = {
+    "system": windows.SYSTEM_SID,
+    "nt authority\\system": windows.SYSTEM_SID,
+    "administrators": windows.ADMINISTRATORS_SID,
+    "builtin\\administrators": windows.ADMINISTRATORS_SID,
+}
 _STDIO = threading.Lock()
 COMPUTER = "WIN1"
 
@@ -153,7 +157,7 @@ class Acl:
                     if sid is None:
                         return "", f"{trustee}: No mapping between account names and security IDs was done.\r\n", 1332
                     if m is None:
-                        return "", f"Invalid parameter \"{opts[i]}\"\r\n", 87
+                        return "", f'Invalid parameter "{opts[i]}"\r\n', 87
                     flags, level = m.group(1), RIGHTS[m.group(2)]
                     old = e["aces"].get(sid)
                     if o == "/grant" and old:
@@ -161,7 +165,7 @@ class Acl:
                     e["aces"][sid] = (flags, level)
                     i += 1
             else:
-                return "", f"Invalid parameter \"{opts[i]}\"\r\n", 87
+                return "", f'Invalid parameter "{opts[i]}"\r\n', 87
         return "Successfully processed 1 files; Failed processing 0 files\r\n", "", 0
 
     def explicit(self, path: str, sid: str) -> bool:
@@ -291,7 +295,7 @@ def sid_bytes(sid: str) -> bytes:
 
 def sid_string(data: bytes) -> str:
     count = data[1]
-    subs = [int.from_bytes(data[8 + 4 * i:12 + 4 * i], "little") for i in range(count)]
+    subs = [int.from_bytes(data[8 + 4 * i : 12 + 4 * i], "little") for i in range(count)]
     return "-".join(["S", str(data[0]), str(int.from_bytes(data[2:8], "big")), *map(str, subs)])
 
 
@@ -363,8 +367,14 @@ class FakeAdvapi32:
 
 
 class WindowsHost:
-    def __init__(self, tmp: Path, *, nssm_version: str = "2.24-101-g897c7ad",
-                 interpreter: str = "C:\\Python311\\python.exe", uv: str = "C:\\tools\\uv.exe"):
+    def __init__(
+        self,
+        tmp: Path,
+        *,
+        nssm_version: str = "2.24-101-g897c7ad",
+        interpreter: str = "C:\\Python311\\python.exe",
+        uv: str = "C:\\tools\\uv.exe",
+    ):
         self.base = Path(tmp) / "C"
         (self.base / "Windows" / "Temp").mkdir(parents=True)
         self.interpreter, self.uv_path = interpreter, uv
@@ -410,11 +420,15 @@ class WindowsHost:
         if account.lower().startswith("nt service\\"):
             return
         found = self.accounts.get(self._qualified(account).lower())
-        ok = (found is not None and "SeServiceLogonRight" in self.logon_rights.get(found["sid"], set())
-              and (found["gmsa"] or svc.password == found["password"]))
+        ok = (
+            found is not None
+            and "SeServiceLogonRight" in self.logon_rights.get(found["sid"], set())
+            and (found["gmsa"] or svc.password == found["password"])
+        )
         if not ok:
-            raise ServiceError(f"Service '{svc.name}' cannot be started: The service did not start due to a logon"
-                               " failure (1069).")
+            raise ServiceError(
+                f"Service '{svc.name}' cannot be started: The service did not start due to a logon failure (1069)."
+            )
 
     # -- the drive ------------------------------------------------------------------------------
     def local(self, win: str) -> Path:
@@ -453,11 +467,14 @@ class WindowsHost:
     # -- PowerShell -----------------------------------------------------------------------------
     def powershell(self, text: str) -> tuple[str, bytes, int]:
         assert text.startswith(windows.PRELUDE), "every script starts with sgpfab's PRELUDE"
-        lines = text[len(windows.PRELUDE):].split("\n")
+        lines = text[len(windows.PRELUDE) :].split("\n")
         ctx = Ctx()
         if lines and lines[0].startswith("$SgpfabStdin = "):
-            m = re.fullmatch(r"\$SgpfabStdin = \[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\("
-                             r"('[A-Za-z0-9+/=]*')\)\)", lines[0])
+            m = re.fullmatch(
+                r"\$SgpfabStdin = \[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\("
+                r"('[A-Za-z0-9+/=]*')\)\)",
+                lines[0],
+            )
             assert m, lines[0]
             ctx.stdin = base64.b64decode(parse_literal(m.group(1))[0]).decode("utf-8", "replace")
             lines = lines[1:]
@@ -506,8 +523,16 @@ class WindowsHost:
         return t
 
     # -- native programs ------------------------------------------------------------------------
-    def native(self, ctx: Ctx, exe: str, args: list[str], stdin: str | None = None, *, checked: bool = True,
-               output: bool = True) -> str:
+    def native(
+        self,
+        ctx: Ctx,
+        exe: str,
+        args: list[str],
+        stdin: str | None = None,
+        *,
+        checked: bool = True,
+        output: bool = True,
+    ) -> str:
         path = self._resolve(exe)
         argv = winargv.ps51_native_argv(path, list(args), rules="ucrt")
         data = None if stdin is None else (stdin + "\r\n").encode("utf-8")  # Out-String, $OutputEncoding
@@ -531,12 +556,15 @@ class WindowsHost:
                 return self.uv_path
             if exe.lower() in PROGRAMS:
                 return PROGRAMS[exe.lower()]
-            raise PSThrow(f"The term '{exe}' is not recognized as the name of a cmdlet, function, script file,"
-                          " or operable program.")
+            raise PSThrow(
+                f"The term '{exe}' is not recognized as the name of a cmdlet, function, script file,"
+                " or operable program."
+            )
         if exe in (self.interpreter, self.uv_path) or self.local(exe).is_file():
             return exe
-        raise PSThrow(f"The term '{exe}' is not recognized as the name of a cmdlet, function, script file, or operable"
-                      " program.")
+        raise PSThrow(
+            f"The term '{exe}' is not recognized as the name of a cmdlet, function, script file, or operable program."
+        )
 
     def program(self, path: str, argv: list[str], stdin: bytes | None, ctx: Ctx) -> tuple[str, str, int]:
         name = ntpath.basename(path).lower()
@@ -556,7 +584,7 @@ class WindowsHost:
             assert argv[i] == "-X" and i + 1 < len(argv), f"python option {argv[i]!r} is not modelled"
             utf8 = utf8 or argv[i + 1] == "utf8"
             i += 2
-        script, args = argv[i], argv[i + 1:]
+        script, args = argv[i], argv[i + 1 :]
         local = self.local(script)
         if not local.is_file():
             return "", f"python.exe: can't open file '{script}': [Errno 2] No such file or directory\r\n", 2
@@ -581,7 +609,9 @@ class WindowsHost:
             # The Windows host's PATH, not this machine's: uv is at the stand-in's uv path.
             real_which = shutil.which
             mod.shutil = types.SimpleNamespace(**{k: getattr(shutil, k) for k in dir(shutil) if not k.startswith("__")})
-            mod.shutil.which = lambda name, *a, **k: self.uv_path if name in ("uv", "uv.exe") else real_which(name, *a, **k)
+            mod.shutil.which = lambda name, *a, **k: (
+                self.uv_path if name in ("uv", "uv.exe") else real_which(name, *a, **k)
+            )
             self._modules[key] = mod
         return self._modules[key]
 
@@ -590,8 +620,11 @@ class WindowsHost:
         argv = [self.translate(a) for a in args]
         if self.on_hostctl:
             self.on_hostctl(argv)
-        text_in = io.TextIOWrapper(io.BytesIO(stdin or b""), encoding="utf-8" if utf8 else "cp1252",
-                                   errors="surrogateescape" if utf8 else "strict")
+        text_in = io.TextIOWrapper(
+            io.BytesIO(stdin or b""),
+            encoding="utf-8" if utf8 else "cp1252",
+            errors="surrogateescape" if utf8 else "strict",
+        )
         out, err = io.StringIO(), io.StringIO()
         with _STDIO, windows_modules():
             saved, sys.stdin = sys.stdin, text_in
@@ -612,8 +645,13 @@ class WindowsHost:
         return {k: v for k, v in os.environ.items() if not k.startswith(("PYTHON", "VIRTUAL_ENV", "SGPFAB_"))}
 
     def winrun(self, script: Path, args: list[str], stdin: bytes | None) -> tuple[str, str, int]:
-        r = subprocess.run([sys.executable, str(script), *[self.translate(a) for a in args]], input=stdin or b"",
-                           capture_output=True, env=self.process_env(), timeout=600)
+        r = subprocess.run(
+            [sys.executable, str(script), *[self.translate(a) for a in args]],
+            input=stdin or b"",
+            capture_output=True,
+            env=self.process_env(),
+            timeout=600,
+        )
         return r.stdout.decode("utf-8", "replace"), r.stderr.decode("utf-8", "replace"), r.returncode
 
     def uv(self, argv: list[str], ctx: Ctx) -> tuple[str, str, int]:
@@ -669,13 +707,24 @@ class WindowsHost:
         log = open(self.local(svc.get("AppStdout")), "ab")
         denied = self._denied(svc)
         if denied:
-            cmd = [sys.executable, "-c", "import sys; sys.stderr.write(sys.argv[1] + '\\n'); sys.exit(1)",
-                   "PermissionError: [WinError 5] Access is denied: " + ", ".join(denied)]
+            cmd = [
+                sys.executable,
+                "-c",
+                "import sys; sys.stderr.write(sys.argv[1] + '\\n'); sys.exit(1)",
+                "PermissionError: [WinError 5] Access is denied: " + ", ".join(denied),
+            ]
         else:
             cmd = [sys.executable, str(self.local(script)), *[self.translate(a) for a in argv[2:]]]
         try:
-            return subprocess.Popen(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                                    start_new_session=True, env=self.process_env())
+            return subprocess.Popen(
+                cmd,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+                env=self.process_env(),
+            )
         finally:
             log.close()
 
@@ -769,12 +818,20 @@ class WindowsHost:
         if self.local(path).exists():
             return
         self.local(path).write_text("SGPFAB_PROBE_TOKEN=" + os.urandom(24).hex() + "\n")
-        self.native(ctx, "icacls.exe", [path, "/inheritance:r", "/grant:r", "*S-1-5-18:(F)", "*S-1-5-32-544:(F)", "/Q"],
-                    output=False)
+        self.native(
+            ctx,
+            "icacls.exe",
+            [path, "/inheritance:r", "/grant:r", "*S-1-5-18:(F)", "*S-1-5-32-544:(F)", "/Q"],
+            output=False,
+        )
 
     def ps_Protect_Directory(self, ctx, path):
-        self.native(ctx, "icacls.exe", [path, "/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F",
-                                        "*S-1-5-32-544:(OI)(CI)F", "/Q"], output=False)
+        self.native(
+            ctx,
+            "icacls.exe",
+            [path, "/inheritance:r", "/grant:r", "*S-1-5-18:(OI)(CI)F", "*S-1-5-32-544:(OI)(CI)F", "/Q"],
+            output=False,
+        )
 
     def ps_Grant_Access(self, ctx, path, sid, rights):
         if not self.local(path).exists():
@@ -787,8 +844,10 @@ class WindowsHost:
         """Resolve-AccountSid: NTAccount.Translate, `.\\` read as this computer."""
         sid = self.account_sid(account)
         if sid is None:
-            raise PSThrow('Exception calling "Translate" with "1" argument(s): "Some or all identity references could'
-                          ' not be translated."')
+            raise PSThrow(
+                'Exception calling "Translate" with "1" argument(s): "Some or all identity references could'
+                ' not be translated."'
+            )
         return sid
 
     def ps_Grant_AccountAccess(self, ctx, path, account, rights):
@@ -831,8 +890,11 @@ class WindowsHost:
         ctx.changed = True
 
     def app_services(self, ctx, service, prefix) -> list[str]:
-        names = [n for n in self.nssm.names() if n.lower() == service.lower()
-                 or (n.lower().startswith(service.lower() + "-"))]
+        names = [
+            n
+            for n in self.nssm.names()
+            if n.lower() == service.lower() or (n.lower().startswith(service.lower() + "-"))
+        ]
         return [n for n in names if self.nssm_get(ctx, n, ["Application"]).lower().startswith(prefix.lower())]
 
     def ps_Stop_AppService(self, ctx, name):

@@ -35,10 +35,16 @@ apps:
 
 def all_scripts(inst) -> dict[str, str]:
     """Every function of windows.py that returns a Cmd, with realistic and hostile inputs."""
-    spec = AppSpec.model_validate({
-        "processes": {"web": {"server": "uvicorn", "app": "shop.main:app", "workers": 2, "args": ["--log-level=info"]},
-                      "worker": "celery -A shop worker \u2018q\u2019 \"$(x)\""},
-        "release": ["python manage.py migrate \u2019"], "writable": ["static/cache"]})
+    spec = AppSpec.model_validate(
+        {
+            "processes": {
+                "web": {"server": "uvicorn", "app": "shop.main:app", "workers": 2, "args": ["--log-level=info"]},
+                "worker": 'celery -A shop worker \u2018q\u2019 "$(x)"',
+            },
+            "release": ["python manage.py migrate \u2019"],
+            "writable": ["static/cache"],
+        }
+    )
     lay = windows._lay(inst)
     rel = V.release_name
     cmds = {
@@ -47,11 +53,17 @@ def all_scripts(inst) -> dict[str, str]:
         "hostctl stdin": windows.hostctl(inst, "finalize", "--name", rel, stdin=b"{}"),
         "hostctl_from_stdin": windows.hostctl_from_stdin(inst, b"print(1)", "preflight", "--python", PY),
         "sha256_many": windows.sha256_many([lay.hostctl, lay.host_json, windows.join(lay.tools, "it\u2019s.py")]),
-        "write_files": windows.write_files(lay.tools, {"hostctl.py": ("x = '\u2019'\n", 0o644),
-                                                      "launch/winrun.py": (b"\x00\xff", 0o644)}),
+        "write_files": windows.write_files(
+            lay.tools, {"hostctl.py": ("x = '\u2019'\n", 0o644), "launch/winrun.py": (b"\x00\xff", 0o644)}
+        ),
         "ensure_probe_token": windows.ensure_probe_token(inst),
-        "build_venv": windows.build_venv(inst, V, windows.join(lay.tools, "bin", "uv.exe"),
-                                         windows.join(lay.incoming(V), "requirements", "cp311.txt"), ("shop-1.0-py3-none-any.whl",)),
+        "build_venv": windows.build_venv(
+            inst,
+            V,
+            windows.join(lay.tools, "bin", "uv.exe"),
+            windows.join(lay.incoming(V), "requirements", "cp311.txt"),
+            ("shop-1.0-py3-none-any.whl",),
+        ),
         "release_files": windows.release_files(inst, rel, spec),
         "make_writable": windows.make_writable(inst, rel, ("static/cache", "media"), "x"),
         "install_processes": windows.install_processes(inst, rel, spec, "x"),
@@ -71,8 +83,12 @@ def all_scripts(inst) -> dict[str, str]:
 
 
 # Named run_as accounts with hostile-but-valid names, and a password no script may show.
-ACCOUNTS = {"named": ("CORP-EU.X\\svc shop.v2", "pw"), "local": (".\\svc-shop_1", "pw"), "gmsa": ("CORP\\shop-gmsa$", None)}
-HOSTILE_PASSWORD = "p\u00e4ss 'w\u2019\"rd\" $(Get-Date) `n; & | %PATH% \\"
+ACCOUNTS = {
+    "named": ("CORP-EU.X\\svc shop.v2", "pw"),
+    "local": (".\\svc-shop_1", "pw"),
+    "gmsa": ("CORP\\shop-gmsa$", None),
+}
+HOSTILE_PASSWORD = 'p\u00e4ss \'w\u2019"rd" $(Get-Date) `n; & | %PATH% \\'
 
 
 def account_instance(tmp_path, kind: str, api_root="C:\\sgp api"):
@@ -83,15 +99,20 @@ def account_instance(tmp_path, kind: str, api_root="C:\\sgp api"):
 
 def account_scripts(tmp_path, api_root="C:\\sgp api") -> dict[str, tuple[str, bytes | None]]:
     """install_processes for each kind of named account: (script, stdin)."""
-    spec = AppSpec.model_validate({"processes": {"web": {"server": "command", "command": "python -m shop"},
-                                                 "worker": "python -m shop.worker"}, "writable": ["media"]})
+    spec = AppSpec.model_validate(
+        {
+            "processes": {"web": {"server": "command", "command": "python -m shop"}, "worker": "python -m shop.worker"},
+            "writable": ["media"],
+        }
+    )
     out = {}
     for kind, (_account, secret) in ACCOUNTS.items():
         d = tmp_path / kind
         d.mkdir(exist_ok=True)
         inst = account_instance(d, kind, api_root)
-        cmd = windows.install_processes(inst, V.release_name, spec, inst.run_as,
-                                        **({"password": HOSTILE_PASSWORD} if secret else {}))
+        cmd = windows.install_processes(
+            inst, V.release_name, spec, inst.run_as, **({"password": HOSTILE_PASSWORD} if secret else {})
+        )
         out[f"install_processes {kind}"] = (cmd.text, cmd.stdin)
     return out
 
@@ -101,5 +122,5 @@ def transport_scripts() -> dict[str, str]:
     return {
         "BOOTSTRAP": winrm.BOOTSTRAP,
         "RECEIVER": winrm.RECEIVER.format(dest=q("C:\\sgp api\\wheelhouse\\it's \u2019q\u2019.whl"), sha=q("ab" * 32)),
-        "stdin prefix": winrm.stdin_prefix("{\"a\": \"\u2019\"}".encode()),
+        "stdin prefix": winrm.stdin_prefix('{"a": "\u2019"}'.encode()),
     }

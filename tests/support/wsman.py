@@ -45,15 +45,23 @@ class FakeWinRM:
         if action == "Create":
             shell_id = f"SHELL-{len(self.shells) + 1}"
             self.shells.append({"id": shell_id, "options": _options(header), "shell": body.get("rsp:Shell")})
-            return self._reply(mid, f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>')
+            return self._reply(
+                mid, f'<w:SelectorSet><w:Selector Name="ShellId">{shell_id}</w:Selector></w:SelectorSet>'
+            )
         if action == "Command":
             cmd = body["rsp:CommandLine"]
             cid = str(uuid.uuid4())
             args = cmd.get("rsp:Arguments") or ""
             args = args.split() if isinstance(args, str) else list(args)
             script = base64.b64decode(args[args.index("-EncodedCommand") + 1]).decode("utf-16-le")
-            self.commands[cid] = {"exe": cmd["rsp:Command"], "args": args, "script": script, "stdin": b"",
-                                  "ended": False, "options": _options(header)}
+            self.commands[cid] = {
+                "exe": cmd["rsp:Command"],
+                "args": args,
+                "script": script,
+                "stdin": b"",
+                "ended": False,
+                "options": _options(header),
+            }
             return self._reply(mid, f"<rsp:CommandResponse><rsp:CommandId>{cid}</rsp:CommandId></rsp:CommandResponse>")
         if action == "Send":
             stream = body["rsp:Send"]["rsp:Stream"]
@@ -71,26 +79,38 @@ class FakeWinRM:
             out, err, code = self.handler(c["script"], c["stdin"])
             c["result"] = (out, err, code)
             b64 = lambda b: base64.b64encode(b).decode()
-            return self._reply(mid, f'<rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="{cid}">{b64(out)}</rsp:Stream>'
-                                    f'<rsp:Stream Name="stderr" CommandId="{cid}">{b64(err)}</rsp:Stream>'
-                                    f'<rsp:CommandState CommandId="{cid}" State="{SHELL_NS}/CommandState/Done">'
-                                    f"<rsp:ExitCode>{code}</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>")
+            return self._reply(
+                mid,
+                f'<rsp:ReceiveResponse><rsp:Stream Name="stdout" CommandId="{cid}">{b64(out)}</rsp:Stream>'
+                f'<rsp:Stream Name="stderr" CommandId="{cid}">{b64(err)}</rsp:Stream>'
+                f'<rsp:CommandState CommandId="{cid}" State="{SHELL_NS}/CommandState/Done">'
+                f"<rsp:ExitCode>{code}</rsp:ExitCode></rsp:CommandState></rsp:ReceiveResponse>",
+            )
         if action in ("Signal", "Delete"):
             return self._reply(mid, "")
         raise AssertionError(f"unexpected action {action}")
 
     @staticmethod
     def _reply(message_id, body) -> bytes:
-        return (f'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
-                f'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
-                f'xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="{SHELL_NS}">'
-                f"<s:Header><a:RelatesTo>{message_id}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>").encode()
+        return (
+            f'<s:Envelope xmlns:s="http://www.w3.org/2003/05/soap-envelope" '
+            f'xmlns:a="http://schemas.xmlsoap.org/ws/2004/08/addressing" '
+            f'xmlns:w="http://schemas.dmtf.org/wbem/wsman/1/wsman.xsd" xmlns:rsp="{SHELL_NS}">'
+            f"<s:Header><a:RelatesTo>{message_id}</a:RelatesTo></s:Header><s:Body>{body}</s:Body></s:Envelope>"
+        ).encode()
 
 
 def clixml_error(message: str) -> bytes:
     """What powershell.exe writes to stderr for an unhandled error when its output is not a
     console (an error record as CLIXML; line breaks as _x000D__x000A_)."""
-    text = (message.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-            .replace("\r\n", "\n").replace("\n", "_x000D__x000A_"))
-    return ('#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
-            f'<S S="Error">{text}_x000D__x000A_</S></Objs>').encode()
+    text = (
+        message.replace("&", "&amp;")
+        .replace("<", "&lt;")
+        .replace(">", "&gt;")
+        .replace("\r\n", "\n")
+        .replace("\n", "_x000D__x000A_")
+    )
+    return (
+        '#< CLIXML\r\n<Objs Version="1.1.0.1" xmlns="http://schemas.microsoft.com/powershell/2004/04">'
+        f'<S S="Error">{text}_x000D__x000A_</S></Objs>'
+    ).encode()

@@ -34,20 +34,28 @@ def inv(tmp_path: Path) -> Path:
 QUIET = {"say": lambda _: None}
 
 
-@pytest.mark.parametrize("call, error", [
-    (lambda i: api.deploy("nope", "1.0.0", inventory=i, **QUIET), "-H: unknown host or group 'nope' (known: g, h1, h2)"),
-    (lambda i: api.deploy([], "1.0.0", inventory=i, **QUIET), "no hosts given"),
-    (lambda i: api.deploy("g", "1.x", inventory=i, **QUIET), "invalid version '1.x'"),
-    (lambda i: api.deploy("g", None, inventory=i, **QUIET), "no version: give the version to deploy"),
-    (lambda i: api.deploy("g", "1.0.0", app="zz", inventory=i, **QUIET), "unknown app 'zz' (known: a1)"),
-    (lambda i: api.deploy("g", "1.0.0", parallel=0, inventory=i, **QUIET), "--parallel must be at least 1"),
-    (lambda i: api.deploy("g", "1.0.0", source=i.parent / "app", bundle=i.parent, inventory=i, **QUIET),
-     "give either bundle or source, not both"),
-    (lambda i: api.deploy("g", "1.0.0", bundle=i.parent / "missing", inventory=i, **QUIET), "no bundle at "),
-    (lambda i: api.rollback("h1", db="drop", inventory=i, **QUIET), "db must be one of: keep, restore"),
-    (lambda i: api.rollback("h1", "v1", inventory=i, **QUIET), "invalid version 'v1'"),
-    (lambda i: api.status(["h1", "zz"], inventory=i, **QUIET), "-H: unknown host or group 'zz'"),
-])
+@pytest.mark.parametrize(
+    "call, error",
+    [
+        (
+            lambda i: api.deploy("nope", "1.0.0", inventory=i, **QUIET),
+            "-H: unknown host or group 'nope' (known: g, h1, h2)",
+        ),
+        (lambda i: api.deploy([], "1.0.0", inventory=i, **QUIET), "no hosts given"),
+        (lambda i: api.deploy("g", "1.x", inventory=i, **QUIET), "invalid version '1.x'"),
+        (lambda i: api.deploy("g", None, inventory=i, **QUIET), "no version: give the version to deploy"),
+        (lambda i: api.deploy("g", "1.0.0", app="zz", inventory=i, **QUIET), "unknown app 'zz' (known: a1)"),
+        (lambda i: api.deploy("g", "1.0.0", parallel=0, inventory=i, **QUIET), "--parallel must be at least 1"),
+        (
+            lambda i: api.deploy("g", "1.0.0", source=i.parent / "app", bundle=i.parent, inventory=i, **QUIET),
+            "give either bundle or source, not both",
+        ),
+        (lambda i: api.deploy("g", "1.0.0", bundle=i.parent / "missing", inventory=i, **QUIET), "no bundle at "),
+        (lambda i: api.rollback("h1", db="drop", inventory=i, **QUIET), "db must be one of: keep, restore"),
+        (lambda i: api.rollback("h1", "v1", inventory=i, **QUIET), "invalid version 'v1'"),
+        (lambda i: api.status(["h1", "zz"], inventory=i, **QUIET), "-H: unknown host or group 'zz'"),
+    ],
+)
 def test_bad_input_raises_before_connecting(inv, call, error):
     with pytest.raises(InputError) as e:
         call(inv)
@@ -78,10 +86,13 @@ def row(host, version="1.0.0", digest="abc", health="healthy"):
     return {"host": host, "version": version, "digest": digest, "health": health}
 
 
-@pytest.mark.parametrize("rows, drift, ok", [
-    ([row("h1"), row("h2")], "", True),
-    ([row("h1"), row("h2", health="web: failed")], "", False),
-    ([row("h1"), row("h2", "1.0.1", "def")], "version drift: ...", False),
-])
+@pytest.mark.parametrize(
+    "rows, drift, ok",
+    [
+        ([row("h1"), row("h2")], "", True),
+        ([row("h1"), row("h2", health="web: failed")], "", False),
+        ([row("h1"), row("h2", "1.0.1", "def")], "version drift: ...", False),
+    ],
+)
 def test_fleet_status_ok(rows, drift, ok):
     assert api.FleetStatus(rows, drift).ok is ok

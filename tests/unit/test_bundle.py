@@ -150,20 +150,31 @@ def member(name, data=b"x", *, kind=tarfile.REGTYPE, link=""):
 
 # -- the bundle that was built ---------------------------------------------------------------------
 
+
 def test_the_built_bundle(built):
     inv, b, base = built
     assert b.path == bundle_dir(base / "dist", "tiny", Version.parse("1.0.0"))
     assert b.app == "tiny" and str(b.version) == "1.0.0" and len(b.digest) == 64
-    assert sorted(b.manifest.files) == [".gitignore", "bin/run.sh", "requirements.txt", "static/app.css",
-                                        "tiny/__init__.py", "tiny/worker.py"]
+    assert sorted(b.manifest.files) == [
+        ".gitignore",
+        "bin/run.sh",
+        "requirements.txt",
+        "static/app.css",
+        "tiny/__init__.py",
+        "tiny/worker.py",
+    ]
     assert list(b.manifest.wheels) == ["six-1.16.0-py2.py3-none-any.whl"]
     assert b.spec == inv.app("tiny").spec and b.metadata.install.added == ()
     assert b.metadata.requirements == {"cp311-x86_64-glibc2.36": "cp311-x86_64-glibc2.36.txt"}
     assert (b.path / "requirements" / "cp311-x86_64-glibc2.36.txt").read_text().strip() == WHEEL
     assert set(b.manifest.extras) == {"metadata.json", "CHANGELOG.md", "README.md"}
     excluded = dict(e.rsplit(" (", 1) for e in b.metadata.build.excluded)
-    assert excluded == {".env": "never bundled)", "debug.log": ".gitignore)", "media/": ".gitignore)",
-                        "tiny/__pycache__/": "never bundled)"}
+    assert excluded == {
+        ".env": "never bundled)",
+        "debug.log": ".gitignore)",
+        "media/": ".gitignore)",
+        "tiny/__pycache__/": "never bundled)",
+    }
     assert b.target_for("x86_64", "2.36", "3.11.2") == Target() and b.target_for("aarch64", "2.36", "3.11.2") is None
     with tarfile.open(b.archive) as tar:
         modes = {m.name: m.mode for m in tar}
@@ -213,6 +224,7 @@ def test_a_release_must_not_ship_files_into_a_writable_directory(built, tmp_path
 
 # -- tampering ------------------------------------------------------------------------------------
 
+
 def test_archive_bytes_changed(copy):
     arch = copy / "app-v1.0.0.tar.gz"
     data = bytearray(arch.read_bytes())
@@ -232,8 +244,9 @@ def test_a_file_inside_the_archive_changed(copy, tmp_path):
     corrupt(copy, "archive member tiny/worker.py does not match the manifest")
 
 
-@pytest.mark.parametrize("rel", ["evil.txt", "wheels/extra-1.0-py3-none-any.whl", "requirements/extra.txt",
-                                 "sub/dir/file", ".hidden"])
+@pytest.mark.parametrize(
+    "rel", ["evil.txt", "wheels/extra-1.0-py3-none-any.whl", "requirements/extra.txt", "sub/dir/file", ".hidden"]
+)
 def test_an_extra_file_in_the_bundle(copy, rel):
     (copy / rel).parent.mkdir(parents=True, exist_ok=True)
     (copy / rel).write_text("x")
@@ -284,12 +297,15 @@ def test_a_fully_resigned_spec_change_changes_the_digest(built, copy):
     assert b.digest != built[1].digest and "evil" in b.spec.processes
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda md: md["spec"]["release"].append("echo ok\nrm -rf /"), ["spec.release"]),
-    (lambda md: md["spec"]["processes"]["web"].update(app="x:y; rm -rf /"), ["spec.processes"]),
-    (lambda md: md["spec"].update(writable=["../../etc"]), ["spec.writable"]),
-    (lambda md: md["targets"][0].update(arch="sparc"), ["targets"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda md: md["spec"]["release"].append("echo ok\nrm -rf /"), ["spec.release"]),
+        (lambda md: md["spec"]["processes"]["web"].update(app="x:y; rm -rf /"), ["spec.processes"]),
+        (lambda md: md["spec"].update(writable=["../../etc"]), ["spec.writable"]),
+        (lambda md: md["targets"][0].update(arch="sparc"), ["targets"]),
+    ],
+)
 def test_a_resigned_but_hostile_spec_is_refused_when_loaded(copy, edit, words):
     m, md = read_json(copy / "manifest.json"), read_json(copy / "metadata.json")
     edit(md)
@@ -300,12 +316,15 @@ def test_a_resigned_but_hostile_spec_is_refused_when_loaded(copy, edit, words):
     corrupt(copy, "malformed manifest or metadata", *words)
 
 
-@pytest.mark.parametrize("field, value", [
-    ("targets", [{"arch": "aarch64", "glibc": "2.36", "python": "3.11"}]),
-    ("install", {"project": None, "added": ["gunicorn==27.0.1"]}),
-    ("requires_python", ">=3.12"),
-    ("schema", {"source": "command", "fingerprint": "f" * 64, "migrations": ["x"], "note": ""}),
-])
+@pytest.mark.parametrize(
+    "field, value",
+    [
+        ("targets", [{"arch": "aarch64", "glibc": "2.36", "python": "3.11"}]),
+        ("install", {"project": None, "added": ["gunicorn==27.0.1"]}),
+        ("requires_python", ">=3.12"),
+        ("schema", {"source": "command", "fingerprint": "f" * 64, "migrations": ["x"], "note": ""}),
+    ],
+)
 def test_every_covered_metadata_field_is_in_the_digest(copy, field, value):
     m, md = read_json(copy / "manifest.json"), read_json(copy / "metadata.json")
     before = content_digest(m, md)
@@ -321,18 +340,21 @@ def test_build_time_and_builder_are_not_in_the_digest(copy):
     assert content_digest(m, md) == before
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda m: m["extras"].update({"evil.txt": "0" * 64}), ["only known extra files"]),
-    (lambda m: m["extras"].pop("metadata.json"), ["must list metadata.json"]),
-    (lambda m: m["wheels"].update({"../x.whl": "0" * 64}), ["bad file name '../x.whl'"]),
-    (lambda m: m["requirements"].update({".hidden": "0" * 64}), ["bad file name '.hidden'"]),
-    (lambda m: m.update(format=1), ["unknown bundle format 1"]),
-    (lambda m: m.update(version="1.0.0٠"), []),
-    (lambda m: m.update(app="other"), ["metadata does not belong to this manifest"]),
-    (lambda m: m.update(content_digest="0" * 64), ["content digest mismatch"]),
-    (lambda m: m.pop("files"), ["malformed manifest or metadata at files"]),
-    (lambda m: m.update(surprise=1), ["malformed manifest or metadata at surprise"]),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda m: m["extras"].update({"evil.txt": "0" * 64}), ["only known extra files"]),
+        (lambda m: m["extras"].pop("metadata.json"), ["must list metadata.json"]),
+        (lambda m: m["wheels"].update({"../x.whl": "0" * 64}), ["bad file name '../x.whl'"]),
+        (lambda m: m["requirements"].update({".hidden": "0" * 64}), ["bad file name '.hidden'"]),
+        (lambda m: m.update(format=1), ["unknown bundle format 1"]),
+        (lambda m: m.update(version="1.0.0٠"), []),
+        (lambda m: m.update(app="other"), ["metadata does not belong to this manifest"]),
+        (lambda m: m.update(content_digest="0" * 64), ["content digest mismatch"]),
+        (lambda m: m.pop("files"), ["malformed manifest or metadata at files"]),
+        (lambda m: m.update(surprise=1), ["malformed manifest or metadata at surprise"]),
+    ],
+)
 def test_manifest_edits(copy, edit, words):
     m = read_json(copy / "manifest.json")
     edit(m)
@@ -367,8 +389,10 @@ MALICIOUS = {
     "backslash": ([member("tiny\\..\\..\\x.py")], "unsafe name"),
     "symlink": ([member("tiny/link", kind=tarfile.SYMTYPE, link="/etc/passwd")], "is not a regular file"),
     "relative-symlink": ([member("tiny/link", kind=tarfile.SYMTYPE, link="../x")], "is not a regular file"),
-    "hardlink": ([member("tiny/a.py"), member("tiny/hard", kind=tarfile.LNKTYPE, link="tiny/a.py")],
-                 "is not a regular file"),
+    "hardlink": (
+        [member("tiny/a.py"), member("tiny/hard", kind=tarfile.LNKTYPE, link="tiny/a.py")],
+        "is not a regular file",
+    ),
     "char-device": ([member("tiny/null", kind=tarfile.CHRTYPE)], "is not a regular file"),
     "block-device": ([member("tiny/sda", kind=tarfile.BLKTYPE)], "is not a regular file"),
     "fifo": ([member("tiny/fifo", kind=tarfile.FIFOTYPE)], "is not a regular file"),
@@ -396,8 +420,15 @@ def test_a_resigned_harmless_archive_is_accepted(copy):
     info.type = tarfile.DIRTYPE
     members.insert(1, (info, None))
     (copy / "app-v1.0.0.tar.gz").write_bytes(tar_gz(members))
-    resign(copy, manifest_edit=lambda m: m.update(files={"tiny/__init__.py": hashlib.sha256(b"ok\n").hexdigest(),
-                                                         "tiny/sub/x.py": hashlib.sha256(b"x").hexdigest()}))
+    resign(
+        copy,
+        manifest_edit=lambda m: m.update(
+            files={
+                "tiny/__init__.py": hashlib.sha256(b"ok\n").hexdigest(),
+                "tiny/sub/x.py": hashlib.sha256(b"x").hexdigest(),
+            }
+        ),
+    )
     assert sorted(Bundle.load(copy).manifest.files) == ["tiny/__init__.py", "tiny/sub/x.py"]
 
 
@@ -410,25 +441,34 @@ def test_a_truncated_archive(copy):
 
 # -- unpacked copies and the cache -------------------------------------------------------------------
 
+
 def test_unpacked_is_the_archive_cached_and_rebuilt_when_damaged(built, tmp_path, monkeypatch):
     monkeypatch.setenv("SGPFAB_CACHE", str(tmp_path / "cache"))
     b = built[1]
     tree = b.unpacked()
     assert tree.parent.parent == tmp_path / "cache" / "unpacked" and tree.parent.name == b.manifest.archive.sha256
-    files = {p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-             for p in tree.rglob("*") if p.is_file()}
+    files = {
+        p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in tree.rglob("*")
+        if p.is_file()
+    }
     assert files == b.manifest.files
     assert stat.S_IMODE((tree / "bin" / "run.sh").stat().st_mode) & 0o100
     inode = tree.parent.stat().st_ino
     assert b.unpacked() == tree and tree.parent.stat().st_ino == inode, "reused, not rebuilt"
-    for damage in (lambda t: (t / "tiny" / "worker.py").write_text("evil"),
-                   lambda t: (t / "tiny" / "extra.py").write_text("evil"),
-                   lambda t: (t / "static" / "app.css").unlink(),
-                   lambda t: (t.parent / cache.SUMS).unlink()):
+    for damage in (
+        lambda t: (t / "tiny" / "worker.py").write_text("evil"),
+        lambda t: (t / "tiny" / "extra.py").write_text("evil"),
+        lambda t: (t / "static" / "app.css").unlink(),
+        lambda t: (t.parent / cache.SUMS).unlink(),
+    ):
         damage(tree)
         tree = b.unpacked()
-        now = {p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-               for p in tree.rglob("*") if p.is_file()}
+        now = {
+            p.relative_to(tree).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in tree.rglob("*")
+            if p.is_file()
+        }
         assert now == b.manifest.files
     assert not [p for p in (tmp_path / "cache" / "unpacked").iterdir() if p.name.startswith(".")], "no leftovers"
 
@@ -451,6 +491,7 @@ def test_cache_entry_is_built_once_for_many_threads(tmp_path, monkeypatch):
             results.append((p, cache.check_sums(p), sorted(x.name for x in p.iterdir())))
         except Exception as e:  # pragma: no cover
             errors.append(e)
+
     threads = [threading.Thread(target=ask) for _ in range(16)]
     for t in threads:
         t.start()
@@ -467,6 +508,7 @@ def test_cache_entry_failing_build_leaves_nothing(tmp_path, monkeypatch):
     def broken(d):
         (d / "half").write_text("x")
         raise RuntimeError("download failed")
+
     with pytest.raises(RuntimeError):
         cache.entry("kind", "k", broken)
     assert list((tmp_path / "kind").iterdir()) == []
@@ -486,12 +528,14 @@ def test_cache_verifies_files_named_like_the_sums_file(tmp_path, monkeypatch):
     def make(d):
         (d / "sub").mkdir()
         (d / "sub" / cache.SUMS).write_text("checksums the app ships\n")
+
     p = cache.entry("kind", "k", make)
     (p / "sub" / cache.SUMS).write_text("damaged\n")
     assert cache.entry("kind", "k", make) and (p / "sub" / cache.SUMS).read_text() == "checksums the app ships\n"
 
 
 # -- source selection ------------------------------------------------------------------------------
+
 
 def tree(d: Path, files: dict[str, str]) -> Path:
     for rel, text in files.items():
@@ -502,55 +546,133 @@ def tree(d: Path, files: dict[str, str]) -> Path:
 
 
 def test_select_follows_gitignore_at_the_root_and_nested(tmp_path):
-    src = tree(tmp_path, {
-        ".gitignore": "*.log\n/build/\nnode_modules/\n!important.log\n",
-        "app.py": "", "x.log": "", "important.log": "", "build/out.js": "", "sub/build/kept.js": "",
-        "sub/.gitignore": "*.tmp\nlocal/\n", "sub/a.tmp": "", "sub/a.py": "", "sub/local/x": "",
-        "other/a.tmp": "", "web/node_modules/pkg/index.js": "",
-    })
+    src = tree(
+        tmp_path,
+        {
+            ".gitignore": "*.log\n/build/\nnode_modules/\n!important.log\n",
+            "app.py": "",
+            "x.log": "",
+            "important.log": "",
+            "build/out.js": "",
+            "sub/build/kept.js": "",
+            "sub/.gitignore": "*.tmp\nlocal/\n",
+            "sub/a.tmp": "",
+            "sub/a.py": "",
+            "sub/local/x": "",
+            "other/a.tmp": "",
+            "web/node_modules/pkg/index.js": "",
+        },
+    )
     sel = source.select(src)
-    assert sel.files == [".gitignore", "app.py", "important.log", "other/a.tmp", "sub/.gitignore", "sub/a.py",
-                         "sub/build/kept.js"]
-    assert sorted(sel.excluded) == sorted([("build/", ".gitignore"), ("x.log", ".gitignore"),
-                                           ("sub/a.tmp", ".gitignore"), ("sub/local/", ".gitignore"),
-                                           ("web/node_modules/", ".gitignore")])
+    assert sel.files == [
+        ".gitignore",
+        "app.py",
+        "important.log",
+        "other/a.tmp",
+        "sub/.gitignore",
+        "sub/a.py",
+        "sub/build/kept.js",
+    ]
+    assert sorted(sel.excluded) == sorted(
+        [
+            ("build/", ".gitignore"),
+            ("x.log", ".gitignore"),
+            ("sub/a.tmp", ".gitignore"),
+            ("sub/local/", ".gitignore"),
+            ("web/node_modules/", ".gitignore"),
+        ]
+    )
 
 
 def test_select_always_leaves_out_vcs_caches_envs_and_secrets(tmp_path):
-    src = tree(tmp_path, {
-        ".git/config": "", ".hg/x": "", ".svn/x": "", "pkg/__pycache__/m.pyc": "", "pkg/m.pyc": "", "pkg/m.py": "",
-        ".env": "S=1", ".env.production": "S=1", "config/.env": "S=1", ".DS_Store": "", ".pytest_cache/x": "",
-        ".mypy_cache/x": "", ".ruff_cache/x": "", "env.py": "", ".envrc": "",
-        ".gitignore": "!.env\n!.env.*\n",  # even when the project says otherwise
-    })
+    src = tree(
+        tmp_path,
+        {
+            ".git/config": "",
+            ".hg/x": "",
+            ".svn/x": "",
+            "pkg/__pycache__/m.pyc": "",
+            "pkg/m.pyc": "",
+            "pkg/m.py": "",
+            ".env": "S=1",
+            ".env.production": "S=1",
+            "config/.env": "S=1",
+            ".DS_Store": "",
+            ".pytest_cache/x": "",
+            ".mypy_cache/x": "",
+            ".ruff_cache/x": "",
+            "env.py": "",
+            ".envrc": "",
+            ".gitignore": "!.env\n!.env.*\n",  # even when the project says otherwise
+        },
+    )
     sel = source.select(src, include=(".env", "*.pyc"))
     assert sel.files == [".envrc", ".gitignore", "env.py", "pkg/m.py"]
     assert all(why == source.REASON_ALWAYS for _, why in sel.excluded)
-    assert {p for p, _ in sel.excluded} == {".git/", ".hg/", ".svn/", "pkg/__pycache__/", "pkg/m.pyc", ".env",
-                                            ".env.production", "config/.env", ".DS_Store", ".pytest_cache/",
-                                            ".mypy_cache/", ".ruff_cache/"}
+    assert {p for p, _ in sel.excluded} == {
+        ".git/",
+        ".hg/",
+        ".svn/",
+        "pkg/__pycache__/",
+        "pkg/m.pyc",
+        ".env",
+        ".env.production",
+        "config/.env",
+        ".DS_Store",
+        ".pytest_cache/",
+        ".mypy_cache/",
+        ".ruff_cache/",
+    }
 
 
 def test_select_detects_virtual_environments_by_pyvenv_cfg(tmp_path):
-    src = tree(tmp_path, {"venv/pyvenv.cfg": "home = /usr/bin\n", "venv/lib/site.py": "", "myenv/pyvenv.cfg": "",
-                          "myenv/bin/python": "", ".venv/pyvenv.cfg": "", "notavenv/lib.py": "", "main.py": ""})
+    src = tree(
+        tmp_path,
+        {
+            "venv/pyvenv.cfg": "home = /usr/bin\n",
+            "venv/lib/site.py": "",
+            "myenv/pyvenv.cfg": "",
+            "myenv/bin/python": "",
+            ".venv/pyvenv.cfg": "",
+            "notavenv/lib.py": "",
+            "main.py": "",
+        },
+    )
     sel = source.select(src, include=("venv/**",))
     assert sel.files == ["main.py", "notavenv/lib.py"]
-    assert sorted(sel.excluded) == [(".venv/", "a virtual environment"), ("myenv/", "a virtual environment"),
-                                    ("venv/", "a virtual environment")]
+    assert sorted(sel.excluded) == [
+        (".venv/", "a virtual environment"),
+        ("myenv/", "a virtual environment"),
+        ("venv/", "a virtual environment"),
+    ]
 
 
 def test_select_include_re_includes_and_exclude_leaves_out(tmp_path):
-    src = tree(tmp_path, {
-        ".gitignore": "dist/\n*.min.js\nassets/\n",
-        "dist/app.js": "", "dist/app.map": "", "static/app.min.js": "", "assets/keep/a.css": "", "assets/drop.css": "",
-        "docs/index.md": "", "tests/test_x.py": "", "app.py": "",
-    })
+    src = tree(
+        tmp_path,
+        {
+            ".gitignore": "dist/\n*.min.js\nassets/\n",
+            "dist/app.js": "",
+            "dist/app.map": "",
+            "static/app.min.js": "",
+            "assets/keep/a.css": "",
+            "assets/drop.css": "",
+            "docs/index.md": "",
+            "tests/test_x.py": "",
+            "app.py": "",
+        },
+    )
     sel = source.select(src, include=("dist/*.js", "*.min.js", "assets/keep/"), exclude=("docs/", "tests/"))
     assert sel.files == [".gitignore", "app.py", "assets/keep/a.css", "dist/app.js", "static/app.min.js"]
     # with include patterns, excluded directories are judged file by file
-    assert sorted(sel.excluded) == sorted([("assets/drop.css", ".gitignore"), ("dist/app.map", ".gitignore"),
-                                           ("docs/index.md", "exclude pattern"), ("tests/test_x.py", "exclude pattern")])
+    assert sorted(sel.excluded) == sorted(
+        [
+            ("assets/drop.css", ".gitignore"),
+            ("dist/app.map", ".gitignore"),
+            ("docs/index.md", "exclude pattern"),
+            ("tests/test_x.py", "exclude pattern"),
+        ]
+    )
     sel = source.select(src, exclude=("docs/", "tests/"))
     assert ("docs/", "exclude pattern") in sel.excluded and ("dist/", ".gitignore") in sel.excluded
 
@@ -568,13 +690,26 @@ def test_select_leaves_out_symlinks_and_special_files_with_a_reason(tmp_path):
     os.mkfifo(src / "fifo")
     sel = source.select(src)
     assert sel.files == ["dir/a.py", "real.py"]
-    assert sorted(sel.excluded) == [("fifo", "not a regular file"), ("link.py", "not a regular file"),
-                                    ("linkdir/", "a symbolic link"), ("passwd", "not a regular file")]
+    assert sorted(sel.excluded) == [
+        ("fifo", "not a regular file"),
+        ("link.py", "not a regular file"),
+        ("linkdir/", "a symbolic link"),
+        ("passwd", "not a regular file"),
+    ]
 
 
 def test_select_keeps_build_outputs_even_when_ignored(tmp_path):
-    src = tree(tmp_path, {".gitignore": "static/dist/\n*.css\n", "static/dist/app.js": "", "static/dist/old.js": "",
-                          "static/site.css": "", "app.py": "", ".env": ""})
+    src = tree(
+        tmp_path,
+        {
+            ".gitignore": "static/dist/\n*.css\n",
+            "static/dist/app.js": "",
+            "static/dist/old.js": "",
+            "static/site.css": "",
+            "app.py": "",
+            ".env": "",
+        },
+    )
     sel = source.select(src, exclude=("static/dist/old.js",), keep={"static/dist/app.js", "static/site.css", ".env"})
     assert sel.files == [".gitignore", "app.py", "static/dist/app.js", "static/site.css"]
     assert ("static/dist/old.js", "exclude pattern") in sel.excluded and (".env", source.REASON_ALWAYS) in sel.excluded
@@ -626,8 +761,11 @@ def test_write_archive_is_reproducible(tmp_path):
 
 def test_run_build_copies_runs_and_reports_what_changed(tmp_path):
     src = tree(tmp_path / "src", {"app.py": "", ".gitignore": "static/gen/\n", "static/gen/old.css": "old"})
-    work, changed = source.run_build(src, ("mkdir -p static/gen && echo new > static/gen/app.css",
-                                           "echo changed > static/gen/old.css"), say=lambda m: None)
+    work, changed = source.run_build(
+        src,
+        ("mkdir -p static/gen && echo new > static/gen/app.css", "echo changed > static/gen/old.css"),
+        say=lambda m: None,
+    )
     try:
         assert changed == {"static/gen/app.css", "static/gen/old.css"}
         assert not (src / "static/gen/app.css").exists(), "the user's tree stays clean"
@@ -641,28 +779,55 @@ def test_run_build_failure_names_the_command(tmp_path):
     src = tree(tmp_path / "src", {"app.py": ""})
     with pytest.raises(SgpfabError) as e:
         source.run_build(src, ("echo some output; echo the reason >&2; exit 3",), say=lambda m: None)
-    assert str(e.value).splitlines()[0] == "build command 'echo some output; echo the reason >&2; exit 3' failed (exit 3):"
+    assert (
+        str(e.value).splitlines()[0] == "build command 'echo some output; echo the reason >&2; exit 3' failed (exit 3):"
+    )
     assert "the reason" in str(e.value)
 
 
 # -- dependencies: targets and tags ----------------------------------------------------------------
 
+
 def test_platform_tags_x86_64_glibc_2_17():
     assert deps_mod.platform_tags(Target(glibc="2.17")) == [
-        "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_16_x86_64", "manylinux_2_15_x86_64",
-        "manylinux_2_14_x86_64", "manylinux_2_13_x86_64", "manylinux_2_12_x86_64", "manylinux2010_x86_64",
-        "manylinux_2_11_x86_64", "manylinux_2_10_x86_64", "manylinux_2_9_x86_64", "manylinux_2_8_x86_64",
-        "manylinux_2_7_x86_64", "manylinux_2_6_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64"]
+        "manylinux_2_17_x86_64",
+        "manylinux2014_x86_64",
+        "manylinux_2_16_x86_64",
+        "manylinux_2_15_x86_64",
+        "manylinux_2_14_x86_64",
+        "manylinux_2_13_x86_64",
+        "manylinux_2_12_x86_64",
+        "manylinux2010_x86_64",
+        "manylinux_2_11_x86_64",
+        "manylinux_2_10_x86_64",
+        "manylinux_2_9_x86_64",
+        "manylinux_2_8_x86_64",
+        "manylinux_2_7_x86_64",
+        "manylinux_2_6_x86_64",
+        "manylinux_2_5_x86_64",
+        "manylinux1_x86_64",
+    ]
 
 
-@pytest.mark.parametrize("target, first, count, legacy", [
-    (Target(glibc="2.36"), "manylinux_2_36_x86_64", 32 + 3, {"manylinux2014_x86_64", "manylinux2010_x86_64",
-                                                              "manylinux1_x86_64"}),
-    (Target(glibc="2.28"), "manylinux_2_28_x86_64", 24 + 3, {"manylinux2014_x86_64", "manylinux2010_x86_64",
-                                                              "manylinux1_x86_64"}),
-    (Target(arch="aarch64", glibc="2.36"), "manylinux_2_36_aarch64", 32 + 1, {"manylinux2014_aarch64"}),
-    (Target(arch="aarch64", glibc="2.17"), "manylinux_2_17_aarch64", 13 + 1, {"manylinux2014_aarch64"}),
-])
+@pytest.mark.parametrize(
+    "target, first, count, legacy",
+    [
+        (
+            Target(glibc="2.36"),
+            "manylinux_2_36_x86_64",
+            32 + 3,
+            {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"},
+        ),
+        (
+            Target(glibc="2.28"),
+            "manylinux_2_28_x86_64",
+            24 + 3,
+            {"manylinux2014_x86_64", "manylinux2010_x86_64", "manylinux1_x86_64"},
+        ),
+        (Target(arch="aarch64", glibc="2.36"), "manylinux_2_36_aarch64", 32 + 1, {"manylinux2014_aarch64"}),
+        (Target(arch="aarch64", glibc="2.17"), "manylinux_2_17_aarch64", 13 + 1, {"manylinux2014_aarch64"}),
+    ],
+)
 def test_platform_tags(target, first, count, legacy):
     tags = deps_mod.platform_tags(target)
     assert tags[0] == first and len(tags) == count == len(set(tags))
@@ -672,59 +837,79 @@ def test_platform_tags(target, first, count, legacy):
     assert newer not in tags
 
 
-@pytest.mark.parametrize("target, tag, ok", [
-    (Target(), "cp311-cp311-manylinux_2_17_x86_64", True),
-    (Target(), "cp311-cp311-manylinux_2_36_x86_64", True),
-    (Target(), "cp311-cp311-manylinux_2_38_x86_64", False),
-    (Target(), "cp311-abi3-manylinux2014_x86_64", True),
-    (Target(), "cp38-abi3-manylinux_2_17_x86_64", True),
-    (Target(), "cp312-cp312-manylinux_2_17_x86_64", False),
-    (Target(), "cp311-cp311-manylinux_2_17_aarch64", False),
-    (Target(), "py3-none-any", True),
-    (Target(), "py2.py3-none-any", False),  # a compressed tag set: parse_wheel_filename expands it
-    (Target(), "py2-none-any", False),
-    (Target(), "cp311-none-linux_x86_64", True),
-    (Target(), "cp311-cp311-musllinux_1_1_x86_64", False),
-    (Target(), "cp311-cp311-win_amd64", False),
-    (Target(glibc="2.17"), "cp311-cp311-manylinux_2_28_x86_64", False),
-    (Target(glibc="2.28"), "cp311-cp311-manylinux_2_28_x86_64", True),
-    (Target(arch="aarch64"), "cp311-cp311-manylinux2014_aarch64", True),
-    (Target(arch="aarch64"), "cp311-cp311-manylinux2014_x86_64", False),
-    (Target(python="3.12"), "cp312-cp312-manylinux_2_17_x86_64", True),
-    (Target(python="3.12"), "cp311-cp311-manylinux_2_17_x86_64", False),
-])
+@pytest.mark.parametrize(
+    "target, tag, ok",
+    [
+        (Target(), "cp311-cp311-manylinux_2_17_x86_64", True),
+        (Target(), "cp311-cp311-manylinux_2_36_x86_64", True),
+        (Target(), "cp311-cp311-manylinux_2_38_x86_64", False),
+        (Target(), "cp311-abi3-manylinux2014_x86_64", True),
+        (Target(), "cp38-abi3-manylinux_2_17_x86_64", True),
+        (Target(), "cp312-cp312-manylinux_2_17_x86_64", False),
+        (Target(), "cp311-cp311-manylinux_2_17_aarch64", False),
+        (Target(), "py3-none-any", True),
+        (Target(), "py2.py3-none-any", False),  # a compressed tag set: parse_wheel_filename expands it
+        (Target(), "py2-none-any", False),
+        (Target(), "cp311-none-linux_x86_64", True),
+        (Target(), "cp311-cp311-musllinux_1_1_x86_64", False),
+        (Target(), "cp311-cp311-win_amd64", False),
+        (Target(glibc="2.17"), "cp311-cp311-manylinux_2_28_x86_64", False),
+        (Target(glibc="2.28"), "cp311-cp311-manylinux_2_28_x86_64", True),
+        (Target(arch="aarch64"), "cp311-cp311-manylinux2014_aarch64", True),
+        (Target(arch="aarch64"), "cp311-cp311-manylinux2014_x86_64", False),
+        (Target(python="3.12"), "cp312-cp312-manylinux_2_17_x86_64", True),
+        (Target(python="3.12"), "cp311-cp311-manylinux_2_17_x86_64", False),
+    ],
+)
 def test_supported_tags(target, tag, ok):
     interp, abi, plat = tag.split("-")
     assert (Tag(interp, abi, plat) in deps_mod.supported_tags(target)) is ok
 
 
-@pytest.mark.parametrize("glibc, platform", [("2.36", "x86_64-manylinux_2_36"), ("2.30", "x86_64-manylinux_2_28"),
-                                             ("2.28", "x86_64-manylinux_2_28"), ("2.17", "x86_64-manylinux_2_17"),
-                                             ("2.41", "x86_64-manylinux_2_40"), ("2.27", "x86_64-manylinux_2_17")])
+@pytest.mark.parametrize(
+    "glibc, platform",
+    [
+        ("2.36", "x86_64-manylinux_2_36"),
+        ("2.30", "x86_64-manylinux_2_28"),
+        ("2.28", "x86_64-manylinux_2_28"),
+        ("2.17", "x86_64-manylinux_2_17"),
+        ("2.41", "x86_64-manylinux_2_40"),
+        ("2.27", "x86_64-manylinux_2_17"),
+    ],
+)
 def test_uv_platform(glibc, platform):
     assert deps_mod.uv_platform(Target(glibc=glibc)) == platform
     assert deps_mod.uv_platform(Target(arch="aarch64", glibc=glibc)) == platform.replace("x86_64", "aarch64")
 
 
 def test_check_covered(tmp_path):
-    for name in ("six-1.16.0-py2.py3-none-any.whl", "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl",
-                 "Foo_Bar-1.0-cp311-abi3-manylinux2014_x86_64.whl", "not-a-wheel.whl"):
+    for name in (
+        "six-1.16.0-py2.py3-none-any.whl",
+        "numpy-2.0.0-cp311-cp311-manylinux_2_28_x86_64.whl",
+        "Foo_Bar-1.0-cp311-abi3-manylinux2014_x86_64.whl",
+        "not-a-wheel.whl",
+    ):
         (tmp_path / name).write_bytes(b"")
     reqs = "six==1.16.0\nfoo-bar==1.0 ; python_version >= '3'\n# comment\n-e .\nunpinned>=1\n"
     deps_mod._check_covered(reqs, tmp_path, Target(glibc="2.17"))
     deps_mod._check_covered(reqs + "numpy==2.0.0\n", tmp_path, Target(glibc="2.28"))
     with pytest.raises(SgpfabError) as e:
         deps_mod._check_covered(reqs + "numpy==2.0.0\n", tmp_path, Target(glibc="2.17"))
-    assert str(e.value) == "no wheel of numpy==2.0.0 installs on target cp311-x86_64-glibc2.17 (arch x86_64, glibc 2.17, CPython 3.11)"
+    assert (
+        str(e.value)
+        == "no wheel of numpy==2.0.0 installs on target cp311-x86_64-glibc2.17 (arch x86_64, glibc 2.17, CPython 3.11)"
+    )
     with pytest.raises(SgpfabError):
         deps_mod._check_covered("missing==1.0\n", tmp_path, Target())
     deps_mod._check_covered("six==1.16.0\n", tmp_path, Target(arch="aarch64"))  # pure: installs anywhere
 
 
 def test_names():
-    text = ("Django==5.0 ; python_version >= '3.10'\nsqlalchemy[asyncio]==2.0.30\n# comment\n  \n-r other.txt\n"
-            "--index-url https://x\nZope.Interface>=6 # trailing\nmy_pkg @ https://example.com/my_pkg.whl\n"
-            "-e .\n!!not a requirement\n")
+    text = (
+        "Django==5.0 ; python_version >= '3.10'\nsqlalchemy[asyncio]==2.0.30\n# comment\n  \n-r other.txt\n"
+        "--index-url https://x\nZope.Interface>=6 # trailing\nmy_pkg @ https://example.com/my_pkg.whl\n"
+        "-e .\n!!not a requirement\n"
+    )
     assert deps_mod.names(text) == {"django", "sqlalchemy", "zope-interface", "my-pkg"}
 
 
@@ -759,15 +944,18 @@ def test_detect_source_of_the_examples(example, source):
     assert deps_mod.detect_source(src, spec_with()) == source
 
 
-@pytest.mark.parametrize("data, choice, expected", [
-    ({"project": {}, "build-system": {}}, "auto", True),
-    ({"project": {}}, "auto", False),
-    ({"build-system": {}}, "auto", False),
-    ({"project": {}, "build-system": {}, "tool": {"uv": {"package": False}}}, "auto", False),
-    ({"project": {}, "tool": {"uv": {"package": True}}}, "auto", True),
-    ({}, "yes", True),
-    ({"project": {}, "build-system": {}}, "no", False),
-])
+@pytest.mark.parametrize(
+    "data, choice, expected",
+    [
+        ({"project": {}, "build-system": {}}, "auto", True),
+        ({"project": {}}, "auto", False),
+        ({"build-system": {}}, "auto", False),
+        ({"project": {}, "build-system": {}, "tool": {"uv": {"package": False}}}, "auto", False),
+        ({"project": {}, "tool": {"uv": {"package": True}}}, "auto", True),
+        ({}, "yes", True),
+        ({"project": {}, "build-system": {}}, "no", False),
+    ],
+)
 def test_is_package(data, choice, expected):
     assert deps_mod.is_package(data, spec_with(install_project=choice)) is expected
 

@@ -12,9 +12,19 @@ from sgpfab.layout import Layout
 
 
 def deployed(**over) -> Instance:
-    data = dict(app="shop", host=Host(name="web1"), api_root="/opt/shop", service="shop-api", port=8123,
-                bind="127.0.0.1", run_as="shopsvc", backups_keep=4, python="/usr/bin/python3.11",
-                health=HealthCheck(path="/healthz", body="^ok$", timeout=30), database=Database(path="data/s.db"))
+    data = dict(
+        app="shop",
+        host=Host(name="web1"),
+        api_root="/opt/shop",
+        service="shop-api",
+        port=8123,
+        bind="127.0.0.1",
+        run_as="shopsvc",
+        backups_keep=4,
+        python="/usr/bin/python3.11",
+        health=HealthCheck(path="/healthz", body="^ok$", timeout=30),
+        database=Database(path="data/s.db"),
+    )
     return Instance(**{**data, **over})
 
 
@@ -59,42 +69,53 @@ def test_the_config_file_overrides_what_was_recorded_key_by_key(tmp_path):
 
 
 def test_a_host_never_deployed_to_needs_only_the_config_file(tmp_path):
-    p, cfg = config(tmp_path, "api_root: /srv/x\nport: 8100\nrun_as: app\ndatabase: {engine: none}\n"
-                              "env: {SECRET_KEY: {secret: x_key}}\n")
+    p, cfg = config(
+        tmp_path,
+        "api_root: /srv/x\nport: 8100\nrun_as: app\ndatabase: {engine: none}\nenv: {SECRET_KEY: {secret: x_key}}\n",
+    )
     hc = resolve("shop", None, cfg, p, {}.get)
     assert hc.inst.service == "shop" and hc.inst.run_as == "app" and hc.inst.database.engine == "none"
     assert hc.login_user is None and hc.write_settings is True
 
 
 def test_an_inventory_app_entry_can_be_pasted_as_is(tmp_path):
-    p, cfg = config(tmp_path, "source: ../shop\nport: 8001\nprocesses: {web: {server: uvicorn, app: 'shop:app'}}\n"
-                              "release: [alembic upgrade head]\napi_root: /srv/shop\n")
+    p, cfg = config(
+        tmp_path,
+        "source: ../shop\nport: 8001\nprocesses: {web: {server: uvicorn, app: 'shop:app'}}\n"
+        "release: [alembic upgrade head]\napi_root: /srv/shop\n",
+    )
     assert resolve("shop", None, cfg, p, {}.get).inst.port == 8001
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("port: 99999\n", r"apply.yaml: apps.shop.port: .*65535"),
-    ("api_root: /srv/../etc\n", r"api_root must be a normalised absolute path"),
-    ("api_root: 'relative/path'\n", r"api_root: invalid path"),
-    ("run_as: root\n", r"must not run as root"),
-    ("service: 'a b'\n", r"invalid service name"),
-    ("env: {'BAD KEY': x}\n", r"invalid environment variable name"),
-    ("health: {path: 'no-slash'}\n", r"invalid health path"),
-    ("bind: '0.0.0.0; rm -rf /'\n", r"invalid bind address"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("port: 99999\n", r"apply.yaml: apps.shop.port: .*65535"),
+        ("api_root: /srv/../etc\n", r"api_root must be a normalised absolute path"),
+        ("api_root: 'relative/path'\n", r"api_root: invalid path"),
+        ("run_as: root\n", r"must not run as root"),
+        ("service: 'a b'\n", r"invalid service name"),
+        ("env: {'BAD KEY': x}\n", r"invalid environment variable name"),
+        ("health: {path: 'no-slash'}\n", r"invalid health path"),
+        ("bind: '0.0.0.0; rm -rf /'\n", r"invalid bind address"),
+    ],
+)
 def test_bad_values_are_refused_before_anything_runs(tmp_path, text, message):
     p, cfg = config(tmp_path, text)
     with pytest.raises(SgpfabError, match=message):
         resolve("shop", None, cfg, p, {}.get)
 
 
-@pytest.mark.parametrize(("text", "message"), [
-    ("- a\n- b\n", r"expected a mapping"),
-    ("portt: 1\n", r"unknown key 'portt'"),
-    ("processes: {web: {server: nginx}}\n", r"processes.web.server"),
-    ("port: [\n", r"not valid YAML"),
-    ("host: 'x y'\n", r"host: invalid name"),
-])
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("- a\n- b\n", r"expected a mapping"),
+        ("portt: 1\n", r"unknown key 'portt'"),
+        ("processes: {web: {server: nginx}}\n", r"processes.web.server"),
+        ("port: [\n", r"not valid YAML"),
+        ("host: 'x y'\n", r"host: invalid name"),
+    ],
+)
 def test_malformed_config_files_are_one_line_errors(tmp_path, text, message):
     p = tmp_path / "apply.yaml"
     p.write_text(text)

@@ -58,29 +58,43 @@ def root(tmp_path):
 
 
 def run_cli(root, *args, stdin="", timeout=60):
-    return subprocess.run([sys.executable, str(HOSTCTL), "--root", str(root), *args], input=stdin,
-                          capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, str(HOSTCTL), "--root", str(root), *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 # -- state -------------------------------------------------------------------------------------------
 
+
 def test_state_of_an_empty_root(root):
     st = ok(hostctl(root, "state"))
-    assert st == {"root": str(root), "current": None, "releases": [], "partials": [], "junk": [], "incoming": [],
-                  "journal": None, "db_exists": False}
+    assert st == {
+        "root": str(root),
+        "current": None,
+        "releases": [],
+        "partials": [],
+        "junk": [],
+        "incoming": [],
+        "journal": None,
+        "db_exists": False,
+    }
 
 
 def test_state_lists_releases_partials_junk_incoming_and_the_journal(root):
     complete_release(root, "v1.0.0", meta={"version": "1.0.0", "finalized_at": "t1"})
     complete_release(root, "v1.1.0", bad="health check failed")
-    (root / "releases" / "v1.2.0").mkdir()                     # no marker: incomplete
+    (root / "releases" / "v1.2.0").mkdir()  # no marker: incomplete
     (root / "releases" / ".partial-v2.0.0").mkdir()
-    (root / "releases" / "notes.txt").write_text("x")          # junk: a file
-    (root / "releases" / "latest").mkdir()                     # junk: not a release name
-    (root / "releases" / "v1٠.0.0").mkdir()                     # junk: not ASCII
-    os.symlink("v1.0.0", root / "releases" / "vlink")          # junk: a link
+    (root / "releases" / "notes.txt").write_text("x")  # junk: a file
+    (root / "releases" / "latest").mkdir()  # junk: not a release name
+    (root / "releases" / "v1٠.0.0").mkdir()  # junk: not ASCII
+    os.symlink("v1.0.0", root / "releases" / "vlink")  # junk: a link
     os.symlink("v1.0.0", root / "releases" / "current")
-    os.symlink("v1.0.0", root / "releases" / ".current.123")   # a switch's temporary link: ignored
+    os.symlink("v1.0.0", root / "releases" / ".current.123")  # a switch's temporary link: ignored
     (root / "incoming" / "v2.0.0").mkdir(parents=True)
     (root / ".sgpfab").mkdir()
     (root / ".sgpfab" / "journal.json").write_text('{"op": "deploy", "from": "v1.0.0", "to": "v1.2.0"}')
@@ -89,7 +103,10 @@ def test_state_lists_releases_partials_junk_incoming_and_the_journal(root):
     st = ok(hostctl(root, "state"))
     assert st["current"] == "v1.0.0"
     assert [(r["name"], r["complete"], r["bad"]) for r in st["releases"]] == [
-        ("v1.0.0", True, False), ("v1.1.0", True, True), ("v1.2.0", False, False)]
+        ("v1.0.0", True, False),
+        ("v1.1.0", True, True),
+        ("v1.2.0", False, False),
+    ]
     assert st["releases"][0]["meta"] == {"version": "1.0.0", "finalized_at": "t1"}
     assert st["releases"][1]["bad_reason"] == "health check failed"
     assert st["partials"] == [".partial-v2.0.0"]
@@ -109,6 +126,7 @@ def test_state_with_a_corrupt_marker_is_an_incomplete_release(root):
 
 # -- verify ------------------------------------------------------------------------------------------
 
+
 def test_verify_accepts_exactly_the_manifest(root):
     stage_release(root, "v1.0.0", files={"a.py": "print(1)\n", "pkg/b.py": b"\x00\x01binary", "empty": ""})
     assert ok(hostctl(root, "verify", "--name", "v1.0.0")) == {"verified": "v1.0.0", "files": 3}
@@ -125,9 +143,14 @@ def wheelhouse(root, wheels: dict[str, bytes]):
 def test_verify_checks_every_wheel_and_deletes_a_corrupt_one(root):
     files = {"a.py": "x"}
     good, bad = b"good wheel", b"tampered wheel"
-    manifest = {"version": "1.0.0", "files": {"a.py": sha256("x")},
-                "wheels": {"wheels/good-1.0-py3-none-any.whl": sha256(good),
-                           "wheels/bad-1.0-py3-none-any.whl": sha256(b"original wheel")}}
+    manifest = {
+        "version": "1.0.0",
+        "files": {"a.py": sha256("x")},
+        "wheels": {
+            "wheels/good-1.0-py3-none-any.whl": sha256(good),
+            "wheels/bad-1.0-py3-none-any.whl": sha256(b"original wheel"),
+        },
+    }
     stage_release(root, "v1.0.0", files=files, manifest=manifest)
     wheelhouse(root, {"good-1.0-py3-none-any.whl": good, "bad-1.0-py3-none-any.whl": bad})
     refused(hostctl(root, "verify", "--name", "v1.0.0"), "wheel", "bad-1.0-py3-none-any.whl", "SHA-256")
@@ -166,14 +189,17 @@ def _fifo(p):
     os.mkfifo(p / "pipe")
 
 
-@pytest.mark.parametrize("tamper, words", [
-    (_tamper_file, ["app/main.py", "does not match"]),
-    (_extra_file, ["app/extra.py"]),
-    (_missing_file, ["README"]),
-    (_symlink_file, ["forbidden entry", "README"]),
-    (_symlink_dir, ["forbidden link", "etc"]),
-    (_fifo, ["forbidden entry", "pipe"]),
-])
+@pytest.mark.parametrize(
+    "tamper, words",
+    [
+        (_tamper_file, ["app/main.py", "does not match"]),
+        (_extra_file, ["app/extra.py"]),
+        (_missing_file, ["README"]),
+        (_symlink_file, ["forbidden entry", "README"]),
+        (_symlink_dir, ["forbidden link", "etc"]),
+        (_fifo, ["forbidden entry", "pipe"]),
+    ],
+)
 def test_verify_refuses_a_tampered_tree_and_removes_partial_and_upload(root, tamper, words):
     partial = stage_release(root, "v1.0.0")
     tamper(partial)
@@ -182,13 +208,16 @@ def test_verify_refuses_a_tampered_tree_and_removes_partial_and_upload(root, tam
     assert os.path.exists("/etc/passwd"), "links are removed, never followed"
 
 
-@pytest.mark.parametrize("manifest, words", [
-    ("{not json", ["no readable manifest"]),
-    ('["a list"]', ["malformed manifest"]),
-    ('{"version": "1.0.0", "files": ["a"]}', ["malformed manifest"]),
-    ('{"version": "1.0.0"}', ["malformed manifest"]),
-    ('{"version": "2.0.0", "files": {}}', ["bundle is version 2.0.0, not v1.0.0"]),
-])
+@pytest.mark.parametrize(
+    "manifest, words",
+    [
+        ("{not json", ["no readable manifest"]),
+        ('["a list"]', ["malformed manifest"]),
+        ('{"version": "1.0.0", "files": ["a"]}', ["malformed manifest"]),
+        ('{"version": "1.0.0"}', ["malformed manifest"]),
+        ('{"version": "2.0.0", "files": {}}', ["bundle is version 2.0.0, not v1.0.0"]),
+    ],
+)
 def test_verify_refuses_a_bad_manifest(root, manifest, words):
     partial = stage_release(root, "v1.0.0")
     (root / "incoming" / "v1.0.0" / "manifest.json").write_text(manifest)
@@ -234,6 +263,7 @@ def test_verify_without_a_staged_tree(root):
 
 # -- finalize, switch, unlink-current ---------------------------------------------------------------
 
+
 def test_finalize_records_meta_renames_and_drops_the_upload(root):
     stage_release(root, "v1.0.0")
     meta = {"version": "1.0.0", "bundle_digest": "abc", "name": "spoofed", "nested": {"a": [1, "x"]}}
@@ -260,7 +290,9 @@ def test_finalize_never_replaces_an_existing_release(root):
     assert partial.exists()
 
 
-@pytest.mark.parametrize("stdin, words", [('["x"]', ["JSON object"]), ("{bad", ["not JSON"]), ('"text"', ["JSON object"])])
+@pytest.mark.parametrize(
+    "stdin, words", [('["x"]', ["JSON object"]), ("{bad", ["not JSON"]), ('"text"', ["JSON object"])]
+)
 def test_finalize_refuses_bad_metadata(root, stdin, words):
     stage_release(root, "v1.0.0")
     refused(hostctl(root, "finalize", "--name", "v1.0.0", stdin=stdin), *words)
@@ -296,6 +328,7 @@ def test_switch_replaces_current_atomically(root):
                 seen.add(os.readlink(link))
             except OSError as e:
                 seen.add(f"MISSING: {e}")
+
     t = threading.Thread(target=watch)
     t.start()
     try:
@@ -311,14 +344,17 @@ def test_switch_replaces_current_atomically(root):
     assert seen == {"v1.0.0", "v2.0.0"}, "current was never missing or anything else"
 
 
-@pytest.mark.parametrize("setup, name, words", [
-    (lambda r: (r / "releases" / "v2.0.0").mkdir(parents=True), "v2.0.0", ["missing or incomplete"]),
-    (lambda r: None, "v9.9.9", ["missing or incomplete"]),
-    (lambda r: None, "../../etc", ["invalid release name"]),
-    (lambda r: None, "v1..0", ["invalid release name"]),
-    (lambda r: None, "v1.0.0\n", ["invalid release name"]),
-    (lambda r: None, "current", ["invalid release name"]),
-])
+@pytest.mark.parametrize(
+    "setup, name, words",
+    [
+        (lambda r: (r / "releases" / "v2.0.0").mkdir(parents=True), "v2.0.0", ["missing or incomplete"]),
+        (lambda r: None, "v9.9.9", ["missing or incomplete"]),
+        (lambda r: None, "../../etc", ["invalid release name"]),
+        (lambda r: None, "v1..0", ["invalid release name"]),
+        (lambda r: None, "v1.0.0\n", ["invalid release name"]),
+        (lambda r: None, "current", ["invalid release name"]),
+    ],
+)
 def test_switch_refuses_incomplete_missing_and_hostile_names(root, setup, name, words):
     complete_release(root, "v1.0.0")
     ok(hostctl(root, "switch", "--to", "v1.0.0"))
@@ -345,6 +381,7 @@ def test_unlink_current(root):
 
 # -- journal, mark, remove, meta-update ----------------------------------------------------------------
 
+
 def test_journal_begin_and_clear(root):
     (root / ".sgpfab").mkdir()  # made by prepare
     rec = ok(hostctl(root, "journal", "begin", stdin={"op": "rollback", "from": "v1.1.0", "to": "v1.0.0"}))["journal"]
@@ -363,8 +400,10 @@ def test_journal_begin_needs_a_target(root, stdin):
 
 def test_mark_bad_and_clear(root):
     complete_release(root, "v1.0.0")
-    assert ok(hostctl(root, "mark", "--name", "v1.0.0", "--bad", "--reason", "x" * 500)) == {"release": "v1.0.0",
-                                                                                             "bad": True}
+    assert ok(hostctl(root, "mark", "--name", "v1.0.0", "--bad", "--reason", "x" * 500)) == {
+        "release": "v1.0.0",
+        "bad": True,
+    }
     r = ok(hostctl(root, "state"))["releases"][0]
     assert r["bad"] and r["bad_reason"] == "x" * 300
     ok(hostctl(root, "mark", "--name", "v1.0.0", "--bad"))
@@ -391,14 +430,17 @@ def test_remove_deletes_releases_partials_uploads_and_junk(root):
     assert os.path.isdir("/etc"), "a link is unlinked, never followed"
 
 
-@pytest.mark.parametrize("names, words", [
-    (["v1.0.0", "v1.2.0"], ["refusing to remove the active release v1.2.0"]),
-    (["current"], ["refusing to remove the active release current"]),
-    (["v1.0.0", "../v1.2.0"], ["invalid name"]),
-    (["a/b"], ["invalid name"]),
-    (["v1.0.0", ".."], ["invalid name"]),
-    (["v1.0.0", ""], ["invalid name"]),
-])
+@pytest.mark.parametrize(
+    "names, words",
+    [
+        (["v1.0.0", "v1.2.0"], ["refusing to remove the active release v1.2.0"]),
+        (["current"], ["refusing to remove the active release current"]),
+        (["v1.0.0", "../v1.2.0"], ["invalid name"]),
+        (["a/b"], ["invalid name"]),
+        (["v1.0.0", ".."], ["invalid name"]),
+        (["v1.0.0", ""], ["invalid name"]),
+    ],
+)
 def test_remove_checks_every_name_before_deleting_anything(root, names, words):
     for v in ("v1.0.0", "v1.2.0"):
         complete_release(root, v)
@@ -418,9 +460,13 @@ def test_remove_dot_deletes_nothing(root):
 def test_meta_update_merges_into_the_marker(root):
     complete_release(root, "v1.0.0", meta={"version": "1.0.0", "keep": 1})
     assert ok(hostctl(root, "meta-update", "--name", "v1.0.0", stdin={"settings_fingerprint": "fp"})) == {
-        "release": "v1.0.0"}
-    assert json.loads((root / "releases" / "v1.0.0" / MARKER).read_text()) == {"version": "1.0.0", "keep": 1,
-                                                                                "settings_fingerprint": "fp"}
+        "release": "v1.0.0"
+    }
+    assert json.loads((root / "releases" / "v1.0.0" / MARKER).read_text()) == {
+        "version": "1.0.0",
+        "keep": 1,
+        "settings_fingerprint": "fp",
+    }
     refused(hostctl(root, "meta-update", "--name", "v1.0.0", stdin="[1]"), "JSON object")
     refused(hostctl(root, "meta-update", "--name", "v2.0.0", stdin={}), "missing or incomplete")
     (root / "releases" / "v3.0.0").mkdir()
@@ -428,6 +474,7 @@ def test_meta_update_merges_into_the_marker(root):
 
 
 # -- database backups ------------------------------------------------------------------------------
+
 
 def make_db(root, *, wal=True, rows=10) -> Path:
     db = root / "shared" / "db" / "app.db"
@@ -448,8 +495,11 @@ def make_db(root, *, wal=True, rows=10) -> Path:
 def counts(path) -> tuple[int, int, str]:
     con = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return (con.execute("SELECT count(*) FROM a").fetchone()[0], con.execute("SELECT count(*) FROM b").fetchone()[0],
-                con.execute("PRAGMA integrity_check").fetchone()[0])
+        return (
+            con.execute("SELECT count(*) FROM a").fetchone()[0],
+            con.execute("SELECT count(*) FROM b").fetchone()[0],
+            con.execute("PRAGMA integrity_check").fetchone()[0],
+        )
     finally:
         con.close()
 
@@ -474,6 +524,7 @@ def test_backup_is_consistent_under_a_concurrent_writer_and_private(root):
             errors.append(e)
         finally:
             con.close()
+
     t = threading.Thread(target=writer)
     t.start()
     backups = []
@@ -515,8 +566,11 @@ def test_backup_file_is_private_from_its_first_byte(root, monkeypatch):
         @staticmethod
         def connect(path, *args, **kw):
             if str(path).endswith(".partial"):
-                modes.append((os.path.exists(path), stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else None))
+                modes.append(
+                    (os.path.exists(path), stat.S_IMODE(os.stat(path).st_mode) if os.path.exists(path) else None)
+                )
             return real.connect(path, *args, **kw)
+
     monkeypatch.setattr(hc, "sqlite3", Spy())
     old = os.umask(0)  # the mode must come from the creation itself, not from a umask
     try:
@@ -586,10 +640,14 @@ def test_restore_puts_a_backup_back(root):
     assert counts(db) == (3, 3, "ok")
 
 
-@pytest.mark.parametrize("name, words", [
-    ("../../etc/passwd", ["invalid backup name"]), ("app-x.db", ["invalid backup name"]),
-    ("app-20200101T000000000000Z-none.db", ["no backup named"]),
-])
+@pytest.mark.parametrize(
+    "name, words",
+    [
+        ("../../etc/passwd", ["invalid backup name"]),
+        ("app-x.db", ["invalid backup name"]),
+        ("app-20200101T000000000000Z-none.db", ["no backup named"]),
+    ],
+)
 def test_restore_refuses_bad_names(root, name, words):
     make_db(root)
     refused(hostctl(root, "restore", "--name", name), *words)
@@ -659,12 +717,18 @@ def write_settings(root, env, files=None, secret=()):
 def test_settings_write_show_round_trip_hostile_values_and_are_private(root):
     old = os.umask(0)
     try:
-        fp = write_settings(root, {**HOSTILE_VALUES, "SECRET_KEY": "s3cr3t"}, {"tls.key": "-----BEGIN-----\nabc\n"},
-                            ["SECRET_KEY"])["fingerprint"]
+        fp = write_settings(
+            root, {**HOSTILE_VALUES, "SECRET_KEY": "s3cr3t"}, {"tls.key": "-----BEGIN-----\nabc\n"}, ["SECRET_KEY"]
+        )["fingerprint"]
     finally:
         os.umask(old)
-    for p in (cfg(root) / "env", cfg(root) / "keys.json", cfg(root) / "files" / "tls.key",
-              cfg(root) / "previous.json", cfg(root) / ".fingerprint-key"):
+    for p in (
+        cfg(root) / "env",
+        cfg(root) / "keys.json",
+        cfg(root) / "files" / "tls.key",
+        cfg(root) / "previous.json",
+        cfg(root) / ".fingerprint-key",
+    ):
         assert stat.S_IMODE(p.stat().st_mode) == 0o600, p
     shown = ok(hostctl(root, "settings", "show"))
     assert shown["env"] == {**HOSTILE_VALUES, "SECRET_KEY": "********"}
@@ -686,10 +750,21 @@ def test_fingerprint_writes_nothing_and_matches_write(root):
 def test_fingerprint_changes_with_any_value_and_is_keyed(root, tmp_path):
     def fp(r, env, files=None):
         return ok(hostctl(r, "settings", "fingerprint", stdin={"env": env, "files": files or {}}))["fingerprint"]
+
     base = fp(root, {"A": "1", "B": "2"})
     assert fp(root, {"A": "1", "B": "2"}) == base
-    assert len({base, fp(root, {"A": "1", "B": "3"}), fp(root, {"A": "1"}), fp(root, {"A": "1", "B": "2", "C": ""}),
-                fp(root, {"A": "1", "B": "2"}, {"f": ""})}) == 5
+    assert (
+        len(
+            {
+                base,
+                fp(root, {"A": "1", "B": "3"}),
+                fp(root, {"A": "1"}),
+                fp(root, {"A": "1", "B": "2", "C": ""}),
+                fp(root, {"A": "1", "B": "2"}, {"f": ""}),
+            }
+        )
+        == 5
+    )
     other = tmp_path / "other"
     other.mkdir()
     assert fp(other, {"A": "1", "B": "2"}) != base, "another host's key gives another fingerprint"
@@ -722,11 +797,17 @@ def test_revert_of_the_first_settings_removes_them(root):
     assert ok(hostctl(root, "settings", "show")) == {"env": {}, "overrides": {}, "files": [], "fingerprint": None}
 
 
-@pytest.mark.parametrize("env, words", [
-    ({"A": "line1\nline2"}, ["invalid setting 'A'"]), ({"A": "cr\r"}, ["invalid setting"]),
-    ({"A": "nul\x00"}, ["invalid setting"]), ({"BAD-KEY": "x"}, ["invalid setting 'BAD-KEY'"]),
-    ({"A": 5}, ["invalid setting 'A'"]), ({"1A": "x"}, ["invalid setting"]),
-])
+@pytest.mark.parametrize(
+    "env, words",
+    [
+        ({"A": "line1\nline2"}, ["invalid setting 'A'"]),
+        ({"A": "cr\r"}, ["invalid setting"]),
+        ({"A": "nul\x00"}, ["invalid setting"]),
+        ({"BAD-KEY": "x"}, ["invalid setting 'BAD-KEY'"]),
+        ({"A": 5}, ["invalid setting 'A'"]),
+        ({"1A": "x"}, ["invalid setting"]),
+    ],
+)
 def test_settings_write_refuses_bad_values_and_keeps_the_old_ones(root, env, words):
     write_settings(root, {"A": "old"})
     ok(hostctl(root, "settings", "commit"))
@@ -748,7 +829,8 @@ def test_settings_input_must_be_an_object(root):
 def test_overrides_set_unset_and_show(root):
     write_settings(root, {"A": "1", "TOKEN": "t"}, secret=["TOKEN"])
     assert ok(hostctl(root, "settings", "override-set", stdin={"env": {"B": "it's $x", "TOKEN": "t2"}})) == {
-        "overrides": ["B", "TOKEN"]}
+        "overrides": ["B", "TOKEN"]
+    }
     over = cfg(root) / "overrides.env"
     assert stat.S_IMODE(over.stat().st_mode) == 0o600
     shown = ok(hostctl(root, "settings", "show"))
@@ -762,8 +844,11 @@ def test_overrides_set_unset_and_show(root):
 
 def test_an_override_set_from_a_secret_is_masked_until_it_is_set_plain_or_unset(root):
     write_settings(root, {"A": "1"})
-    ok(hostctl(root, "settings", "override-set", stdin={"env": {"API_KEY": "k-123", "MODE": "x"},
-                                                        "secret": ["API_KEY"]}))
+    ok(
+        hostctl(
+            root, "settings", "override-set", stdin={"env": {"API_KEY": "k-123", "MODE": "x"}, "secret": ["API_KEY"]}
+        )
+    )
     shown = ok(hostctl(root, "settings", "show"))
     assert shown["overrides"] == {"API_KEY": "********", "MODE": "x"}
     assert stat.S_IMODE((cfg(root) / "overrides.keys.json").stat().st_mode) == 0o600
@@ -808,7 +893,9 @@ ALPHABET = "aZ09 _-=#;'\"$`\\!*?[]{}()<>|&~%.,:/@\tüé中€😀"
 def test_format_env_parse_env_round_trip_property():
     rng = random.Random(20261123)
     for _ in range(3000):
-        env = {f"K{i}": "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 24))) for i in range(rng.randint(1, 4))}
+        env = {
+            f"K{i}": "".join(rng.choice(ALPHABET) for _ in range(rng.randint(0, 24))) for i in range(rng.randint(1, 4))
+        }
         text = hc.format_env(env)
         assert text.count("\n") == len(env)
         assert hc.parse_env(text) == env, text
@@ -820,22 +907,25 @@ def test_format_env_round_trips_each_hostile_value(value):
 
 
 def test_format_env_writes_systemd_quoting():
-    assert hc.format_env({"B": "x y", "A": "it's $x \"q\" `c` \\"}) == (
-        "A=\"it's \\$x \\\"q\\\" \\`c\\` \\\\\"\nB='x y'\n")
+    assert hc.format_env({"B": "x y", "A": 'it\'s $x "q" `c` \\'}) == (
+        'A="it\'s \\$x \\"q\\" \\`c\\` \\\\"\nB=\'x y\'\n'
+    )
 
 
-@pytest.mark.parametrize("env", [{"K": "a\nb"}, {"K": "a\rb"}, {"K": "\x00"}, {"K": "\x7f"}, {"K-1": "x"}, {"": "x"},
-                                 {"1K": "x"}])
+@pytest.mark.parametrize(
+    "env", [{"K": "a\nb"}, {"K": "a\rb"}, {"K": "\x00"}, {"K": "\x7f"}, {"K-1": "x"}, {"": "x"}, {"1K": "x"}]
+)
 def test_format_env_refuses(env):
     with pytest.raises(hc.Fail):
         hc.format_env(env)
 
 
 def test_parse_env_ignores_comments_and_junk():
-    assert hc.parse_env("# c\n; c\n\nNOEQUALS\nA=plain\nB='q'\nC=\"d\\\"q\"\n") == {"A": "plain", "B": "q", "C": 'd"q'}
+    assert hc.parse_env('# c\n; c\n\nNOEQUALS\nA=plain\nB=\'q\'\nC="d\\"q"\n') == {"A": "plain", "B": "q", "C": 'd"q'}
 
 
 # -- lock ------------------------------------------------------------------------------------------
+
 
 def lock(root, action, *args, stdin=None):
     return ok(hostctl(root, "lock", action, *args, stdin=stdin))
@@ -843,7 +933,10 @@ def lock(root, action, *args, stdin=None):
 
 def test_lock_take_and_release(root):
     assert lock(root, "take", "--token", "t1", stdin={"who": "alice@laptop", "pid": 123}) == {
-        "locked": True, "took_over": False, "state": None}
+        "locked": True,
+        "took_over": False,
+        "state": None,
+    }
     r = lock(root, "take", "--token", "t2", stdin={"who": "bob"})
     assert r["locked"] is False and r["holder"]["who"] == "alice@laptop" and r["holder"]["token"] == "t1"
     assert r["holder"]["since"] and r["holder"]["host"]
@@ -866,10 +959,14 @@ def test_takeover_is_a_compare_and_swap_on_the_token(root):
     holder = lock(root, "take", "--token", "x")["holder"]
     assert holder["token"] == "dead" and holder["who"] == "crashed run"
     assert lock(root, "takeover", "--token", "mine", "--expect-token", "dead", stdin={"who": "me"}) == {
-        "locked": True, "took_over": True, "state": None}
+        "locked": True,
+        "took_over": True,
+        "state": None,
+    }
     assert lock(root, "take", "--token", "x")["holder"]["token"] == "mine"
-    assert lock(root, "takeover", "--token", "third", "--expect-token", "dead")["locked"] is False, \
+    assert lock(root, "takeover", "--token", "third", "--expect-token", "dead")["locked"] is False, (
         "the second taker of the same stale lock loses"
+    )
 
 
 def test_a_lock_directory_without_holder_info_is_held(root):
@@ -879,8 +976,15 @@ def test_a_lock_directory_without_holder_info_is_held(root):
 
 
 def test_concurrent_takes_one_winner(root):
-    procs = [subprocess.Popen([sys.executable, str(HOSTCTL), "--root", str(root), "lock", "take", "--token", f"t{i}"],
-                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True) for i in range(8)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, str(HOSTCTL), "--root", str(root), "lock", "take", "--token", f"t{i}"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(8)
+    ]
     for p in procs:  # everything on stdin at once, as a transport sends it
         p.stdin.write("{}")
         p.stdin.close()
@@ -897,8 +1001,23 @@ def test_takeover_waits_for_the_dead_runs_host_side_operations(root):
     fd = os.open(root / ".sgpfab" / "ops.lock", os.O_RDWR | os.O_CREAT)
     try:
         fcntl.flock(fd, fcntl.LOCK_SH)  # e.g. a backup the dead run started
-        p = subprocess.Popen([sys.executable, str(HOSTCTL), "--root", str(root), "lock", "takeover", "--token", "new",
-                              "--expect-token", "dead"], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p = subprocess.Popen(
+            [
+                sys.executable,
+                str(HOSTCTL),
+                "--root",
+                str(root),
+                "lock",
+                "takeover",
+                "--token",
+                "new",
+                "--expect-token",
+                "dead",
+            ],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         p.stdin.write("{}")
         p.stdin.close()
         time.sleep(1.0)  # ample for the helper to start and, if it did not wait, to finish
@@ -910,6 +1029,7 @@ def test_takeover_waits_for_the_dead_runs_host_side_operations(root):
 
 
 # -- audit and history -------------------------------------------------------------------------------
+
 
 def test_audit_appends_json_lines_and_history_reads_them(root):
     for i in range(5):
@@ -932,11 +1052,13 @@ def test_audit_refuses_non_objects(root, stdin):
 
 
 def test_concurrent_audit_writers_never_interleave(root):
-    script = (f"import io, json, sys; sys.path.insert(0, {str(HOSTCTL.parent)!r}); import hostctl\n"
-              "for i in range(25):\n"
-              "    sys.stdin = io.StringIO(json.dumps({'w': sys.argv[1], 'i': i, 'pad': 'x' * 30000}))\n"
-              "    out = sys.stdout; sys.stdout = io.StringIO()\n"
-              f"    hostctl.main(['--root', {str(root)!r}, 'audit']); sys.stdout = out\n")
+    script = (
+        f"import io, json, sys; sys.path.insert(0, {str(HOSTCTL.parent)!r}); import hostctl\n"
+        "for i in range(25):\n"
+        "    sys.stdin = io.StringIO(json.dumps({'w': sys.argv[1], 'i': i, 'pad': 'x' * 30000}))\n"
+        "    out = sys.stdout; sys.stdout = io.StringIO()\n"
+        f"    hostctl.main(['--root', {str(root)!r}, 'audit']); sys.stdout = out\n"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", script, str(w)]) for w in range(4)]
     assert all(p.wait(timeout=120) == 0 for p in procs)
     lines = (root / ".sgpfab" / "audit.jsonl").read_text().splitlines()
@@ -946,16 +1068,35 @@ def test_concurrent_audit_writers_never_interleave(root):
 
 # -- preflight -------------------------------------------------------------------------------------
 
+
 def test_preflight_reports_the_facts(root):
     facts = ok(hostctl(root / "not" / "yet", "preflight", "--python", sys.executable))
-    assert set(facts) == {"python", "implementation", "interpreter", "glibc", "arch", "free_bytes", "tools", "os",
-                          "uv", "state"}
+    assert set(facts) == {
+        "python",
+        "implementation",
+        "interpreter",
+        "glibc",
+        "arch",
+        "free_bytes",
+        "tools",
+        "os",
+        "uv",
+        "state",
+    }
     assert facts["python"] == platform.python_version() and facts["implementation"] == "cpython"
     assert facts["interpreter"] == sys.executable and facts["os"] == "linux"
     assert facts["glibc"] == platform.libc_ver()[1]
     assert facts["arch"] == platform.machine() and facts["free_bytes"] > 0
-    assert set(facts["tools"]) == {"rsync", "systemctl", "systemd-run", "pg_dump", "pg_restore", "psql", "flock",
-                                   "nssm.exe"}
+    assert set(facts["tools"]) == {
+        "rsync",
+        "systemctl",
+        "systemd-run",
+        "pg_dump",
+        "pg_restore",
+        "psql",
+        "flock",
+        "nssm.exe",
+    }
     assert facts["tools"]["flock"] == bool(shutil.which("flock"))
     assert HostFacts.model_validate(facts).python == platform.python_version()
 
@@ -966,6 +1107,7 @@ def test_preflight_with_a_missing_interpreter(root):
 
 
 # -- health and gate ---------------------------------------------------------------------------------
+
 
 class Server:
     """A local HTTP server; `respond(n, path, headers)` gives (status, headers, body) for request n."""
@@ -1006,9 +1148,11 @@ class Server:
 
 def answers(*seq, release=None):
     """Respond with seq[n] (the last one repeats): (status, body)."""
+
     def respond(n, path, headers):
         status, body = seq[min(n, len(seq) - 1)]
         return status, ({"X-Sgpfab-Release": release} if release else {}), body
+
     return respond
 
 
@@ -1020,22 +1164,44 @@ def probe_token(root, token="tok-123"):
 def test_health_ok_status_body_and_headers(root):
     probe_token(root)
     with Server(answers((200, '{"status": "ok", "version": "1.0.0"}'), release="v1.0.0")) as s:
-        r = ok(hostctl(root, "health", "--url", s.url + "/healthz", "--body", '"status": ?"ok"', "--expect-version",
-                       "1.0.0", "--host-header", "shop.example.com"))
+        r = ok(
+            hostctl(
+                root,
+                "health",
+                "--url",
+                s.url + "/healthz",
+                "--body",
+                '"status": ?"ok"',
+                "--expect-version",
+                "1.0.0",
+                "--host-header",
+                "shop.example.com",
+            )
+        )
         path, headers = s.requests[0]
-    assert r == {"ok": True, "code": 200, "release": "v1.0.0", "version": "1.0.0", "reason": "",
-                 "body": '{"status": "ok", "version": "1.0.0"}', "units": {}}
+    assert r == {
+        "ok": True,
+        "code": 200,
+        "release": "v1.0.0",
+        "version": "1.0.0",
+        "reason": "",
+        "body": '{"status": "ok", "version": "1.0.0"}',
+        "units": {},
+    }
     assert path == "/healthz" and headers["Host"] == "shop.example.com" and headers["X-Sgpfab-Probe"] == "tok-123"
     assert headers["User-Agent"] == "sgpfab-health"
 
 
-@pytest.mark.parametrize("seq, args, reason", [
-    ((503, "down"), [], "HTTP 503"),
-    ((200, "nope"), ["--body", "^ok$"], "body does not match '^ok$'"),
-    ((204, ""), [], "HTTP 204"),
-    ((200, '{"version": "0.9.0"}'), ["--expect-version", "1.0.0"], "version '0.9.0', expected '1.0.0'"),
-    ((200, "not json"), ["--expect-version", "1.0.0"], "version None, expected '1.0.0'"),
-])
+@pytest.mark.parametrize(
+    "seq, args, reason",
+    [
+        ((503, "down"), [], "HTTP 503"),
+        ((200, "nope"), ["--body", "^ok$"], "body does not match '^ok$'"),
+        ((204, ""), [], "HTTP 204"),
+        ((200, '{"version": "0.9.0"}'), ["--expect-version", "1.0.0"], "version '0.9.0', expected '1.0.0'"),
+        ((200, "not json"), ["--expect-version", "1.0.0"], "version None, expected '1.0.0'"),
+    ],
+)
 def test_health_reasons(root, seq, args, reason):
     with Server(answers(seq)) as s:
         r = ok(hostctl(root, "health", "--url", s.url, *args))

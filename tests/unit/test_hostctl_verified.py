@@ -20,8 +20,12 @@ DIGEST = hashlib.sha256(HELPER).hexdigest()
 
 def _inst(tmp_path):
     root = tmp_path / "api"
-    inv = load_inventory(tmp_path, data=inventory_data(
-        hosts={"h1": {"user": "deploy", "python": sys.executable}}, apps={"shop": app_with(api_root=str(root))}))
+    inv = load_inventory(
+        tmp_path,
+        data=inventory_data(
+            hosts={"h1": {"user": "deploy", "python": sys.executable}}, apps={"shop": app_with(api_root=str(root))}
+        ),
+    )
     return inv.instance("shop", "h1")
 
 

@@ -13,8 +13,10 @@ def test_only_the_manifest_and_the_requirements(tmp_path):
     for name in ("manifest.json", "metadata.json", "schema.sql", "CHANGELOG.md", "app-v1.0.0.tar.gz"):
         (tmp_path / name).write_text(name)
     files = manifest_and_requirements(tmp_path)
-    assert files == {"manifest.json": (b"manifest.json", 0o644),
-                     "requirements/cp311-x86_64-glibc2.36.txt": (b"a==1\n", 0o644)}
+    assert files == {
+        "manifest.json": (b"manifest.json", 0o644),
+        "requirements/cp311-x86_64-glibc2.36.txt": (b"a==1\n", 0o644),
+    }
 
 
 def test_tars_end_after_their_end_marker_and_compress():

@@ -77,6 +77,7 @@ def refused(tmp_path, data=None, *, text=None) -> str:
 
 # -- hosts and groups ----------------------------------------------------------------------------
 
+
 def test_hosts_merge_defaults_then_groups_in_file_order_then_the_host(fleet):
     h = fleet.hosts
     assert h["staging1"].user == "deploy" and h["staging1"].address == "10.0.0.4"
@@ -100,6 +101,7 @@ def test_groups_are_lists_or_mappings(fleet):
 
 
 # -- apps and instances --------------------------------------------------------------------------
+
 
 def test_apps_keep_their_spec_and_source(fleet, tmp_path):
     shop = fleet.apps["shop"]
@@ -169,16 +171,20 @@ def test_apps_hosts_unknown_host_is_an_inventory_error(tmp_path):
 
 # -- names -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("names, expected", [
-    ("prod1", ["prod1"]),
-    ("prod", ["prod1", "prod2"]),
-    ("prod2,prod", ["prod2", "prod1"]),
-    ("prod,prod1,eu", ["prod1", "prod2"]),
-    (" staging , prod1 ", ["staging1", "prod1"]),
-    ("all", ["staging1", "prod1", "prod2", "win1"]),
-    (["win1", "all"], ["win1", "staging1", "prod1", "prod2"]),
-    ("prod1,,", ["prod1"]),
-])
+
+@pytest.mark.parametrize(
+    "names, expected",
+    [
+        ("prod1", ["prod1"]),
+        ("prod", ["prod1", "prod2"]),
+        ("prod2,prod", ["prod2", "prod1"]),
+        ("prod,prod1,eu", ["prod1", "prod2"]),
+        (" staging , prod1 ", ["staging1", "prod1"]),
+        ("all", ["staging1", "prod1", "prod2", "win1"]),
+        (["win1", "all"], ["win1", "staging1", "prod1", "prod2"]),
+        ("prod1,,", ["prod1"]),
+    ],
+)
 def test_resolve(fleet, names, expected):
     assert [h.name for h in fleet.resolve(names)] == expected
 
@@ -193,8 +199,9 @@ def test_resolve_nothing_is_refused(fleet, names):
 def test_resolve_unknown_names_the_known_ones(fleet):
     with pytest.raises(InputError) as e:
         fleet.resolve("prod1,prod9")
-    assert str(e.value) == ("-H: unknown host or group 'prod9' (known: eu, prod, prod1, prod2, staging, staging1,"
-                            " win1)")
+    assert str(e.value) == (
+        "-H: unknown host or group 'prod9' (known: eu, prod, prod1, prod2, staging, staging1, win1)"
+    )
 
 
 def test_app_selection(fleet, tmp_path):
@@ -217,6 +224,7 @@ def test_default_inventory_path(monkeypatch, tmp_path):
 
 
 # -- loading ---------------------------------------------------------------------------------------
+
 
 def test_missing_and_unreadable_files(tmp_path):
     with pytest.raises(InventoryError) as e:
@@ -253,11 +261,16 @@ def test_ssh_config_and_known_hosts_must_exist(tmp_path):
 
 # -- refusals: one line, naming the place ------------------------------------------------------------
 
+
 def _mutate(path, value):
     """An inventory with one value replaced (path: list of keys from the top)."""
-    data = copy.deepcopy(inventory_data(hosts={"h1": {"user": "deploy"}, "h2": None},
-                                        groups={"g": {"hosts": ["h1"], "apps": {"shop": {}}}},
-                                        apps={"shop": app_with(port=8000)}))
+    data = copy.deepcopy(
+        inventory_data(
+            hosts={"h1": {"user": "deploy"}, "h2": None},
+            groups={"g": {"hosts": ["h1"], "apps": {"shop": {}}}},
+            apps={"shop": app_with(port=8000)},
+        )
+    )
     d = data
     for k in path[:-1]:
         d = d.setdefault(k, {})
@@ -265,76 +278,87 @@ def _mutate(path, value):
     return data
 
 
-@pytest.mark.parametrize("path, value, place", [
-    # hosts
-    (["hosts", "bad name"], None, "invalid host name 'bad name'"),
-    (["hosts", "all"], None, "invalid host name 'all'"),
-    (["hosts", "h1", "hostname"], "a b", "hosts.h1.hostname"),
-    (["hosts", "h1", "hostname"], "h\n", "hosts.h1.hostname"),
-    (["hosts", "h1", "ssh_port"], 0, "hosts.h1.ssh_port"),
-    (["hosts", "h1", "user"], "de ploy\n", "hosts.h1.user"),
-    (["hosts", "h1", "python"], "python3 -c evil", "hosts.h1.python"),
-    (["hosts", "h1", "os"], "bsd", "hosts.h1.os"),
-    (["hosts", "h1", "colour"], "red", "hosts.h1.colour"),
-    # groups
-    (["groups", "h1"], ["h2"], "invalid group name 'h1'"),
-    (["groups", "all"], ["h2"], "invalid group name 'all'"),
-    (["groups", "g", "hosts"], ["nope"], "group 'g' names unknown host(s): nope"),
-    (["groups", "g", "apps", "nope"], {}, "groups.g.apps names unknown app(s): nope"),
-    (["hosts", "h1", "apps"], {"nope": {}}, "hosts.h1.apps names unknown app(s): nope"),
-    # apps
-    (["apps", "bad/name"], app_with(), "invalid app name 'bad/name'"),
-    (["apps", "shop", "processes", "web", "app"], "shop.main:app\n", "apps.shop.processes"),
-    (["apps", "shop", "processes", "web", "app"], "shop.main:app; rm -rf /", "apps.shop.processes"),
-    (["apps", "shop", "processes", "worker"], "python -m w\nrm -rf /", "apps.shop.processes"),
-    (["apps", "shop", "release"], ["alembic upgrade head\nrm -rf /"], "apps.shop.release: hook command must be a single line"),
-    (["apps", "shop", "build"], ["npm ci", "x\ry"], "apps.shop.build: hook command must be a single line"),
-    (["apps", "shop", "env"], {"K": "v\nInjected=1"}, "apps.shop.env"),
-    (["apps", "shop", "env"], {"K": "v\x00"}, "apps.shop.env"),
-    (["apps", "shop", "env"], {"K": "\x1b[31m"}, "apps.shop.env"),
-    (["apps", "shop", "env"], {"BAD-KEY": "v"}, "apps.shop.env"),
-    (["apps", "shop", "env"], {"K": {"secret": "a", "secret_file": "b"}}, "apps.shop.env.K"),
-    (["apps", "shop", "env"], {"K": "x" * 4097}, "apps.shop.env"),
-    (["apps", "shop", "port"], 70000, "apps.shop.port"),
-    (["apps", "shop", "bind"], "0.0.0.0 ; x", "apps.shop.bind"),
-    (["apps", "shop", "service"], "shop api", "apps.shop.service"),
-    (["apps", "shop", "service"], "shop@x", "apps.shop.service"),
-    (["apps", "shop", "service"], "shop/x", "apps.shop.service"),
-    (["apps", "shop", "service"], "-shop", "apps.shop.service"),
-    (["apps", "shop", "service"], "s" * 49, "apps.shop.service"),
-    (["apps", "shop", "run_as"], "a\nb", "apps.shop.run_as"),
-    (["apps", "shop", "health", "path"], "health", "apps.shop.health.path"),
-    (["apps", "shop", "health", "path"], "/h ealth", "apps.shop.health.path"),
-    (["apps", "shop", "health", "body"], "([unclosed", "apps.shop.health.body"),
-    (["apps", "shop", "health", "body"], "a\nb", "apps.shop.health.body"),
-    (["apps", "shop", "health", "status"], [200, 600], "apps.shop.health.status"),
-    (["apps", "shop", "health", "status"], [], "apps.shop.health.status"),
-    (["apps", "shop", "health", "timeout"], 0, "apps.shop.health.timeout"),
-    (["apps", "shop", "database", "path"], "../escape.db", "apps.shop.database.path"),
-    (["apps", "shop", "database", "engine"], "mysql", "apps.shop.database.engine"),
-    (["apps", "shop", "backups_keep"], 0, "apps.shop.backups_keep"),
-    (["apps", "shop", "writable"], ["../x"], "apps.shop.writable"),
-    (["apps", "shop", "typo"], 1, "apps.shop.typo"),
-    (["apps", "shop", "source"], None, "apps.shop.source"),
-    # instance-level (merged) values name the app and the host
-    (["apps", "shop", "api_root"], "/srv/../etc", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "/srv/x/..", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "srv/shop", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "/", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "//srv", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "/srv/shop\n", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "/srv/my shop", "apps.shop on h1: api_root"),
-    (["apps", "shop", "api_root"], "C:\\apps\\shop", "apps.shop on h1: api_root"),
-    (["apps", "shop", "run_as"], "root", "apps.shop on h1: the service must not run as root"),
-    (["hosts", "h1", "apps"], {"shop": {"env": {"K": "a\nb"}}}, "apps.shop on h1.env: env K must be a single line"),
-    (["hosts", "h1", "apps"], {"shop": {"run_as": "root"}}, "apps.shop on h1: the service must not run as root"),
-    (["hosts", "h1", "apps"], {"shop": {"api_root": "/srv/a/../b"}}, "apps.shop on h1: api_root"),
-    (["hosts", "h1", "apps"], {"shop": {"processes": {"web": {"app": "a:b"}}}}, "apps.shop on h1.processes: Extra inputs"),
-    (["hosts", "h1", "apps"], {"shop": {"hosts": ["h1"]}}, "apps.shop on h1.hosts: Extra inputs"),
-    (["groups", "g", "apps", "shop"], {"port": "http"}, "apps.shop on h1.port"),
-    # top level
-    (["appz"], {}, "appz"),
-])
+@pytest.mark.parametrize(
+    "path, value, place",
+    [
+        # hosts
+        (["hosts", "bad name"], None, "invalid host name 'bad name'"),
+        (["hosts", "all"], None, "invalid host name 'all'"),
+        (["hosts", "h1", "hostname"], "a b", "hosts.h1.hostname"),
+        (["hosts", "h1", "hostname"], "h\n", "hosts.h1.hostname"),
+        (["hosts", "h1", "ssh_port"], 0, "hosts.h1.ssh_port"),
+        (["hosts", "h1", "user"], "de ploy\n", "hosts.h1.user"),
+        (["hosts", "h1", "python"], "python3 -c evil", "hosts.h1.python"),
+        (["hosts", "h1", "os"], "bsd", "hosts.h1.os"),
+        (["hosts", "h1", "colour"], "red", "hosts.h1.colour"),
+        # groups
+        (["groups", "h1"], ["h2"], "invalid group name 'h1'"),
+        (["groups", "all"], ["h2"], "invalid group name 'all'"),
+        (["groups", "g", "hosts"], ["nope"], "group 'g' names unknown host(s): nope"),
+        (["groups", "g", "apps", "nope"], {}, "groups.g.apps names unknown app(s): nope"),
+        (["hosts", "h1", "apps"], {"nope": {}}, "hosts.h1.apps names unknown app(s): nope"),
+        # apps
+        (["apps", "bad/name"], app_with(), "invalid app name 'bad/name'"),
+        (["apps", "shop", "processes", "web", "app"], "shop.main:app\n", "apps.shop.processes"),
+        (["apps", "shop", "processes", "web", "app"], "shop.main:app; rm -rf /", "apps.shop.processes"),
+        (["apps", "shop", "processes", "worker"], "python -m w\nrm -rf /", "apps.shop.processes"),
+        (
+            ["apps", "shop", "release"],
+            ["alembic upgrade head\nrm -rf /"],
+            "apps.shop.release: hook command must be a single line",
+        ),
+        (["apps", "shop", "build"], ["npm ci", "x\ry"], "apps.shop.build: hook command must be a single line"),
+        (["apps", "shop", "env"], {"K": "v\nInjected=1"}, "apps.shop.env"),
+        (["apps", "shop", "env"], {"K": "v\x00"}, "apps.shop.env"),
+        (["apps", "shop", "env"], {"K": "\x1b[31m"}, "apps.shop.env"),
+        (["apps", "shop", "env"], {"BAD-KEY": "v"}, "apps.shop.env"),
+        (["apps", "shop", "env"], {"K": {"secret": "a", "secret_file": "b"}}, "apps.shop.env.K"),
+        (["apps", "shop", "env"], {"K": "x" * 4097}, "apps.shop.env"),
+        (["apps", "shop", "port"], 70000, "apps.shop.port"),
+        (["apps", "shop", "bind"], "0.0.0.0 ; x", "apps.shop.bind"),
+        (["apps", "shop", "service"], "shop api", "apps.shop.service"),
+        (["apps", "shop", "service"], "shop@x", "apps.shop.service"),
+        (["apps", "shop", "service"], "shop/x", "apps.shop.service"),
+        (["apps", "shop", "service"], "-shop", "apps.shop.service"),
+        (["apps", "shop", "service"], "s" * 49, "apps.shop.service"),
+        (["apps", "shop", "run_as"], "a\nb", "apps.shop.run_as"),
+        (["apps", "shop", "health", "path"], "health", "apps.shop.health.path"),
+        (["apps", "shop", "health", "path"], "/h ealth", "apps.shop.health.path"),
+        (["apps", "shop", "health", "body"], "([unclosed", "apps.shop.health.body"),
+        (["apps", "shop", "health", "body"], "a\nb", "apps.shop.health.body"),
+        (["apps", "shop", "health", "status"], [200, 600], "apps.shop.health.status"),
+        (["apps", "shop", "health", "status"], [], "apps.shop.health.status"),
+        (["apps", "shop", "health", "timeout"], 0, "apps.shop.health.timeout"),
+        (["apps", "shop", "database", "path"], "../escape.db", "apps.shop.database.path"),
+        (["apps", "shop", "database", "engine"], "mysql", "apps.shop.database.engine"),
+        (["apps", "shop", "backups_keep"], 0, "apps.shop.backups_keep"),
+        (["apps", "shop", "writable"], ["../x"], "apps.shop.writable"),
+        (["apps", "shop", "typo"], 1, "apps.shop.typo"),
+        (["apps", "shop", "source"], None, "apps.shop.source"),
+        # instance-level (merged) values name the app and the host
+        (["apps", "shop", "api_root"], "/srv/../etc", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "/srv/x/..", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "srv/shop", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "/", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "//srv", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "/srv/shop\n", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "/srv/my shop", "apps.shop on h1: api_root"),
+        (["apps", "shop", "api_root"], "C:\\apps\\shop", "apps.shop on h1: api_root"),
+        (["apps", "shop", "run_as"], "root", "apps.shop on h1: the service must not run as root"),
+        (["hosts", "h1", "apps"], {"shop": {"env": {"K": "a\nb"}}}, "apps.shop on h1.env: env K must be a single line"),
+        (["hosts", "h1", "apps"], {"shop": {"run_as": "root"}}, "apps.shop on h1: the service must not run as root"),
+        (["hosts", "h1", "apps"], {"shop": {"api_root": "/srv/a/../b"}}, "apps.shop on h1: api_root"),
+        (
+            ["hosts", "h1", "apps"],
+            {"shop": {"processes": {"web": {"app": "a:b"}}}},
+            "apps.shop on h1.processes: Extra inputs",
+        ),
+        (["hosts", "h1", "apps"], {"shop": {"hosts": ["h1"]}}, "apps.shop on h1.hosts: Extra inputs"),
+        (["groups", "g", "apps", "shop"], {"port": "http"}, "apps.shop on h1.port"),
+        # top level
+        (["appz"], {}, "appz"),
+    ],
+)
 def test_refusals_are_one_line_and_name_the_place(tmp_path, path, value, place):
     msg = refused(tmp_path, _mutate(path, value))
     assert place in msg, msg
@@ -352,15 +376,18 @@ def test_refusal_messages_do_not_echo_long_values(tmp_path):
     assert len(msg) < 400
 
 
-@pytest.mark.parametrize("run_as", ["Administrator", "administrator", ".\\Administrator", "WIN1\\Administrator",
-                                    "SYSTEM", "LocalSystem"])
+@pytest.mark.parametrize(
+    "run_as", ["Administrator", "administrator", ".\\Administrator", "WIN1\\Administrator", "SYSTEM", "LocalSystem"]
+)
 def test_windows_superusers_are_refused(tmp_path, run_as):
     data = inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(run_as=run_as)})
     msg = refused(tmp_path, data)
     assert "must not run as" in msg and "apps.shop on w" in msg
 
 
-@pytest.mark.parametrize("run_as", ["NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\LocalService", "nt authority\\networkservice"])
+@pytest.mark.parametrize(
+    "run_as", ["NT AUTHORITY\\SYSTEM", "NT AUTHORITY\\LocalService", "nt authority\\networkservice"]
+)
 def test_windows_builtin_accounts_are_refused(tmp_path, run_as):
     data = inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(run_as=run_as)})
     assert "run_as" in refused(tmp_path, data)
@@ -389,12 +416,15 @@ def test_a_windows_named_account_without_its_password_is_refused(tmp_path):
     assert "apps.shop on w" in msg and "needs run_as_password: {secret: NAME}" in msg
 
 
-@pytest.mark.parametrize("password, says", [
-    ({"secret_file": "pw"}, "run_as_password must be {secret: NAME}"),
-    ({"secret": "pw", "required": False}, "run_as_password must be {secret: NAME}"),
-    ("plain-text-password", "run_as_password"),
-    ({"secret": "bad name!"}, "secret name"),
-])
+@pytest.mark.parametrize(
+    "password, says",
+    [
+        ({"secret_file": "pw"}, "run_as_password must be {secret: NAME}"),
+        ({"secret": "pw", "required": False}, "run_as_password must be {secret: NAME}"),
+        ("plain-text-password", "run_as_password"),
+        ({"secret": "bad name!"}, "secret name"),
+    ],
+)
 def test_run_as_password_must_be_a_required_secret(tmp_path, password, says):
     msg = refused(tmp_path, _windows_app(run_as="CORP\\svc", run_as_password=password))
     assert says in msg and "plain-text-password" not in msg
@@ -406,30 +436,45 @@ def test_run_as_password_without_run_as_or_on_linux_is_refused(tmp_path):
     assert "run_as_password is for Windows hosts only" in msg
 
 
-@pytest.mark.parametrize("run_as", ["svc-shop", "CORP\\", "CORP\\svc$x", "CORP\\svc\\x", "CORP\\'svc'", "CORP\\svc ",
-                                    "TOO-LONG-DOMAIN-NAME\\svc"])
+@pytest.mark.parametrize(
+    "run_as",
+    ["svc-shop", "CORP\\", "CORP\\svc$x", "CORP\\svc\\x", "CORP\\'svc'", "CORP\\svc ", "TOO-LONG-DOMAIN-NAME\\svc"],
+)
 def test_windows_run_as_must_be_a_qualified_account(tmp_path, run_as):
     refused(tmp_path, _windows_app(run_as=run_as, run_as_password={"secret": "pw"}))
 
 
-@pytest.mark.parametrize("run_as", ["NT SERVICE\\shop", "BUILTIN\\Administrators", "CORP\\Domain Admins",
-                                    "NT AUTHORITY\\Local Service", "LocalService", ".\\NetworkService"])
+@pytest.mark.parametrize(
+    "run_as",
+    [
+        "NT SERVICE\\shop",
+        "BUILTIN\\Administrators",
+        "CORP\\Domain Admins",
+        "NT AUTHORITY\\Local Service",
+        "LocalService",
+        ".\\NetworkService",
+    ],
+)
 def test_windows_builtin_and_admin_groups_are_refused(tmp_path, run_as):
     assert "must not run as" in refused(tmp_path, _windows_app(run_as=run_as, run_as_password={"secret": "pw"}))
 
 
-@pytest.mark.parametrize("root, normalised", [
-    ("C:\\apps\\shop\\", "C:\\apps\\shop"),
-    ("C:\\apps\\shop\\\\", "C:\\apps\\shop"),
-    ("D:\\Program Files\\shop", "D:\\Program Files\\shop"),
-])
+@pytest.mark.parametrize(
+    "root, normalised",
+    [
+        ("C:\\apps\\shop\\", "C:\\apps\\shop"),
+        ("C:\\apps\\shop\\\\", "C:\\apps\\shop"),
+        ("D:\\Program Files\\shop", "D:\\Program Files\\shop"),
+    ],
+)
 def test_windows_api_root_trailing_backslashes_are_normalised(tmp_path, root, normalised):
     data = inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(api_root=root)})
     assert load_inventory(tmp_path, data=data).instance("shop", "w").api_root == normalised
 
 
-@pytest.mark.parametrize("root", ["C:\\apps\\..\\Windows", "C:apps", "\\\\server\\share", "C:\\apps\\sh;op",
-                                  "/srv/shop", "C:\\apps\\shop\n"])
+@pytest.mark.parametrize(
+    "root", ["C:\\apps\\..\\Windows", "C:apps", "\\\\server\\share", "C:\\apps\\sh;op", "/srv/shop", "C:\\apps\\shop\n"]
+)
 def test_bad_windows_api_roots(tmp_path, root):
     data = inventory_data(hosts={"w": {"os": "windows"}}, apps={"shop": app_with(api_root=root)})
     assert "apps.shop on w: api_root" in refused(tmp_path, data)
@@ -442,6 +487,7 @@ def test_linux_api_roots_with_dots_and_dashes(tmp_path, root):
 
 
 # -- bugs ------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("root", ["/.", "/./", "/srv/.", "/srv/./shop"])
 def test_api_root_dot_components_are_refused(tmp_path, root):
@@ -477,13 +523,16 @@ def test_bad_process_values_name_the_process(tmp_path):
     assert "processes.web.app" in msg
 
 
-@pytest.mark.parametrize("text, place", [
-    ("hosts: [h1, h2]\napps: {}\n", "hosts"),
-    ("hosts: {h1: [x]}\napps: {}\n", "hosts.h1"),
-    ("hosts: {h1: null}\ngroups: {g: h1}\napps: {}\n", "groups.g"),
-    ("hosts: {h1: null}\napps: []\n", "apps"),
-    ("- just\n- a list\n", "Input should be a valid dictionary"),
-])
+@pytest.mark.parametrize(
+    "text, place",
+    [
+        ("hosts: [h1, h2]\napps: {}\n", "hosts"),
+        ("hosts: {h1: [x]}\napps: {}\n", "hosts.h1"),
+        ("hosts: {h1: null}\ngroups: {g: h1}\napps: {}\n", "groups.g"),
+        ("hosts: {h1: null}\napps: []\n", "apps"),
+        ("- just\n- a list\n", "Input should be a valid dictionary"),
+    ],
+)
 def test_wrong_shapes_are_one_line_errors(tmp_path, text, place):
     assert place in refused(tmp_path, text=text)
 
@@ -497,5 +546,8 @@ def test_an_inventory_without_apps_says_so(tmp_path):
 
 
 def test_env_keys_that_yaml_reads_as_booleans_are_refused(tmp_path):
-    refused(tmp_path, text="hosts: {h1: null}\napps:\n  shop:\n    source: app\n    processes: {web: {app: 'a:b'}}\n"
-                           "    env: {OFF: x}\n")
+    refused(
+        tmp_path,
+        text="hosts: {h1: null}\napps:\n  shop:\n    source: app\n    processes: {web: {app: 'a:b'}}\n"
+        "    env: {OFF: x}\n",
+    )

@@ -69,6 +69,7 @@ def test_renderings_do_not_depend_on_where_the_inventory_is(rendered, tmp_path):
 
 # -- properties of every unit --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def inventory(tmp_path_factory):
     return load_inventory(tmp_path_factory.mktemp("inv"), text=GOLDEN_INVENTORY)
@@ -123,11 +124,19 @@ def test_socket_only_for_socket_activated_web_processes(inventory):
     assert have == {"shop": True, "blog": True, "legacy": True, "batch": False, "cron": False}
 
 
-@pytest.mark.parametrize("key, value", [
-    ("Description", "a\nExecStartPre=/bin/rm -rf /"), ("User", "svc\r"), ("WorkingDirectory", "/srv/x\x00"),
-    ("Environment", "A=\x1b[31m"), ("Environment", "A=\x7f"), ("Environment", "A=\t"), ("ExecStart\n", "x"),
-    ("Key\x00", "x"),
-])
+@pytest.mark.parametrize(
+    "key, value",
+    [
+        ("Description", "a\nExecStartPre=/bin/rm -rf /"),
+        ("User", "svc\r"),
+        ("WorkingDirectory", "/srv/x\x00"),
+        ("Environment", "A=\x1b[31m"),
+        ("Environment", "A=\x7f"),
+        ("Environment", "A=\t"),
+        ("ExecStart\n", "x"),
+        ("Key\x00", "x"),
+    ],
+)
 def test_line_refuses_control_characters(key, value):
     with pytest.raises(ValueError) as e:
         systemd.line(key, value)
@@ -136,8 +145,10 @@ def test_line_refuses_control_characters(key, value):
         assert "\n" not in str(e.value), "the refused value is shown escaped"
 
 
-@pytest.mark.parametrize("key, value, out", [("User", "svc", "User=svc"), ("Port", 8000, "Port=8000"),
-                                             ("Description", "a b %I ü", "Description=a b %I ü")])
+@pytest.mark.parametrize(
+    "key, value, out",
+    [("User", "svc", "User=svc"), ("Port", 8000, "Port=8000"), ("Description", "a b %I ü", "Description=a b %I ü")],
+)
 def test_line(key, value, out):
     assert systemd.line(key, value) == out
 
@@ -185,11 +196,14 @@ def test_systemd_escape_matches_the_real_tool(text):
     assert systemd_escape(text) == real.rstrip("\n")
 
 
-@pytest.mark.parametrize("release, instance", [
-    ("v1.0.1-rc.1+b7", "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service"),
-    ("v1.0.0", "shop-api-web@v1.0.0.service"),
-    ("v1.0.0+a.b", "shop-api-web@v1.0.0\\x2ba.b.service"),
-])
+@pytest.mark.parametrize(
+    "release, instance",
+    [
+        ("v1.0.1-rc.1+b7", "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service"),
+        ("v1.0.0", "shop-api-web@v1.0.0.service"),
+        ("v1.0.0+a.b", "shop-api-web@v1.0.0\\x2ba.b.service"),
+    ],
+)
 def test_instance_names_of_hostile_but_valid_releases(tmp_path, release, instance):
     inst = golden_instance(tmp_path)
     assert linux.process_id(inst, release, "web") == instance
@@ -213,8 +227,9 @@ def test_every_accepted_version_gives_a_unit_name_within_systemds_limit():
 @pytest.mark.skipif(not shutil.which("systemd-escape"), reason="systemd-escape is not installed")
 def test_real_systemd_accepts_the_instance_name_of_an_ordinary_long_version():
     v = Version.parse("1.0.0-rc.1+build.20260101.sha.5114f85")
-    r = subprocess.run(["systemd-escape", "--template=shop-web@.service", "--", v.release_name],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        ["systemd-escape", "--template=shop-web@.service", "--", v.release_name], capture_output=True, text=True
+    )
     assert r.returncode == 0 and r.stdout.strip() == Units("shop").instance("web", v.release_name)
 
 
@@ -239,9 +254,11 @@ def sh(script: str, *, cwd=None, env=None) -> subprocess.CompletedProcess:
 def test_hook_and_process_scripts_run_the_command_exactly(tmp_path, command):
     direct = sh(command)
     lay = Layout("/srv/x")
-    scripts = {"hook": runfiles.hook_script(GOLDEN_RELEASE, 1, command),
-               "process": runfiles.run_script(lay, GOLDEN_RELEASE, "worker", Process(command=command)),
-               "web": runfiles.run_script(lay, GOLDEN_RELEASE, "web", WebProcess(server="command", command=command))}
+    scripts = {
+        "hook": runfiles.hook_script(GOLDEN_RELEASE, 1, command),
+        "process": runfiles.run_script(lay, GOLDEN_RELEASE, "worker", Process(command=command)),
+        "web": runfiles.run_script(lay, GOLDEN_RELEASE, "web", WebProcess(server="command", command=command)),
+    }
     for what, text in scripts.items():
         f = tmp_path / what
         f.write_text(text)
@@ -250,12 +267,15 @@ def test_hook_and_process_scripts_run_the_command_exactly(tmp_path, command):
         assert (r.returncode, r.stdout, r.stderr) == (direct.returncode, direct.stdout, direct.stderr), what
 
 
-@pytest.mark.parametrize("web", [
-    WebProcess(server="uvicorn", app="shop.main:create_app", factory=True, workers=4, args=("--proxy-headers",)),
-    WebProcess(server="uvicorn", app="shop.main:app"),
-    WebProcess(server="gunicorn", app="shop:create_app()", interface="asgi", args=("--timeout=30",)),
-    WebProcess(server="gunicorn", app="blog.wsgi:application", workers=2),
-])
+@pytest.mark.parametrize(
+    "web",
+    [
+        WebProcess(server="uvicorn", app="shop.main:create_app", factory=True, workers=4, args=("--proxy-headers",)),
+        WebProcess(server="uvicorn", app="shop.main:app"),
+        WebProcess(server="gunicorn", app="shop:create_app()", interface="asgi", args=("--timeout=30",)),
+        WebProcess(server="gunicorn", app="blog.wsgi:application", workers=2),
+    ],
+)
 def test_web_scripts_exec_exactly_the_servers_argv(web):
     lay = Layout("/srv/shop-api.v2")
     text = runfiles.run_script(lay, GOLDEN_RELEASE, "web", web)
@@ -286,19 +306,25 @@ def fake_systemctl(tmp_path, units: list[str]):
         "#!/bin/sh\n"
         f'if [ "$1" = list-units ]; then cat {shlex.quote(str(tmp_path / "units"))}; exit 0; fi\n'
         f'if [ "$1" = stop ]; then shift; for u in "$@"; do echo "$u" >> {shlex.quote(str(log))}; done; exit 0; fi\n'
-        "exit 1\n")
+        "exit 1\n"
+    )
     (bin_dir / "systemctl").chmod(0o755)
     env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
     return env, log
 
 
 UNITS_ON_HOST = [
-    "shop-api-web@v1.0.0.service", "shop-api-worker@v1.0.0.service",
-    "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service", "shop-api-beat@v1.0.1\\x2drc.1\\x2bb7.service",
-    "shop-api-web@v1.0.1\\x2drc.1.service",       # a release whose name is a prefix of the kept one
+    "shop-api-web@v1.0.0.service",
+    "shop-api-worker@v1.0.0.service",
+    "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service",
+    "shop-api-beat@v1.0.1\\x2drc.1\\x2bb7.service",
+    "shop-api-web@v1.0.1\\x2drc.1.service",  # a release whose name is a prefix of the kept one
     "shop-api-web@v1.0.1\\x2drc.1\\x2bb7x.service",  # ... and one the kept one is a prefix of
-    "shop-api-extra-web@v1.0.0.service",          # another app whose service name starts the same
-    "shop-api-hook-1.service", "shop-api.socket", "shop-api.target", "other-web@v1.0.0.service",
+    "shop-api-extra-web@v1.0.0.service",  # another app whose service name starts the same
+    "shop-api-hook-1.service",
+    "shop-api.socket",
+    "shop-api.target",
+    "other-web@v1.0.0.service",
 ]
 
 
@@ -306,20 +332,27 @@ def test_stop_all_but_stops_exactly_the_other_releases_of_this_app(tmp_path):
     env, log = fake_systemctl(tmp_path, UNITS_ON_HOST)
     r = sh(linux.stop_all_but(golden_instance(tmp_path), GOLDEN_RELEASE).text, env=env)
     assert r.returncode == 0, r.stderr
-    assert log.read_text().split() == ["shop-api-web@v1.0.0.service", "shop-api-worker@v1.0.0.service",
-                                       "shop-api-web@v1.0.1\\x2drc.1.service",
-                                       "shop-api-web@v1.0.1\\x2drc.1\\x2bb7x.service"]
+    assert log.read_text().split() == [
+        "shop-api-web@v1.0.0.service",
+        "shop-api-worker@v1.0.0.service",
+        "shop-api-web@v1.0.1\\x2drc.1.service",
+        "shop-api-web@v1.0.1\\x2drc.1\\x2bb7x.service",
+    ]
 
 
 def test_stop_all_but_none_stops_the_socket_and_every_instance(tmp_path):
     env, log = fake_systemctl(tmp_path, UNITS_ON_HOST)
     r = sh(linux.stop_all_but(golden_instance(tmp_path), None).text, env=env)
     assert r.returncode == 0, r.stderr
-    assert log.read_text().split() == ["shop-api.socket", "shop-api-web@v1.0.0.service",
-                                       "shop-api-worker@v1.0.0.service", "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service",
-                                       "shop-api-beat@v1.0.1\\x2drc.1\\x2bb7.service",
-                                       "shop-api-web@v1.0.1\\x2drc.1.service",
-                                       "shop-api-web@v1.0.1\\x2drc.1\\x2bb7x.service"]
+    assert log.read_text().split() == [
+        "shop-api.socket",
+        "shop-api-web@v1.0.0.service",
+        "shop-api-worker@v1.0.0.service",
+        "shop-api-web@v1.0.1\\x2drc.1\\x2bb7.service",
+        "shop-api-beat@v1.0.1\\x2drc.1\\x2bb7.service",
+        "shop-api-web@v1.0.1\\x2drc.1.service",
+        "shop-api-web@v1.0.1\\x2drc.1\\x2bb7x.service",
+    ]
 
 
 def test_stop_all_but_a_dotted_service_name_is_not_a_regex_wildcard(tmp_path):
@@ -391,9 +424,16 @@ def test_exec_in_release_doubles_dollars_for_systemd_run(tmp_path):
     assert "User=shopsvc" in argv and "--pty" not in argv
 
 
-@pytest.mark.parametrize("bind, url", [("0.0.0.0", "http://127.0.0.1:8000/health"), ("::", "http://127.0.0.1:8000/health"),
-                                       ("10.1.2.3", "http://10.1.2.3:8000/health"), ("fd00::5", "http://[fd00::5]:8000/health"),
-                                       ("localhost", "http://localhost:8000/health")])
+@pytest.mark.parametrize(
+    "bind, url",
+    [
+        ("0.0.0.0", "http://127.0.0.1:8000/health"),
+        ("::", "http://127.0.0.1:8000/health"),
+        ("10.1.2.3", "http://10.1.2.3:8000/health"),
+        ("fd00::5", "http://[fd00::5]:8000/health"),
+        ("localhost", "http://localhost:8000/health"),
+    ],
+)
 def test_health_url(tmp_path, bind, url):
     inv = load_inventory(tmp_path, data=inventory_data(apps={"shop": app_with(bind=bind)}))
     assert linux.health_url(inv.instance("shop", "h1")) == url
@@ -401,8 +441,13 @@ def test_health_url(tmp_path, bind, url):
 
 def test_a_chain_gives_each_part_exactly_its_stdin_and_stops_at_the_first_failure(tmp_path):
     out = tmp_path / "out"
-    parts = [Cmd(f"cat > {out}.1"), Cmd(f"cat > {out}.2", stdin=b"second\x00part\n" * 3000), Cmd("true"),
-             Cmd(f"cat > {out}.4", stdin=b""), Cmd(f"cat > {out}.5", stdin=b"fifth")]
+    parts = [
+        Cmd(f"cat > {out}.1"),
+        Cmd(f"cat > {out}.2", stdin=b"second\x00part\n" * 3000),
+        Cmd("true"),
+        Cmd(f"cat > {out}.4", stdin=b""),
+        Cmd(f"cat > {out}.5", stdin=b"fifth"),
+    ]
     c = linux.chain(parts, login_is_root=True)
     r = subprocess.run(["sh", "-c", c.text], input=c.stdin, capture_output=True)
     assert r.returncode == 0, r.stderr

@@ -29,38 +29,69 @@ def test_emit_json_is_one_document_with_schema_and_kind(capsys):
         host: str
         n: int
 
-    report.emit_json("demo", rows=[Row("h1", 2)], probe=Probe(ok=True, code=200), status=Status.UNDONE,
-                     other=Path("/x"))
+    report.emit_json(
+        "demo", rows=[Row("h1", 2)], probe=Probe(ok=True, code=200), status=Status.UNDONE, other=Path("/x")
+    )
     out = capsys.readouterr().out
     doc, end = json.JSONDecoder().raw_decode(out)
     assert out[end:] == "\n"
-    assert doc == {"schema": "sgpfab/1", "kind": "demo", "rows": [{"host": "h1", "n": 2}],
-                   "probe": Probe(ok=True, code=200).model_dump(mode="json"), "status": "undone", "other": "/x"}
+    assert doc == {
+        "schema": "sgpfab/1",
+        "kind": "demo",
+        "rows": [{"host": "h1", "n": 2}],
+        "probe": Probe(ok=True, code=200).model_dump(mode="json"),
+        "status": "undone",
+        "other": "/x",
+    }
 
 
 def test_outcome_dict():
     o = Outcome("h1", "deploy", Status.UNDONE, "1.0.0", "1.0.0", "undone", 1.5, 10, {"upload": 0.5})
-    assert report.outcome_dict(o) == {"host": "h1", "action": "deploy", "status": "undone", "ok": False,
-                                      "before": "1.0.0", "after": "1.0.0", "message": "undone", "seconds": 1.5,
-                                      "bytes_sent": 10, "timings": {"upload": 0.5}}
+    assert report.outcome_dict(o) == {
+        "host": "h1",
+        "action": "deploy",
+        "status": "undone",
+        "ok": False,
+        "before": "1.0.0",
+        "after": "1.0.0",
+        "message": "undone",
+        "seconds": 1.5,
+        "bytes_sent": 10,
+        "timings": {"upload": 0.5},
+    }
 
 
 def test_outcomes_table_shows_the_first_line_of_each_message():
-    t = report.outcomes_table([Outcome("h1", "deploy", Status.FAILED, None, "1.0.0", "first line\nsecond line", 2.0,
-                                       2_500_000)], "deploy")
+    t = report.outcomes_table(
+        [Outcome("h1", "deploy", Status.FAILED, None, "1.0.0", "first line\nsecond line", 2.0, 2_500_000)], "deploy"
+    )
     text = render(t)
     assert "first line" in text and "second line" not in text and "FAILED" in text and "2.5 MB" in text
 
 
 def test_releases_table_and_dict():
-    st = HostState.parse({"current": "v1.0.0", "releases": [
-        {"name": "v1.0.0", "complete": True, "bad": False, "meta": {"finalized_at": "t", "bundle_digest": "d"}},
-        {"name": "v1.1.0", "complete": True, "bad": True, "bad_reason": "unhealthy"}]})
+    st = HostState.parse(
+        {
+            "current": "v1.0.0",
+            "releases": [
+                {"name": "v1.0.0", "complete": True, "bad": False, "meta": {"finalized_at": "t", "bundle_digest": "d"}},
+                {"name": "v1.1.0", "complete": True, "bad": True, "bad_reason": "unhealthy"},
+            ],
+        }
+    )
     text = render(report.releases_table([("h1", st), ("h2", HostState.parse({}))]))
     assert "no releases" in text and "bad" in text
     d = report.releases_dict("h1", st)
-    assert d["releases"][0] == {"name": "v1.0.0", "version": "1.0.0", "active": True, "complete": True, "bad": False,
-                                "bad_reason": None, "digest": "d", "built": "t"}
+    assert d["releases"][0] == {
+        "name": "v1.0.0",
+        "version": "1.0.0",
+        "active": True,
+        "complete": True,
+        "bad": False,
+        "bad_reason": None,
+        "digest": "d",
+        "built": "t",
+    }
 
 
 def test_settings_values_are_shown_literally():
@@ -69,26 +100,43 @@ def test_settings_values_are_shown_literally():
 
 
 def test_outcome_messages_are_shown_literally():
-    text = render(report.outcomes_table([Outcome("h1", "deploy", Status.FAILED, message="body does not match '[bold]'")],
-                                        "deploy"))
+    text = render(
+        report.outcomes_table(
+            [Outcome("h1", "deploy", Status.FAILED, message="body does not match '[bold]'")], "deploy"
+        )
+    )
     assert "'[bold]'" in text
 
 
-@pytest.mark.parametrize("line, out", [
-    ("2026-11-23T21:20:34+0000 staging1 shop-worker[1358]: job done", "h1 worker | 2026-11-23T21:20:34+0000 job done"),
-    ("2026-11-23T21:20:34+0000 staging1 shop-web[1]: GET / 200", "h1 web | 2026-11-23T21:20:34+0000 GET / 200"),
-    ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Started x.", "h1 systemd | 2026-11-23T21:20:34+0000 Started x."),
-    ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Started shop-worker@v1.0.0.service - tasks worker.",
-     "h1 worker [systemd] | 2026-11-23T21:20:34+0000 Started shop-worker@v1.0.0.service - tasks worker."),
-    ("2026-11-23T21:20:34+0000 staging1 systemd[1]: Stopped shopx-web@v1.service.",
-     "h1 systemd | 2026-11-23T21:20:34+0000 Stopped shopx-web@v1.service."),
-    ("-- No entries --", "h1 | -- No entries --"),
-])
+@pytest.mark.parametrize(
+    "line, out",
+    [
+        (
+            "2026-11-23T21:20:34+0000 staging1 shop-worker[1358]: job done",
+            "h1 worker | 2026-11-23T21:20:34+0000 job done",
+        ),
+        ("2026-11-23T21:20:34+0000 staging1 shop-web[1]: GET / 200", "h1 web | 2026-11-23T21:20:34+0000 GET / 200"),
+        (
+            "2026-11-23T21:20:34+0000 staging1 systemd[1]: Started x.",
+            "h1 systemd | 2026-11-23T21:20:34+0000 Started x.",
+        ),
+        (
+            "2026-11-23T21:20:34+0000 staging1 systemd[1]: Started shop-worker@v1.0.0.service - tasks worker.",
+            "h1 worker [systemd] | 2026-11-23T21:20:34+0000 Started shop-worker@v1.0.0.service - tasks worker.",
+        ),
+        (
+            "2026-11-23T21:20:34+0000 staging1 systemd[1]: Stopped shopx-web@v1.service.",
+            "h1 systemd | 2026-11-23T21:20:34+0000 Stopped shopx-web@v1.service.",
+        ),
+        ("-- No entries --", "h1 | -- No entries --"),
+    ],
+)
 def test_format_log_line(line, out):
     assert format_log_line("h1", "shop", line) == out
 
 
 # -- guard -------------------------------------------------------------------------------------------
+
 
 def ctx():
     return SimpleNamespace(config={})
@@ -98,15 +146,19 @@ def guarded(exc):
     @guard
     def task(c, json=False):
         raise exc
+
     return task
 
 
-@pytest.mark.parametrize("exc, line", [
-    (InputError("bad version"), "error: bad version"),
-    (RemoteError("h1: cannot connect\ndetails on line two"), "error: h1: cannot connect"),
-    (KeyboardInterrupt(), "error: interrupted"),
-    (ValueError("boom"), "error: internal error: ValueError: boom (SGPFAB_DEBUG=1 shows where)"),
-])
+@pytest.mark.parametrize(
+    "exc, line",
+    [
+        (InputError("bad version"), "error: bad version"),
+        (RemoteError("h1: cannot connect\ndetails on line two"), "error: h1: cannot connect"),
+        (KeyboardInterrupt(), "error: interrupted"),
+        (ValueError("boom"), "error: internal error: ValueError: boom (SGPFAB_DEBUG=1 shows where)"),
+    ],
+)
 def test_guard_turns_errors_into_one_line(monkeypatch, exc, line):
     monkeypatch.delenv("SGPFAB_DEBUG", raising=False)
     with pytest.raises(Exit) as e:

@@ -23,17 +23,50 @@ from sgpfab.rollout import (
 # -- parsing ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("spec, n, ends", [
-    (None, 5, [5]), ("", 5, [5]), ("1,25%,100%", 8, [1, 2, 8]), ("1,25%,100%", 3, [1, 3]), ("2", 5, [2, 5]),
-    ("1,1,50%", 4, [1, 2, 4]), ("10", 4, [4]), ("33%,66%", 3, [1, 2, 3]), ("0.1%", 5, [1, 5]), (" 1 , 2 ", 3, [1, 2, 3]),
-    ("100%", 1, [1]), ("1,2,3", 3, [1, 2, 3]), ("50%,50%", 4, [2, 4]),
-])
+@pytest.mark.parametrize(
+    "spec, n, ends",
+    [
+        (None, 5, [5]),
+        ("", 5, [5]),
+        ("1,25%,100%", 8, [1, 2, 8]),
+        ("1,25%,100%", 3, [1, 3]),
+        ("2", 5, [2, 5]),
+        ("1,1,50%", 4, [1, 2, 4]),
+        ("10", 4, [4]),
+        ("33%,66%", 3, [1, 2, 3]),
+        ("0.1%", 5, [1, 5]),
+        (" 1 , 2 ", 3, [1, 2, 3]),
+        ("100%", 1, [1]),
+        ("1,2,3", 3, [1, 2, 3]),
+        ("50%,50%", 4, [2, 4]),
+    ],
+)
 def test_waves_are_cumulative_and_end_with_every_host(spec, n, ends):
     assert parse_waves(spec, n) == ends
 
 
-@pytest.mark.parametrize("spec", ["0", "-1", "abc", "0%", "101%", "150%", "-5%", "50%,1", "3,2", "1,,2", ",",
-                                  "nan%", "inf%", "1.5", "%", "1;2", "2 3"])
+@pytest.mark.parametrize(
+    "spec",
+    [
+        "0",
+        "-1",
+        "abc",
+        "0%",
+        "101%",
+        "150%",
+        "-5%",
+        "50%,1",
+        "3,2",
+        "1,,2",
+        ",",
+        "nan%",
+        "inf%",
+        "1.5",
+        "%",
+        "1;2",
+        "2 3",
+    ],
+)
 def test_bad_waves_are_refused(spec):
     with pytest.raises(InputError) as e:
         parse_waves(spec, 4)
@@ -45,10 +78,23 @@ def test_waves_need_hosts():
         parse_waves("1", 0)
 
 
-@pytest.mark.parametrize("spec, n, allowed", [
-    (None, 10, 0), ("", 10, 0), ("0", 10, 0), ("2", 10, 2), (2, 10, 2), ("10%", 10, 1), ("25%", 3, 0),
-    ("100%", 4, 4), ("0%", 4, 0), ("50%", 5, 2), (" 3 ", 5, 3), ("20", 5, 20),
-])
+@pytest.mark.parametrize(
+    "spec, n, allowed",
+    [
+        (None, 10, 0),
+        ("", 10, 0),
+        ("0", 10, 0),
+        ("2", 10, 2),
+        (2, 10, 2),
+        ("10%", 10, 1),
+        ("25%", 3, 0),
+        ("100%", 4, 4),
+        ("0%", 4, 0),
+        ("50%", 5, 2),
+        (" 3 ", 5, 3),
+        ("20", 5, 20),
+    ],
+)
 def test_max_fail_counts_and_percentages(spec, n, allowed):
     assert parse_max_fail(spec, n) == allowed
 
@@ -60,11 +106,19 @@ def test_bad_max_fail_is_refused(spec):
     assert "--max-fail" in str(e.value)
 
 
-@pytest.mark.parametrize("kw, why", [
-    ({"parallel": 0}, "--parallel must be at least 1"), ({"parallel": -2}, "--parallel must be at least 1"),
-    ({"parallel": "x"}, "whole number"), ({"parallel": None}, "whole number"), ({"soak": -1}, "must not be negative"),
-    ({"soak": "soon"}, "number of seconds"), ({"waves": "0"}, "--waves"), ({"max_fail": "-1"}, "--max-fail"),
-])
+@pytest.mark.parametrize(
+    "kw, why",
+    [
+        ({"parallel": 0}, "--parallel must be at least 1"),
+        ({"parallel": -2}, "--parallel must be at least 1"),
+        ({"parallel": "x"}, "whole number"),
+        ({"parallel": None}, "whole number"),
+        ({"soak": -1}, "must not be negative"),
+        ({"soak": "soon"}, "number of seconds"),
+        ({"waves": "0"}, "--waves"),
+        ({"max_fail": "-1"}, "--max-fail"),
+    ],
+)
 def test_policy_rejects_nonsense(kw, why):
     with pytest.raises(InputError) as e:
         make_policy(4, **kw)
@@ -95,6 +149,7 @@ def test_policy_rejects_fractional_parallel():
 
 # -- the engine ----------------------------------------------------------------------------------
 
+
 class Recorder:
     """Thread-safe log of what happened, in order."""
 
@@ -124,6 +179,7 @@ def deployer(*, fail=(), crash=(), noop=(), delay=0.0, gauge=None, rec=None, to=
             return Outcome(s.name, "deploy", Status.NOOP, before, before, "already active")
         s.current_version = to
         return Outcome(s.name, "deploy", Status.OK, before, to, "deployed")
+
     return fn
 
 
@@ -138,6 +194,7 @@ def undoer(*, fail=(), raise_=(), crash=()):
             return Outcome(s.name, "undo", Status.FAILED, o.after, o.after, "could not switch back")
         s.current_version = o.before
         return Outcome(s.name, "undo", Status.OK, o.after, o.before, "back")
+
     return undo
 
 
@@ -164,8 +221,12 @@ def test_waves_run_in_order_and_are_announced():
     assert r.exit_code == 0
     assert said == ["-- wave 1/3: h1", "-- wave 2/3: h2", "-- wave 3/3: h3, h4"]
     order = [(what, h) for what, h in rec.log]
-    assert order.index(("end", "h1")) < order.index(("start", "h2")) < order.index(("end", "h2")) < \
-        min(order.index(("start", "h3")), order.index(("start", "h4")))
+    assert (
+        order.index(("end", "h1"))
+        < order.index(("start", "h2"))
+        < order.index(("end", "h2"))
+        < min(order.index(("start", "h3")), order.index(("start", "h4")))
+    )
 
 
 def test_outcomes_follow_the_session_order_not_completion_order():
@@ -174,6 +235,7 @@ def test_outcomes_follow_the_session_order_not_completion_order():
     def fn(s):
         time.sleep({"h1": 0.06, "h2": 0.0, "h3": 0.03, "h4": 0.01}[s.name])
         return Outcome(s.name, "deploy", Status.OK, "1", "2")
+
     r = run(ss, "deploy", fn, Policy(waves=[4], parallel=4))
     assert [o.host for o in r.outcomes] == ["h1", "h2", "h3", "h4"]
 
@@ -195,6 +257,7 @@ def test_parallelism_is_bounded_for_undo_too():
         with gauge.inside():
             time.sleep(0.02)
             return inner(s, o)
+
     r = run(ss, "deploy", deployer(fail=("h6",)), Policy(waves=[6], parallel=2), undo=undo)
     assert r.stopped and gauge.peak == 2
 
@@ -215,8 +278,13 @@ def test_a_failure_over_budget_stops_the_rollout_skips_the_rest_and_undoes():
 def test_within_a_wave_no_host_starts_once_the_budget_is_spent():
     ss = fleet(5)
     r = run(ss, "deploy", deployer(fail=("h2",)), Policy(waves=[5], parallel=1, max_fail=0), undo=undoer())
-    assert [o.status for o in r.outcomes] == [Status.UNDONE, Status.FAILED, Status.SKIPPED, Status.SKIPPED,
-                                              Status.SKIPPED]
+    assert [o.status for o in r.outcomes] == [
+        Status.UNDONE,
+        Status.FAILED,
+        Status.SKIPPED,
+        Status.SKIPPED,
+        Status.SKIPPED,
+    ]
     assert [len(s.events) for s in ss] == [2, 1, 0, 0, 0]
 
 
@@ -232,8 +300,14 @@ def test_budget_counts_failures_across_waves():
     ss = fleet(6)
     r = run(ss, "deploy", deployer(fail=("h1", "h3")), Policy(waves=[2, 4, 6], max_fail=1), undo=undoer())
     assert r.stopped.startswith("stopped after wave 2: 2 failed host(s)")
-    assert statuses(r) == {"h1": Status.FAILED, "h2": Status.UNDONE, "h3": Status.FAILED, "h4": Status.SKIPPED,
-                           "h5": Status.SKIPPED, "h6": Status.SKIPPED}, "wave 2 had no budget left after h3"
+    assert statuses(r) == {
+        "h1": Status.FAILED,
+        "h2": Status.UNDONE,
+        "h3": Status.FAILED,
+        "h4": Status.SKIPPED,
+        "h5": Status.SKIPPED,
+        "h6": Status.SKIPPED,
+    }, "wave 2 had no budget left after h3"
 
 
 def test_no_undo_when_the_policy_says_so_or_without_an_undo_function():
@@ -292,6 +366,7 @@ def test_health_between_waves_fails_and_undoes_a_host_that_became_unhealthy():
     def still_healthy(s, o):
         checked.append(s.name)
         return s.name != "h1"
+
     r = run(ss, "deploy", deployer(), Policy(waves=[2, 4], max_fail=1), undo=undoer(), still_healthy=still_healthy)
     o = {o.host: o for o in r.outcomes}
     assert checked == ["h1", "h2"], "checked once, between the waves, not after the last"
@@ -303,16 +378,27 @@ def test_health_between_waves_fails_and_undoes_a_host_that_became_unhealthy():
 
 def test_health_between_waves_counts_against_the_budget():
     ss = fleet(4)
-    r = run(ss, "deploy", deployer(), Policy(waves=[2, 4], max_fail=0), undo=undoer(),
-            still_healthy=lambda s, o: s.name != "h2")
+    r = run(
+        ss,
+        "deploy",
+        deployer(),
+        Policy(waves=[2, 4], max_fail=0),
+        undo=undoer(),
+        still_healthy=lambda s, o: s.name != "h2",
+    )
     assert statuses(r) == {"h1": Status.UNDONE, "h2": Status.UNDONE, "h3": Status.SKIPPED, "h4": Status.SKIPPED}
     assert r.stopped.startswith("stopped after wave 1")
 
 
 def test_health_checks_only_changed_hosts():
     ss, checked = fleet(4), []
-    run(ss, "deploy", deployer(noop=("h1",)), Policy(waves=[2, 4]),
-        still_healthy=lambda s, o: checked.append(s.name) or True)
+    run(
+        ss,
+        "deploy",
+        deployer(noop=("h1",)),
+        Policy(waves=[2, 4]),
+        still_healthy=lambda s, o: checked.append(s.name) or True,
+    )
     assert checked == ["h2"]
 
 
@@ -323,6 +409,7 @@ def test_health_check_that_raises_counts_as_unhealthy():
         if s.name == "h1":
             raise RemoteError("h1: the host helper gave no answer")
         return True
+
     r = run(ss, "deploy", deployer(), Policy(waves=[2, 4], max_fail=0), undo=undoer(), still_healthy=still_healthy)
     assert statuses(r)["h1"] in (Status.UNDONE, Status.FAILED) and r.stopped
 
@@ -347,16 +434,19 @@ def test_everything_failed_is_exit_1():
     assert [o.status for o in r.outcomes] == [Status.FAILED, Status.FAILED] and r.exit_code == 1
 
 
-@pytest.mark.parametrize("stats, stopped, code", [
-    ([Status.OK, Status.NOOP], "", 0),
-    ([Status.OK, Status.OK], "stopped", 2),
-    ([Status.OK, Status.FAILED], "", 2),
-    ([Status.FAILED, Status.SKIPPED], "stopped", 1),
-    ([Status.UNDONE, Status.FAILED, Status.SKIPPED], "stopped", 2),
-    ([Status.UNDO_FAILED, Status.FAILED], "stopped", 1),
-    ([Status.FAILED], "", 1),
-    ([], "", 0),
-])
+@pytest.mark.parametrize(
+    "stats, stopped, code",
+    [
+        ([Status.OK, Status.NOOP], "", 0),
+        ([Status.OK, Status.OK], "stopped", 2),
+        ([Status.OK, Status.FAILED], "", 2),
+        ([Status.FAILED, Status.SKIPPED], "stopped", 1),
+        ([Status.UNDONE, Status.FAILED, Status.SKIPPED], "stopped", 2),
+        ([Status.UNDO_FAILED, Status.FAILED], "stopped", 1),
+        ([Status.FAILED], "", 1),
+        ([], "", 0),
+    ],
+)
 def test_exit_codes(stats, stopped, code):
     r = Rollout([Outcome(f"h{i}", "deploy", s) for i, s in enumerate(stats)], stopped)
     assert r.exit_code == code

@@ -23,10 +23,13 @@ class LocalChannel:
 
     def exec_command(self, command: str) -> None:
         self.seen.append(command)
-        self.p = subprocess.Popen(["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE)
-        self._readers = [threading.Thread(target=self._read, args=(stream, attr), daemon=True)
-                         for stream, attr in ((self.p.stdout, "out"), (self.p.stderr, "err"))]
+        self.p = subprocess.Popen(
+            ["sh", "-c", command], stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self._readers = [
+            threading.Thread(target=self._read, args=(stream, attr), daemon=True)
+            for stream, attr in ((self.p.stdout, "out"), (self.p.stderr, "err"))
+        ]
         for t in self._readers:
             t.start()
 
@@ -76,8 +79,12 @@ class LocalChannel:
 
 def _rsync(relay, src, dest, *extra):
     rsh = " ".join(shlex.quote(x) for x in (sys.executable, "-I", RELAY_SCRIPT, relay.path))
-    return subprocess.run(["rsync", "-a", "--checksum", "--stats", *extra, "-e", rsh, f"{src}/", f"somehost:{dest}/"],
-                          capture_output=True, text=True, timeout=60)
+    return subprocess.run(
+        ["rsync", "-a", "--checksum", "--stats", *extra, "-e", rsh, f"{src}/", f"somehost:{dest}/"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
 
 
 def test_rsync_runs_through_the_relay(tmp_path):
@@ -122,8 +129,12 @@ def test_only_rsync_servers_are_started(tmp_path):
     seen: list[str] = []
     relay = ChannelRelay(lambda: LocalChannel(seen))
     try:
-        r = subprocess.run([sys.executable, "-I", RELAY_SCRIPT, relay.path, "host", "touch", str(tmp_path / "x")],
-                           capture_output=True, text=True, timeout=30)
+        r = subprocess.run(
+            [sys.executable, "-I", RELAY_SCRIPT, relay.path, "host", "touch", str(tmp_path / "x")],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert r.returncode == 255 and "only rsync's server" in r.stderr
         assert seen == [] and not (tmp_path / "x").exists()
     finally:
@@ -131,6 +142,10 @@ def test_only_rsync_servers_are_started(tmp_path):
 
 
 def test_a_relay_without_its_fab_process_fails_cleanly(tmp_path):
-    r = subprocess.run([sys.executable, "-I", RELAY_SCRIPT, str(tmp_path / "nothing"), "host", "rsync", "--server"],
-                       capture_output=True, text=True, timeout=30)
+    r = subprocess.run(
+        [sys.executable, "-I", RELAY_SCRIPT, str(tmp_path / "nothing"), "host", "rsync", "--server"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
     assert r.returncode == 255 and r.stderr.startswith("sgpfab relay: ") and "Traceback" not in r.stderr

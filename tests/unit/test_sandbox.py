@@ -13,14 +13,17 @@ from sgpfab.sandbox import fleet, rootfs
 # --- where the base image lives ------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("env, expected", [
-    ({}, "/var/cache/sgpfab"),
-    ({"SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/srv/sbx"),
-    ({"SGPFAB_CACHE": "/home/u/.cache/sgpfab"}, "/home/u/.cache/sgpfab/sandbox"),
-    ({"SGPFAB_CACHE": "/c", "SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/c/sandbox"),  # the controller cache wins
-    ({"SGPFAB_CACHE": "", "SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/srv/sbx"),  # empty means unset
-    ({"SGPFAB_CACHE": "", "SGPFAB_SANDBOX_CACHE": ""}, "/var/cache/sgpfab"),
-])
+@pytest.mark.parametrize(
+    "env, expected",
+    [
+        ({}, "/var/cache/sgpfab"),
+        ({"SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/srv/sbx"),
+        ({"SGPFAB_CACHE": "/home/u/.cache/sgpfab"}, "/home/u/.cache/sgpfab/sandbox"),
+        ({"SGPFAB_CACHE": "/c", "SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/c/sandbox"),  # the controller cache wins
+        ({"SGPFAB_CACHE": "", "SGPFAB_SANDBOX_CACHE": "/srv/sbx"}, "/srv/sbx"),  # empty means unset
+        ({"SGPFAB_CACHE": "", "SGPFAB_SANDBOX_CACHE": ""}, "/var/cache/sgpfab"),
+    ],
+)
 def test_cache_dir_from_env(env, expected):
     assert rootfs.cache_dir(env) == Path(expected)
 
@@ -109,8 +112,7 @@ def test_inotify_need_grows_with_the_hosts_of_all_fleets():
 
 def test_debian_default_watches_suffice_for_a_full_fleet():
     # 32 hosts do not need more than the common default of max_user_watches (~190k here)
-    assert "max_user_watches" not in fleet.inotify_targets({"max_user_instances": 128,
-                                                            "max_user_watches": 192536}, 32)
+    assert "max_user_watches" not in fleet.inotify_targets({"max_user_instances": 128, "max_user_watches": 192536}, 32)
 
 
 # --- names and arguments ---------------------------------------------------------------------------
@@ -122,10 +124,19 @@ def test_host_names():
     assert len(set(fleet.host_names(32))) == 32 and fleet.host_names(32)[-1] == "prod31"
 
 
-@pytest.mark.parametrize("name, count, subnet", [
-    ("bad-name", 2, 240), ("", 2, 240), ("toolongname", 2, 240), ("ok", 0, 240), ("ok", 33, 240),
-    ("ok", 2, 256), ("ok", 2, -1), ("sbx/..", 2, 240),
-])
+@pytest.mark.parametrize(
+    "name, count, subnet",
+    [
+        ("bad-name", 2, 240),
+        ("", 2, 240),
+        ("toolongname", 2, 240),
+        ("ok", 0, 240),
+        ("ok", 33, 240),
+        ("ok", 2, 256),
+        ("ok", 2, -1),
+        ("sbx/..", 2, 240),
+    ],
+)
 def test_bad_up_arguments_fail_before_anything_happens(name, count, subnet):
     with pytest.raises(ValueError):
         fleet.up(name, count, subnet)

@@ -47,13 +47,17 @@ def test_the_fabric_config_makes_fab_run_each_task_once_for_the_host_list(tmp_pa
     """Without fabric.yaml the tasks refuse to run per host; with it, the -H list reaches the
     task (here: an unknown name, refused before anything connects)."""
     assert cli.main(["init", str(tmp_path), "--app", "shop"]) == 0
-    r = subprocess.run([str(FAB), "-H", "staging1,nope", "status"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [str(FAB), "-H", "staging1,nope", "status"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert (r.returncode, r.stderr.strip()) == (
-        1, "error: -H: unknown host or group 'nope' (known: prod, prod1, prod2, staging, staging1)")
+        1,
+        "error: -H: unknown host or group 'nope' (known: prod, prod1, prod2, staging, staging1)",
+    )
     (tmp_path / "fabric.yaml").unlink()
-    r = subprocess.run([str(FAB), "-H", "staging1", "status"], cwd=tmp_path, capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [str(FAB), "-H", "staging1", "status"], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
     assert r.returncode == 1 and "fabric.yaml" in r.stderr
 
 
@@ -109,17 +113,26 @@ def test_the_current_directory_is_the_default(tmp_path, capsys, monkeypatch):
     assert Inventory.load(project / "hosts" / "fleet.yaml").app(None).name == "my-shop"
 
 
-@pytest.mark.parametrize("argv, error", [
-    (["/nonexistent/sgpfab-h1"], "error: no such directory: /nonexistent/sgpfab-h1"),
-    (["{file}"], "error: not a directory: {file}"),
-    (["{tmp}", "--app", "bad name"], "error: invalid app name 'bad name': use letters, digits, '.', '_' or '-' "
-                                     "(at most 48, starting with a letter or digit)"),
-    (["{tmp}", "--app=-x"], "error: invalid app name '-x': use letters, digits, '.', '_' or '-' "
-                               "(at most 48, starting with a letter or digit)"),
-    (["{tmp}", "--app", "a" * 49], None),
-    (["{odd}"], "error: cannot make an app name from the directory name '___': pass --app NAME"),
-    (["{tmp}/nope\nline"], None),
-])
+@pytest.mark.parametrize(
+    "argv, error",
+    [
+        (["/nonexistent/sgpfab-h1"], "error: no such directory: /nonexistent/sgpfab-h1"),
+        (["{file}"], "error: not a directory: {file}"),
+        (
+            ["{tmp}", "--app", "bad name"],
+            "error: invalid app name 'bad name': use letters, digits, '.', '_' or '-' "
+            "(at most 48, starting with a letter or digit)",
+        ),
+        (
+            ["{tmp}", "--app=-x"],
+            "error: invalid app name '-x': use letters, digits, '.', '_' or '-' "
+            "(at most 48, starting with a letter or digit)",
+        ),
+        (["{tmp}", "--app", "a" * 49], None),
+        (["{odd}"], "error: cannot make an app name from the directory name '___': pass --app NAME"),
+        (["{tmp}/nope\nline"], None),
+    ],
+)
 def test_bad_input_is_one_error_line(tmp_path, capsys, argv, error):
     (tmp_path / "f.txt").write_text("x")
     (tmp_path / "___").mkdir()

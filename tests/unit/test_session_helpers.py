@@ -52,7 +52,7 @@ def test_last_json_reads_the_last_line():
 
 def test_stale_lock_only_for_a_dead_process_of_this_controller():
     me = socket.gethostname()
-    dead = 2 ** 22 + 12345  # above pid_max on most systems: no such process
+    dead = 2**22 + 12345  # above pid_max on most systems: no such process
     assert _stale({"controller": me, "pid": dead})
     assert not _stale({"controller": me, "pid": os.getpid()}), "our own process is not stale"
     assert not _stale({"controller": me, "pid": 1}), "pid 1 is alive"
@@ -60,13 +60,16 @@ def test_stale_lock_only_for_a_dead_process_of_this_controller():
     assert not _stale({"controller": me, "pid": 0}) and not _stale({}) and not _stale({"controller": me})
 
 
-@pytest.mark.parametrize("reason, safe", [
-    ("health check failed: HTTP 500", "health check failed: HTTP 500"),
-    ("it's \"quoted\" `x`", "it s  quoted   x "),
-    ("line\nbreak\ttab", "line break tab"),
-    ("ünïcode €", " n code  "),
-    ("x" * 300, "x" * 200),
-])
+@pytest.mark.parametrize(
+    "reason, safe",
+    [
+        ("health check failed: HTTP 500", "health check failed: HTTP 500"),
+        ('it\'s "quoted" `x`', "it s  quoted   x "),
+        ("line\nbreak\ttab", "line break tab"),
+        ("ünïcode €", " n code  "),
+        ("x" * 300, "x" * 200),
+    ],
+)
 def test_token_safe(reason, safe):
     assert _token_safe(reason) == safe
 

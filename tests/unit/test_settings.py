@@ -65,6 +65,7 @@ def secrets_file(tmp_path, text: str, *, mode: int = 0o600):
 
 # -- the secret store ------------------------------------------------------------------------------
 
+
 def test_env_name():
     assert SecretStore.env_name("shop_secret_key") == "SGPFAB_SECRET_SHOP_SECRET_KEY"
     assert SecretStore.env_name("db.url-prod") == "SGPFAB_SECRET_DB_URL_PROD"
@@ -169,9 +170,12 @@ def test_secrets_file_inside_a_git_repository_must_be_ignored(tmp_path):
 
 # -- resolving an instance's settings -------------------------------------------------------------
 
+
 def instance(tmp_path, *, host_os="linux", **app):
     hosts = {"h1": {"user": "deploy", "os": host_os}}
-    return load_inventory(tmp_path, data=inventory_data(hosts=hosts, apps={"shop": app_with(**app)})).instance("shop", "h1")
+    return load_inventory(tmp_path, data=inventory_data(hosts=hosts, apps={"shop": app_with(**app)})).instance(
+        "shop", "h1"
+    )
 
 
 class DictStore(SecretStore):
@@ -191,9 +195,14 @@ def store_with(monkeypatch, **values) -> SecretStore:
 
 def test_builtins_linux_and_windows(tmp_path):
     assert builtins(instance(tmp_path, port=8005, bind="127.0.0.1")) == {
-        "PORT": "8005", "HOST": "127.0.0.1", "DATABASE_URL": "sqlite:////srv/shop/shared/db/app.db"}
-    assert builtins(instance(tmp_path, database={"engine": "sqlite", "path": "data/x.sqlite3", "env": "DB"}))["DB"] == \
-        "sqlite:////srv/shop/shared/data/x.sqlite3"
+        "PORT": "8005",
+        "HOST": "127.0.0.1",
+        "DATABASE_URL": "sqlite:////srv/shop/shared/db/app.db",
+    }
+    assert (
+        builtins(instance(tmp_path, database={"engine": "sqlite", "path": "data/x.sqlite3", "env": "DB"}))["DB"]
+        == "sqlite:////srv/shop/shared/data/x.sqlite3"
+    )
     assert "DATABASE_URL" not in builtins(instance(tmp_path, database={"engine": "none"}))
     assert "DATABASE_URL" not in builtins(instance(tmp_path, database={"engine": "postgresql"}))
     w = builtins(instance(tmp_path, host_os="windows"))
@@ -202,23 +211,44 @@ def test_builtins_linux_and_windows(tmp_path):
 
 def test_placeholders(tmp_path):
     inst = instance(tmp_path, api_root="/srv/my-shop", service="shop-svc", port=8010)
-    assert expand("{api_root}|{shared}|{port}|{app}|{service}|{host}|{bind}|{other}|{{shared}}", inst) == \
-        "/srv/my-shop|/srv/my-shop/shared|8010|shop|shop-svc|h1|0.0.0.0|{other}|{/srv/my-shop/shared}"
+    assert (
+        expand("{api_root}|{shared}|{port}|{app}|{service}|{host}|{bind}|{other}|{{shared}}", inst)
+        == "/srv/my-shop|/srv/my-shop/shared|8010|shop|shop-svc|h1|0.0.0.0|{other}|{/srv/my-shop/shared}"
+    )
 
 
 def test_resolve_env_secrets_and_files(monkeypatch, tmp_path):
-    inst = instance(tmp_path, env={"MEDIA_ROOT": "{shared}/media", "PORT": "9999", "SECRET_KEY": {"secret": "sk"},
-                                   "TLS_KEY": {"secret_file": "tls.key"}, "OPTIONAL": {"secret": "nope", "required": False},
-                                   "DATABASE_URL": "sqlite:////tmp/x.db"})
+    inst = instance(
+        tmp_path,
+        env={
+            "MEDIA_ROOT": "{shared}/media",
+            "PORT": "9999",
+            "SECRET_KEY": {"secret": "sk"},
+            "TLS_KEY": {"secret_file": "tls.key"},
+            "OPTIONAL": {"secret": "nope", "required": False},
+            "DATABASE_URL": "sqlite:////tmp/x.db",
+        },
+    )
     pem = "-----BEGIN KEY-----\nabc\n-----END KEY-----\n"
     s = resolve(inst, store_with(monkeypatch, sk=SECRET_VALUE, **{"tls.key": pem}))
-    assert s.env == {"PORT": "9999", "HOST": "0.0.0.0", "DATABASE_URL": "sqlite:////tmp/x.db",
-                     "MEDIA_ROOT": "/srv/shop/shared/media", "SECRET_KEY": SECRET_VALUE,
-                     "TLS_KEY": "/srv/shop/shared/config/files/tls.key"}
+    assert s.env == {
+        "PORT": "9999",
+        "HOST": "0.0.0.0",
+        "DATABASE_URL": "sqlite:////tmp/x.db",
+        "MEDIA_ROOT": "/srv/shop/shared/media",
+        "SECRET_KEY": SECRET_VALUE,
+        "TLS_KEY": "/srv/shop/shared/config/files/tls.key",
+    }
     assert s.files == {"tls.key": pem}
     assert s.secret_keys == ["SECRET_KEY"]
-    assert s.masked() == {"DATABASE_URL": "sqlite:////tmp/x.db", "HOST": "0.0.0.0", "MEDIA_ROOT": "/srv/shop/shared/media",
-                          "PORT": "9999", "SECRET_KEY": MASK, "TLS_KEY": "/srv/shop/shared/config/files/tls.key"}
+    assert s.masked() == {
+        "DATABASE_URL": "sqlite:////tmp/x.db",
+        "HOST": "0.0.0.0",
+        "MEDIA_ROOT": "/srv/shop/shared/media",
+        "PORT": "9999",
+        "SECRET_KEY": MASK,
+        "TLS_KEY": "/srv/shop/shared/config/files/tls.key",
+    }
     assert SECRET_VALUE not in str(s.masked())
     assert s.payload() == {"env": s.env, "files": s.files, "secret_keys": ["SECRET_KEY"]}
 
@@ -230,8 +260,10 @@ def test_secret_values_are_not_placeholder_expanded(monkeypatch, tmp_path):
 
 def test_windows_secret_file_path(monkeypatch, tmp_path):
     inst = instance(tmp_path, host_os="windows", env={"TLS_KEY": {"secret_file": "tls.key"}})
-    assert resolve(inst, store_with(monkeypatch, **{"tls.key": "x"})).env["TLS_KEY"] == \
-        "C:\\apps\\shop\\shared\\config\\files\\tls.key"
+    assert (
+        resolve(inst, store_with(monkeypatch, **{"tls.key": "x"})).env["TLS_KEY"]
+        == "C:\\apps\\shop\\shared\\config\\files\\tls.key"
+    )
 
 
 def test_missing_required_secret_is_one_line_naming_host_and_secret(tmp_path):
@@ -259,7 +291,9 @@ def test_multi_line_secret_is_fine_as_a_file(monkeypatch, tmp_path):
 
 
 def test_optional_missing_secret_drops_the_variable(tmp_path):
-    inst = instance(tmp_path, env={"K": {"secret": "k", "required": False}, "F": {"secret_file": "f", "required": False}})
+    inst = instance(
+        tmp_path, env={"K": {"secret": "k", "required": False}, "F": {"secret_file": "f", "required": False}}
+    )
     s = resolve(inst, SecretStore(None, use_keyring=False))
     assert "K" not in s.env and "F" not in s.env and s.files == {} and s.secret_keys == []
 
@@ -273,10 +307,19 @@ def test_postgres_url_accepted(monkeypatch, tmp_path, url):
     assert resolve(inst, store_with(monkeypatch, db=url)).env["DATABASE_URL"] == url
 
 
-@pytest.mark.parametrize("url", [
-    "mysql://u:p@h/db", "postgresql://u:p@h/", "postgresql://u:hunter2@:5432/db", "postgresql://:hunter2@h/db",
-    "postgresql://u:hunter2@h:99999/db", "postgresql://u:hunter2@h:port/db", "hunter2", "",
-])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "mysql://u:p@h/db",
+        "postgresql://u:p@h/",
+        "postgresql://u:hunter2@:5432/db",
+        "postgresql://:hunter2@h/db",
+        "postgresql://u:hunter2@h:99999/db",
+        "postgresql://u:hunter2@h:port/db",
+        "hunter2",
+        "",
+    ],
+)
 def test_postgres_url_refused_without_echoing_it(monkeypatch, tmp_path, url):
     inst = instance(tmp_path, database={"engine": "postgresql"}, env={"DATABASE_URL": {"secret": "db"}})
     if url == "":
@@ -295,8 +338,9 @@ def test_postgres_without_a_url_says_how_to_set_one(tmp_path):
     inst = instance(tmp_path, database={"engine": "postgresql"})
     with pytest.raises(InputError) as e:
         resolve(inst, SecretStore(None, use_keyring=False))
-    assert str(e.value) == ("h1: database engine postgresql needs DATABASE_URL in env (e.g. DATABASE_URL:"
-                            " {secret: shop_database_url})")
+    assert str(e.value) == (
+        "h1: database engine postgresql needs DATABASE_URL in env (e.g. DATABASE_URL: {secret: shop_database_url})"
+    )
 
 
 def test_masked_is_sorted_and_hides_only_secret_keys():
@@ -311,6 +355,7 @@ def test_optional_missing_secret_keeps_the_builtin(tmp_path):
 
 
 # -- a Windows app's run_as password ----------------------------------------------------------------
+
 
 def test_run_as_password_comes_from_the_secrets_and_stays_out_of_the_settings(monkeypatch, tmp_path):
     inst = instance(tmp_path, host_os="windows", run_as="CORP\\svc", run_as_password={"secret": "svc_pw"})

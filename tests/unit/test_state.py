@@ -9,8 +9,13 @@ from sgpfab.versions import Version
 
 
 def rel(name, *, complete=True, bad=False, at="", reason=None):
-    return {"name": name, "complete": complete, "bad": bad, "bad_reason": reason,
-            "meta": {"version": name[1:], "finalized_at": at} if complete else {}}
+    return {
+        "name": name,
+        "complete": complete,
+        "bad": bad,
+        "bad_reason": reason,
+        "meta": {"version": name[1:], "finalized_at": at} if complete else {},
+    }
 
 
 def host(*releases, current=None, **kw) -> HostState:
@@ -22,10 +27,22 @@ def names(rs):
 
 
 def test_parse_sorts_by_semver_and_moves_non_versions_to_junk():
-    st = host(rel("v1.10.0"), rel("v1.2.0"), rel("v1.2.0-rc.1"), rel("vlatest"), rel("v1٠.0.0"), rel("v2.0.0"),
-              current="v1.10.0", partials=[".partial-v3.0.0"], junk=["notes.txt"], incoming=["v3.0.0"],
-              journal={"op": "deploy", "from": "v1.2.0", "to": "v1.10.0", "since": "t"}, db_exists=True,
-              root="/srv/x", unknown_key=1)
+    st = host(
+        rel("v1.10.0"),
+        rel("v1.2.0"),
+        rel("v1.2.0-rc.1"),
+        rel("vlatest"),
+        rel("v1٠.0.0"),
+        rel("v2.0.0"),
+        current="v1.10.0",
+        partials=[".partial-v3.0.0"],
+        junk=["notes.txt"],
+        incoming=["v3.0.0"],
+        journal={"op": "deploy", "from": "v1.2.0", "to": "v1.10.0", "since": "t"},
+        db_exists=True,
+        root="/srv/x",
+        unknown_key=1,
+    )
     assert names(st.releases) == ["v1.2.0-rc.1", "v1.2.0", "v1.10.0", "v2.0.0"]
     assert st.active.name == "v1.10.0" and st.active.version == Version.parse("1.10.0")
     assert st.journal.from_ == "v1.2.0" and st.journal.to == "v1.10.0" and st.journal.op == "deploy"
@@ -40,24 +57,32 @@ def test_empty_host():
 
 
 def test_complete_orders_build_metadata_twins_by_when_they_were_built():
-    st = host(rel("v1.0.0+b", at="2026-01-01T10:00:00+00:00"), rel("v1.0.0+a", at="2026-01-02T10:00:00+00:00"),
-              rel("v0.9.0", at="2026-01-03T00:00:00+00:00"), rel("v1.1.0", complete=False), current="v1.0.0+a")
+    st = host(
+        rel("v1.0.0+b", at="2026-01-01T10:00:00+00:00"),
+        rel("v1.0.0+a", at="2026-01-02T10:00:00+00:00"),
+        rel("v0.9.0", at="2026-01-03T00:00:00+00:00"),
+        rel("v1.1.0", complete=False),
+        current="v1.0.0+a",
+    )
     assert names(st.complete) == ["v0.9.0", "v1.0.0+b", "v1.0.0+a"], "b was built first, so it is older"
     assert st.previous_good().name == "v1.0.0+b"
 
 
-@pytest.mark.parametrize("releases, current, expected", [
-    ([rel("v1.0.0"), rel("v1.1.0"), rel("v1.2.0")], "v1.2.0", "v1.1.0"),
-    ([rel("v1.0.0"), rel("v1.1.0", bad=True), rel("v1.2.0")], "v1.2.0", "v1.0.0"),          # skips bad ones
-    ([rel("v1.0.0"), rel("v1.1.0", complete=False), rel("v1.2.0")], "v1.2.0", "v1.0.0"),    # and incomplete ones
-    ([rel("v1.0.0"), rel("v1.2.0"), rel("v1.3.0")], "v1.2.0", "v1.0.0"),                    # never a newer one
-    ([rel("v1.2.0")], "v1.2.0", None),
-    ([rel("v1.0.0", bad=True), rel("v1.2.0")], "v1.2.0", None),
-    ([rel("v1.0.0"), rel("v1.2.0")], None, None),
-    ([rel("v1.0.0"), rel("v1.2.0", complete=False)], "v1.2.0", None),                       # active not complete
-    ([rel("v1.0.0"), rel("v1.0.1-rc.1"), rel("v1.0.1")], "v1.0.1", "v1.0.1-rc.1"),
-    ([rel("v1.9.0"), rel("v1.10.0")], "v1.10.0", "v1.9.0"),                                  # numeric, not text
-])
+@pytest.mark.parametrize(
+    "releases, current, expected",
+    [
+        ([rel("v1.0.0"), rel("v1.1.0"), rel("v1.2.0")], "v1.2.0", "v1.1.0"),
+        ([rel("v1.0.0"), rel("v1.1.0", bad=True), rel("v1.2.0")], "v1.2.0", "v1.0.0"),  # skips bad ones
+        ([rel("v1.0.0"), rel("v1.1.0", complete=False), rel("v1.2.0")], "v1.2.0", "v1.0.0"),  # and incomplete ones
+        ([rel("v1.0.0"), rel("v1.2.0"), rel("v1.3.0")], "v1.2.0", "v1.0.0"),  # never a newer one
+        ([rel("v1.2.0")], "v1.2.0", None),
+        ([rel("v1.0.0", bad=True), rel("v1.2.0")], "v1.2.0", None),
+        ([rel("v1.0.0"), rel("v1.2.0")], None, None),
+        ([rel("v1.0.0"), rel("v1.2.0", complete=False)], "v1.2.0", None),  # active not complete
+        ([rel("v1.0.0"), rel("v1.0.1-rc.1"), rel("v1.0.1")], "v1.0.1", "v1.0.1-rc.1"),
+        ([rel("v1.9.0"), rel("v1.10.0")], "v1.10.0", "v1.9.0"),  # numeric, not text
+    ],
+)
 def test_previous_good(releases, current, expected):
     prev = host(*releases, current=current).previous_good()
     assert (prev.name if prev else None) == expected
@@ -95,15 +120,29 @@ def test_cleanup_keeps_the_newest_good_and_protects_active_and_rollback_target()
 
 
 def test_cleanup_removes_bad_incomplete_partials_junk_and_leftover_uploads():
-    st = host(rel("v1.0.0"), rel("v1.1.0", bad=True), rel("v1.2.0", complete=False), rel("v1.3.0"),
-              current="v1.3.0", partials=[".partial-v1.4.0"], junk=["notes.txt", "vlink"],
-              incoming=["v1.4.0", "v1.3.0"])
+    st = host(
+        rel("v1.0.0"),
+        rel("v1.1.0", bad=True),
+        rel("v1.2.0", complete=False),
+        rel("v1.3.0"),
+        current="v1.3.0",
+        partials=[".partial-v1.4.0"],
+        junk=["notes.txt", "vlink"],
+        incoming=["v1.4.0", "v1.3.0"],
+    )
     assert st.cleanup_plan(keep=5) == ["v1.1.0", "v1.2.0", ".partial-v1.4.0", "notes.txt", "vlink", "v1.4.0"]
 
 
 def test_cleanup_protects_the_journal_releases():
-    st = host(rel("v1.0.0"), rel("v1.1.0"), rel("v1.2.0"), rel("v1.3.0", complete=False), current="v1.2.0",
-              journal={"op": "deploy", "from": "v1.0.0", "to": "v1.3.0"}, incoming=["v1.3.0"])
+    st = host(
+        rel("v1.0.0"),
+        rel("v1.1.0"),
+        rel("v1.2.0"),
+        rel("v1.3.0", complete=False),
+        current="v1.2.0",
+        journal={"op": "deploy", "from": "v1.0.0", "to": "v1.3.0"},
+        incoming=["v1.3.0"],
+    )
     plan = st.cleanup_plan(keep=1)
     assert "v1.0.0" not in plan and "v1.3.0" not in plan
     assert plan == []
@@ -131,10 +170,19 @@ def test_replies_tolerate_extra_keys_and_describe_failures():
     p = Probe(ok=False, code=503, release="v1.0.0", reason="HTTP 503")
     assert p.describe() == "HTTP 503 from v1.0.0 (HTTP 503)"
     assert Probe(ok=False, error="connection refused").describe() == "connection refused"
-    g = GateResult(ok=False, why="crashing", units={"a": UnitState(restarts=1, active="activating"),
-                                                   "b": UnitState(restarts=4, active="failed")}, crashed=["a", "b"])
+    g = GateResult(
+        ok=False,
+        why="crashing",
+        units={"a": UnitState(restarts=1, active="activating"), "b": UnitState(restarts=4, active="failed")},
+        crashed=["a", "b"],
+    )
     assert g.describe() == "b keeps crashing (4 restarts, failed)"
-    assert GateResult(ok=False, why="unhealthy", last=p).describe() == "the health check failed: HTTP 503 from v1.0.0 (HTTP 503)"
-    assert GateResult(ok=False, why="timeout", last=Probe(error="refused")).describe() == \
-        "no healthy answer (timeout): last probe: refused"
+    assert (
+        GateResult(ok=False, why="unhealthy", last=p).describe()
+        == "the health check failed: HTTP 503 from v1.0.0 (HTTP 503)"
+    )
+    assert (
+        GateResult(ok=False, why="timeout", last=Probe(error="refused")).describe()
+        == "no healthy answer (timeout): last probe: refused"
+    )
     assert GateResult(ok=True).describe() == "healthy"

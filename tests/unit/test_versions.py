@@ -10,27 +10,65 @@ from sgpfab.errors import InputError
 from sgpfab.versions import MAX_LENGTH, Version, display, release_version
 
 
-@pytest.mark.parametrize("text, parsed", [
-    ("1.0.5", "1.0.5"), ("v1.0.5", "1.0.5"), ("0.0.0", "0.0.0"), ("10.20.30", "10.20.30"),
-    ("1.0.0-rc.1", "1.0.0-rc.1"), ("v1.0.1-rc.1+b7", "1.0.1-rc.1+b7"), ("1.0.0+20240101.sha.5114f85", "1.0.0+20240101.sha.5114f85"),
-    ("1.0.0-alpha-beta", "1.0.0-alpha-beta"), ("1.0.0+0001", "1.0.0+0001"), ("1.0.0-0A.is.legal", "1.0.0-0A.is.legal"),
-])
+@pytest.mark.parametrize(
+    "text, parsed",
+    [
+        ("1.0.5", "1.0.5"),
+        ("v1.0.5", "1.0.5"),
+        ("0.0.0", "0.0.0"),
+        ("10.20.30", "10.20.30"),
+        ("1.0.0-rc.1", "1.0.0-rc.1"),
+        ("v1.0.1-rc.1+b7", "1.0.1-rc.1+b7"),
+        ("1.0.0+20240101.sha.5114f85", "1.0.0+20240101.sha.5114f85"),
+        ("1.0.0-alpha-beta", "1.0.0-alpha-beta"),
+        ("1.0.0+0001", "1.0.0+0001"),
+        ("1.0.0-0A.is.legal", "1.0.0-0A.is.legal"),
+    ],
+)
 def test_valid_versions_parse(text, parsed):
     v = Version.parse(text)
     assert str(v) == parsed
     assert v.release_name == "v" + parsed
 
 
-@pytest.mark.parametrize("text", [
-    "1٠.0.5",        # ARABIC-INDIC DIGIT ZERO: Python's \d would take it
-    "1.0.5-r٠",      # ... in a pre-release identifier
-    "1.0.5+b٠",      # ... in build metadata
-    "１.0.0",        # FULLWIDTH DIGIT ONE
-    "1.0.0-ß",
-    "1.0", "1", "1.0.0.0", "01.0.0", "1.01.0", "1.0.0-01", "1.0.0-", "1.0.0+", "1.0.0+a..b", "1.0.0-a..b",
-    "vv1.0.0", "V1.0.0", " 1.0.0", "1.0.0 ", "1.0.0\n", "\n1.0.0", "1.0.0\x00", "v", "", "latest", "current",
-    "1.0.0/../x", "../1.0.0", "1.0.0-a/b", "1.0.0_1", "-1.0.0", "1.-0.0", "1.0.0-rc 1",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1٠.0.5",  # ARABIC-INDIC DIGIT ZERO: Python's \d would take it
+        "1.0.5-r٠",  # ... in a pre-release identifier
+        "1.0.5+b٠",  # ... in build metadata
+        "１.0.0",  # FULLWIDTH DIGIT ONE
+        "1.0.0-ß",
+        "1.0",
+        "1",
+        "1.0.0.0",
+        "01.0.0",
+        "1.01.0",
+        "1.0.0-01",
+        "1.0.0-",
+        "1.0.0+",
+        "1.0.0+a..b",
+        "1.0.0-a..b",
+        "vv1.0.0",
+        "V1.0.0",
+        " 1.0.0",
+        "1.0.0 ",
+        "1.0.0\n",
+        "\n1.0.0",
+        "1.0.0\x00",
+        "v",
+        "",
+        "latest",
+        "current",
+        "1.0.0/../x",
+        "../1.0.0",
+        "1.0.0-a/b",
+        "1.0.0_1",
+        "-1.0.0",
+        "1.-0.0",
+        "1.0.0-rc 1",
+    ],
+)
 def test_invalid_versions_are_refused_with_one_line(text):
     with pytest.raises(InputError) as e:
         Version.parse(text)
@@ -55,8 +93,22 @@ def test_max_length_is_counted_without_the_v_prefix():
 
 
 ORDERED = [  # the semver spec's own example order, plus build-metadata twins
-    "1.0.0-alpha", "1.0.0-alpha.1", "1.0.0-alpha.beta", "1.0.0-beta", "1.0.0-beta.2", "1.0.0-beta.11",
-    "1.0.0-rc.1", "1.0.0", "1.0.0+a", "1.0.0+b", "1.0.1", "1.2.0", "1.10.0", "2.0.0-rc.1", "2.0.0", "10.0.0",
+    "1.0.0-alpha",
+    "1.0.0-alpha.1",
+    "1.0.0-alpha.beta",
+    "1.0.0-beta",
+    "1.0.0-beta.2",
+    "1.0.0-beta.11",
+    "1.0.0-rc.1",
+    "1.0.0",
+    "1.0.0+a",
+    "1.0.0+b",
+    "1.0.1",
+    "1.2.0",
+    "1.10.0",
+    "2.0.0-rc.1",
+    "2.0.0",
+    "10.0.0",
 ]
 
 
@@ -111,18 +163,36 @@ def test_comparing_with_other_types_is_refused():
         Version.parse("1.0.0") < "2.0.0"  # noqa: B015
 
 
-@pytest.mark.parametrize("name, version", [
-    ("v1.0.5", "1.0.5"), ("v1.0.1-rc.1+b7", "1.0.1-rc.1+b7"), ("1.0.5", None), ("current", None),
-    (".partial-v1.0.5", None), ("v1٠.0.5", None), ("v", None), ("", None), (None, None), ("vlatest", None),
-])
+@pytest.mark.parametrize(
+    "name, version",
+    [
+        ("v1.0.5", "1.0.5"),
+        ("v1.0.1-rc.1+b7", "1.0.1-rc.1+b7"),
+        ("1.0.5", None),
+        ("current", None),
+        (".partial-v1.0.5", None),
+        ("v1٠.0.5", None),
+        ("v", None),
+        ("", None),
+        (None, None),
+        ("vlatest", None),
+    ],
+)
 def test_release_version_of_directory_names(name, version):
     v = release_version(name)
     assert (str(v) if v else None) == version
 
 
-@pytest.mark.parametrize("name, shown", [
-    ("v1.0.5", "1.0.5"), ("v2.0.0-rc.1+b7", "2.0.0-rc.1+b7"), ("current", "current"), ("vlatest", "vlatest"),
-    (None, None), ("", ""),
-])
+@pytest.mark.parametrize(
+    "name, shown",
+    [
+        ("v1.0.5", "1.0.5"),
+        ("v2.0.0-rc.1+b7", "2.0.0-rc.1+b7"),
+        ("current", "current"),
+        ("vlatest", "vlatest"),
+        (None, None),
+        ("", ""),
+    ],
+)
 def test_display(name, shown):
     assert display(name) == shown

@@ -27,6 +27,7 @@ def spec(release) -> AppSpec:
 
 # -- validation and the recorded form --------------------------------------------------------
 
+
 def test_items_become_parallel_tuples_and_plain_commands_always_run():
     s = spec(["echo first", ALEMBIC])
     assert s.release == ("echo first", "alembic upgrade head")  # what hosts read is unchanged
@@ -43,16 +44,19 @@ def test_the_recorded_spec_round_trips_and_old_specs_keep_their_form():
     assert "release_when_changed" not in plain  # bundles without the feature keep their digest
 
 
-@pytest.mark.parametrize("item, why", [
-    ({"command": "x", "when_changed": []}, "give at least one file pattern"),
-    ({"command": "x"}, "when_changed"),
-    ({"command": "", "when_changed": ["a/"]}, "must not be empty"),
-    ({"command": "x\ny", "when_changed": ["a/"]}, "single line"),
-    *[({"command": "x", "when_changed": [f"a{c}"]}, "single line") for c in CONTROL if c.strip() == c],
-    ({"command": "x", "when_changed": ["\\"]}, "not a valid gitignore-style pattern"),
-    ({"command": "x", "when_changed": ["a/"], "always": True}, "Extra inputs"),
-    (5, "valid string"),
-])
+@pytest.mark.parametrize(
+    "item, why",
+    [
+        ({"command": "x", "when_changed": []}, "give at least one file pattern"),
+        ({"command": "x"}, "when_changed"),
+        ({"command": "", "when_changed": ["a/"]}, "must not be empty"),
+        ({"command": "x\ny", "when_changed": ["a/"]}, "single line"),
+        *[({"command": "x", "when_changed": [f"a{c}"]}, "single line") for c in CONTROL if c.strip() == c],
+        ({"command": "x", "when_changed": ["\\"]}, "not a valid gitignore-style pattern"),
+        ({"command": "x", "when_changed": ["a/"], "always": True}, "Extra inputs"),
+        (5, "valid string"),
+    ],
+)
 def test_bad_release_items_are_refused_in_one_line(item, why):
     with pytest.raises(ValidationError) as e:
         spec([item])
@@ -69,14 +73,18 @@ def test_parallel_lists_must_match():
 
 # -- the comparison ----------------------------------------------------------------------------
 
-@pytest.mark.parametrize("new, expected", [
-    (FILES, []),
-    ({**FILES, "shop/main.py": "a2"}, []),  # an unrelated change
-    ({**FILES, "migrations/versions/0001.py": "c2"}, ["migrations/versions/0001.py"]),
-    ({**FILES, "migrations/versions/0002.py": "e1"}, ["migrations/versions/0002.py"]),  # added
-    ({k: v for k, v in FILES.items() if k != "alembic.ini"}, ["alembic.ini"]),  # removed
-    ({**FILES, "alembic.ini": "d2", "migrations/env.py": "b2"}, ["alembic.ini", "migrations/env.py"]),
-])
+
+@pytest.mark.parametrize(
+    "new, expected",
+    [
+        (FILES, []),
+        ({**FILES, "shop/main.py": "a2"}, []),  # an unrelated change
+        ({**FILES, "migrations/versions/0001.py": "c2"}, ["migrations/versions/0001.py"]),
+        ({**FILES, "migrations/versions/0002.py": "e1"}, ["migrations/versions/0002.py"]),  # added
+        ({k: v for k, v in FILES.items() if k != "alembic.ini"}, ["alembic.ini"]),  # removed
+        ({**FILES, "alembic.ini": "d2", "migrations/env.py": "b2"}, ["alembic.ini", "migrations/env.py"]),
+    ],
+)
 def test_changed_paths(new, expected):
     assert changed_paths(FILES, new, ["migrations/", "alembic.ini"]) == expected
 
@@ -90,17 +98,34 @@ def test_patterns_are_gitignore_style():
 
 # -- the decision against the active release's bundle --------------------------------------------
 
-def make(dist: Path, version: str, files: dict, release: list, app: str = "shop",
-         requirements: str = "r1") -> Bundle:
+
+def make(dist: Path, version: str, files: dict, release: list, app: str = "shop", requirements: str = "r1") -> Bundle:
     """Write a bundle's manifest and metadata (enough for the decision) and return it."""
     path = bundle_dir(dist, app, Version.parse(version))
     path.mkdir(parents=True)
-    md = {"format": FORMAT, "app": app, "version": version, "content_digest": "",
-          "spec": spec(release).model_dump(mode="json", by_alias=True), "install": {}, "targets": [],
-          "requirements": {}, "schema": {"source": "none"}, "build": {"built_at": "", "builder": ""}}
-    m = {"format": FORMAT, "app": app, "version": version, "content_digest": "",
-         "archive": {"name": "a.tar.gz", "sha256": "0", "size": 0}, "files": files, "wheels": {},
-         "requirements": {"x.txt": requirements}, "extras": {}}
+    md = {
+        "format": FORMAT,
+        "app": app,
+        "version": version,
+        "content_digest": "",
+        "spec": spec(release).model_dump(mode="json", by_alias=True),
+        "install": {},
+        "targets": [],
+        "requirements": {},
+        "schema": {"source": "none"},
+        "build": {"built_at": "", "builder": ""},
+    }
+    m = {
+        "format": FORMAT,
+        "app": app,
+        "version": version,
+        "content_digest": "",
+        "archive": {"name": "a.tar.gz", "sha256": "0", "size": 0},
+        "files": files,
+        "wheels": {},
+        "requirements": {"x.txt": requirements},
+        "extras": {},
+    }
     digest = content_digest(m, Metadata.model_validate(md))
     m["content_digest"] = md["content_digest"] = digest
     (path / "manifest.json").write_text(json.dumps(m))
@@ -109,8 +134,9 @@ def make(dist: Path, version: str, files: dict, release: list, app: str = "shop"
 
 
 def active(b: Bundle, **meta) -> Release:
-    return Release(name=b.version.release_name, complete=True, bad=False,
-                   meta=ReleaseMeta(bundle_digest=b.digest, **meta))
+    return Release(
+        name=b.version.release_name, complete=True, bad=False, meta=ReleaseMeta(bundle_digest=b.digest, **meta)
+    )
 
 
 def one(bundle, act, settings_changed=False):
@@ -123,8 +149,9 @@ def test_skipped_only_when_every_matching_file_is_identical(tmp_path):
     same = make(tmp_path, "1.0.1", {**FILES, "shop/main.py": "a2"}, [ALEMBIC])
     d = one(same, active(old))
     assert not d.run
-    assert d.describe(1) == ("release command 1/1 skipped: no file matching migrations/, alembic.ini changed"
-                             " since 1.0.0")
+    assert d.describe(1) == (
+        "release command 1/1 skipped: no file matching migrations/, alembic.ini changed since 1.0.0"
+    )
     new_migration = make(tmp_path, "1.0.2", {**FILES, "migrations/versions/0002.py": "e"}, [ALEMBIC])
     d = one(new_migration, active(old))
     assert d.run and d.reason == "migrations/versions/0002.py changed"
@@ -138,18 +165,21 @@ def test_plain_commands_always_run(tmp_path):
     assert [d.run for d in decide(new, active(old), False)] == [True, False]
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("nothing deployed", "no active release"),
-    ("settings changed", "the settings changed"),
-    ("settings unknown", "the settings may have changed"),
-    ("bundle gone", "is not in"),
-    ("bundle differs", "is not in"),
-    ("other app", "is not in"),
-    ("dependencies changed", "the dependencies changed since 1.0.0"),
-    ("command changed", "the command is new since 1.0.0"),
-    ("patterns changed", "the command is new since 1.0.0"),
-    ("same version", "re-activating the same version"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("nothing deployed", "no active release"),
+        ("settings changed", "the settings changed"),
+        ("settings unknown", "the settings may have changed"),
+        ("bundle gone", "is not in"),
+        ("bundle differs", "is not in"),
+        ("other app", "is not in"),
+        ("dependencies changed", "the dependencies changed since 1.0.0"),
+        ("command changed", "the command is new since 1.0.0"),
+        ("patterns changed", "the command is new since 1.0.0"),
+        ("same version", "re-activating the same version"),
+    ],
+)
 def test_in_doubt_it_runs(tmp_path, case, reason):
     release = [ALEMBIC]
     if case == "command changed":

@@ -31,13 +31,29 @@ from sgpfab.versions import Version
 V = Version.parse("1.0.5")
 PY = "C:\\Python311\\python.exe"
 HOSTILE = [
-    "plain", "with space", "it's", "''", "'; Remove-Item C:\\ -Recurse; '", "$(Stop-Computer)", "`n`r",
-    "$env:USERPROFILE", "\u2018smart\u2019 \u201aquotes\u201b", 'a"b"c', "C:\\Program Files\\My App\\",
-    "@(1,2)", "#comment", "semi;colon|pipe&amp", "\u00e9\u00e8 \u4e2d\u6587", "tab\there", "new\nline", "",
+    "plain",
+    "with space",
+    "it's",
+    "''",
+    "'; Remove-Item C:\\ -Recurse; '",
+    "$(Stop-Computer)",
+    "`n`r",
+    "$env:USERPROFILE",
+    "\u2018smart\u2019 \u201aquotes\u201b",
+    'a"b"c',
+    "C:\\Program Files\\My App\\",
+    "@(1,2)",
+    "#comment",
+    "semi;colon|pipe&amp",
+    "\u00e9\u00e8 \u4e2d\u6587",
+    "tab\there",
+    "new\nline",
+    "",
 ]
 
 
 # -- quoting ----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("value", HOSTILE)
 def test_quoting_round_trips_hostile_strings(value):
@@ -48,7 +64,7 @@ def test_quoting_round_trips_hostile_strings(value):
 
 def test_quoting_round_trips_random_strings():
     rng = random.Random(7)
-    alphabet = QUOTES + "\"$`@(){};|&#\\ \t\nabcXYZ019\u00e9\u4e2d\u201c\u201d"
+    alphabet = QUOTES + '"$`@(){};|&#\\ \t\nabcXYZ019\u00e9\u4e2d\u201c\u201d'
     for _ in range(2000):
         value = "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 30)))
         assert parse_literal(windows.q(value)) == (value, len(windows.q(value)))
@@ -80,16 +96,20 @@ def test_a_builder_refuses_a_native_argument_that_would_be_mangled():
 
 # -- issue 1: JSON as a native argument (the old finalize) against stdin ----------------------------
 
+
 def test_old_finalize_with_json_in_argv_arrives_mangled_and_stdin_arrives_intact(tmp_path):
     """The old code passed the release metadata as an argument; Windows PowerShell 5.1 drops its
     quotes (PowerShell issue #1995). The stand-in runs the real host helper with what it gets."""
     host = WindowsHost(tmp_path)
     from sgpfab.session import HOSTCTL_SOURCE
+
     root = host.local("C:\\api")
     (root / ".sgpfab").mkdir(parents=True)
     (root / ".sgpfab" / "hostctl.py").write_bytes(HOSTCTL_SOURCE.read_bytes())
-    old = ("Invoke-Checked 'python.exe' @('C:\\api\\.sgpfab\\hostctl.py', '--root', 'C:\\api', 'finalize',"
-           " '--name', 'v1.0.5', '--meta', '{\"version\": \"1.0.5\"}')\n")
+    old = (
+        "Invoke-Checked 'python.exe' @('C:\\api\\.sgpfab\\hostctl.py', '--root', 'C:\\api', 'finalize',"
+        " '--name', 'v1.0.5', '--meta', '{\"version\": \"1.0.5\"}')\n"
+    )
     assert parse_errors(windows.PRELUDE + old) == [], "the script itself is fine"
     out, err, code = host.powershell(windows.PRELUDE + old)
     (call,) = host.natives
@@ -121,6 +141,7 @@ def test_without_utf8_mode_python_on_windows_would_misread_the_stdin(tmp_path):
     """Why hostctl runs with -X utf8: Python on Windows reads a pipe in the ANSI code page."""
     host = WindowsHost(tmp_path)
     from sgpfab.session import HOSTCTL_SOURCE
+
     script = host.local("C:\\api\\.sgpfab\\hostctl.py")
     script.parent.mkdir(parents=True)
     script.write_bytes(HOSTCTL_SOURCE.read_bytes())
@@ -140,26 +161,42 @@ ROOTS = ["C:\\sgp api", "D:\\Program Files\\SGP API", "C:\\apps\\shop-api.v2"]
 @pytest.mark.parametrize("root", ROOTS)
 def test_every_generated_script_parses_as_windows_powershell(tmp_path, root):
     inst = instance(tmp_path, api_root=root)
-    scripts = {**all_scripts(inst), **transport_scripts(),
-               **{name: text for name, (text, _stdin) in account_scripts(tmp_path, root).items()}}
+    scripts = {
+        **all_scripts(inst),
+        **transport_scripts(),
+        **{name: text for name, (text, _stdin) in account_scripts(tmp_path, root).items()},
+    }
     assert len(scripts) >= 28
     failures = {name: parse_errors(s) for name, s in scripts.items()}
     # as the transport sends them: PRELUDE, the $SgpfabStdin line, the script
-    failures.update({f"sent: {name}": parse_errors(windows.PRELUDE + winrm.stdin_prefix(b"x") + s)
-                     for name, s in scripts.items() if name not in ("BOOTSTRAP", "RECEIVER")})
+    failures.update(
+        {
+            f"sent: {name}": parse_errors(windows.PRELUDE + winrm.stdin_prefix(b"x") + s)
+            for name, s in scripts.items()
+            if name not in ("BOOTSTRAP", "RECEIVER")
+        }
+    )
     assert {name: errs for name, errs in failures.items() if errs} == {}
 
 
 def test_the_functions_checked_are_all_of_them(tmp_path):
     import inspect
-    builders = {n for n, f in vars(windows).items() if inspect.isfunction(f) and f.__module__ == windows.__name__
-                and inspect.signature(f).return_annotation == "Cmd"}
+
+    builders = {
+        n
+        for n, f in vars(windows).items()
+        if inspect.isfunction(f)
+        and f.__module__ == windows.__name__
+        and inspect.signature(f).return_annotation == "Cmd"
+    }
     covered = {name.split()[0] for name in all_scripts(instance(tmp_path))}
     assert builders == covered, "a new builder must be added to all_scripts"
 
 
 def statements(script: str) -> list[list]:
-    return [tokens(line) for line in script.splitlines() if line.strip() and not line.startswith(("$env:", "if (", "$null"))]
+    return [
+        tokens(line) for line in script.splitlines() if line.strip() and not line.startswith(("$env:", "if (", "$null"))
+    ]
 
 
 @pytest.mark.parametrize("root", ROOTS)
@@ -201,8 +238,16 @@ def test_stdin_data_is_never_on_a_command_line(tmp_path):
 
 # -- api_root (issue 4) ------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("given,root", [("C:\\sgp api\\", "C:\\sgp api"), ("C:\\sgp api\\\\", "C:\\sgp api"),
-                                        ("C:\\sgp api", "C:\\sgp api"), ("d:\\a\\b\\", "d:\\a\\b")])
+
+@pytest.mark.parametrize(
+    "given,root",
+    [
+        ("C:\\sgp api\\", "C:\\sgp api"),
+        ("C:\\sgp api\\\\", "C:\\sgp api"),
+        ("C:\\sgp api", "C:\\sgp api"),
+        ("d:\\a\\b\\", "d:\\a\\b"),
+    ],
+)
 def test_a_trailing_backslash_in_api_root_is_dropped(tmp_path, given, root):
     inst = instance(tmp_path, api_root=given)
     assert inst.api_root == root
@@ -212,11 +257,13 @@ def test_a_trailing_backslash_in_api_root_is_dropped(tmp_path, given, root):
 @pytest.mark.parametrize("given", ["C:\\", "C:\\\\", "C:", "C:\\a\\\\b", "C:\\a\\..\\b", " C:\\a"])
 def test_a_drive_root_or_an_odd_api_root_is_refused(tmp_path, given):
     from sgpfab.errors import InventoryError
+
     with pytest.raises(InventoryError, match="api_root"):
         instance(tmp_path, api_root=given)
 
 
 # -- services and accounts --------------------------------------------------------------------------
+
 
 def test_service_sids_match_what_windows_reports():
     # `sc showsid TrustedInstaller` (Chris Jackson, "What is the TrustedInstaller entity you see in
@@ -248,6 +295,7 @@ def test_nssm_accepts_the_virtual_account_settings_without_a_password(tmp_path):
     follows settings.cpp native_set_objectname: no password only for the service's own
     virtual account)."""
     from support.nssm import NSSM
+
     inst = instance(tmp_path)
     n = NSSM(launch=None, terminate=None)
     for process in ("web", "worker"):
@@ -265,6 +313,7 @@ def test_nssm_accepts_the_virtual_account_settings_without_a_password(tmp_path):
 @pytest.mark.parametrize("user", ["LocalSystem", "Administrator", "NT AUTHORITY\\SYSTEM", "win1\\administrator"])
 def test_superusers_are_refused_by_the_inventory(tmp_path, user):
     from sgpfab.errors import InventoryError
+
     with pytest.raises(InventoryError, match="must not run as"):
         instance(tmp_path, extra=f"    run_as: {json.dumps(user)}\n")
 
@@ -303,17 +352,23 @@ def test_interactive_and_follow_are_refused(tmp_path):
 # nssm.rc: VALUE "FileVersion", NSSM_VERSION; version.cmd: NSSM_VERSION is `git describe` without
 # the 'v' ("2.24" on the tag, "2.24-101-g897c7ad" 101 commits later, counted in that repository).
 BANNERS = [
-    ("NSSM: The non-sucking service manager\r\nVersion 2.24 64-bit, 2014-08-31\r\nUsage: nssm <option> [<args> ...]\r\n",
-     (2, 24, 0)),
+    (
+        "NSSM: The non-sucking service manager\r\nVersion 2.24 64-bit, 2014-08-31\r\nUsage: nssm <option> [<args> ...]\r\n",
+        (2, 24, 0),
+    ),
     ("NSSM: The non-sucking service manager\r\nVersion 2.24 32-bit debug, 2014-08-31\r\nUsage: nssm", (2, 24, 0)),
-    ("NSSM: The non-sucking service manager\r\nVersion 2.24-101-g897c7ad 64-bit, 2017-04-26\r\nUsage: nssm",
-     (2, 24, 101)),
+    (
+        "NSSM: The non-sucking service manager\r\nVersion 2.24-101-g897c7ad 64-bit, 2017-04-26\r\nUsage: nssm",
+        (2, 24, 101),
+    ),
     ("NSSM 2.24-101-g897c7ad 64-bit 2017-04-26\n", (2, 24, 101)),
     ("NSSM 2.24-101-g897c7ad", (2, 24, 101)),
     ("NSSM 2.24", (2, 24, 0)),
     ("NSSM 2.23-103-g897c7ad", (2, 23, 103)),
     ("NSSM 2.25", (2, 25, 0)),
-    ("NSSM ", None), ("", None), ("The term 'nssm.exe' is not recognized", None),
+    ("NSSM ", None),
+    ("", None),
+    ("The term 'nssm.exe' is not recognized", None),
     ("NSSM 0.0-0-prerelease", (0, 0, 0)),
 ]
 
@@ -352,8 +407,9 @@ def test_base64_file_writes_round_trip(tmp_path):
 
 # -- a named run_as account (issue 16) -----------------------------------------------------------------
 
-SPEC = AppSpec.model_validate({"processes": {"web": {"server": "command", "command": "x"}, "worker": "y"},
-                               "writable": ["media"]})
+SPEC = AppSpec.model_validate(
+    {"processes": {"web": {"server": "command", "command": "x"}, "worker": "y"}, "writable": ["media"]}
+)
 
 
 def test_a_named_account_is_set_through_cim_with_its_password_on_stdin_only(tmp_path):
@@ -364,10 +420,12 @@ def test_a_named_account_is_set_through_cim_with_its_password_on_stdin_only(tmp_
         assert piece not in cmd.text
     lines = cmd.text.splitlines()
     assert lines[0].startswith("Invoke-Checked 'C:\\Python311\\python.exe'") and lines[0].endswith(
-        "'grant-logon', '--account', 'CORP-EU.X\\svc shop.v2')"), "the logon right before any service changes"
+        "'grant-logon', '--account', 'CORP-EU.X\\svc shop.v2')"
+    ), "the logon right before any service changes"
     assert [ln for ln in lines if ln.startswith("Set-ServiceAccount")] == [
         "Set-ServiceAccount 'sgp-api' 'CORP-EU.X\\svc shop.v2' $SgpfabStdin",
-        "Set-ServiceAccount 'sgp-api-worker' 'CORP-EU.X\\svc shop.v2' $SgpfabStdin"]
+        "Set-ServiceAccount 'sgp-api-worker' 'CORP-EU.X\\svc shop.v2' $SgpfabStdin",
+    ]
     assert not any("ObjectName" in ln or "Grant-Access " in ln for ln in lines), "no nssm.exe account, no SIDs"
     grants = [ln for ln in lines if ln.startswith("Grant-AccountAccess")]
     assert len(grants) == len(set(grants)) == 5, "each right once for the one account"

@@ -38,7 +38,7 @@ GREETING = "gr\u00fc\u00dfe \u2018quoted\u2019 \u2713 $(not run)"
 
 APP = {
     "tinyapp/__init__.py": "",
-    "tinyapp/__main__.py": '''\
+    "tinyapp/__main__.py": """\
 import http.server, json, os
 HERE = os.path.dirname(os.path.abspath(__file__))
 VERSION = open(os.path.join(HERE, "VERSION")).read().strip()
@@ -70,8 +70,8 @@ except KeyboardInterrupt:
     print("stopping on Ctrl+C", flush=True)
 finally:
     server.server_close()
-''',
-    "tinyapp/worker.py": '''\
+""",
+    "tinyapp/worker.py": """\
 import os, time
 print("worker of", os.environ.get("SGPFAB_RELEASE"), flush=True)
 try:
@@ -79,13 +79,13 @@ try:
         time.sleep(0.2)
 except KeyboardInterrupt:
     print("worker stopping", flush=True)
-''',
-    "tinyapp/hook.py": '''\
+""",
+    "tinyapp/hook.py": """\
 import os
 with open("hook-ran.txt", "w", encoding="utf-8") as f:
     f.write(os.environ["SGPFAB_RELEASE"] + "\\n" + os.environ["GREETING"] + "\\n")
 print("hook done")
-''',
+""",
     "requirements.txt": "# no third-party dependencies\n",
 }
 
@@ -354,6 +354,7 @@ def test_nssm_2_24_is_refused_before_anything_changes(tmp_path, bundles, monkeyp
 
 def _dead_pid() -> int:
     import subprocess
+
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
@@ -370,10 +371,9 @@ def _gone(message):
     raise RuntimeError("the dead controller's connection is gone")
 
 
-
 # -- a named run_as account (issue 16) ---------------------------------------------------------------
 
-PASSWORD = "p\u00e4ss 'w\u2019\"rd\" $(Get-Date) `n; & | %PATH% \\"
+PASSWORD = 'p\u00e4ss \'w\u2019"rd" $(Get-Date) `n; & | %PATH% \\'
 
 
 @pytest.fixture
@@ -392,7 +392,7 @@ def _nowhere_but_stdin(w: Win, secret: str, caplog) -> None:
     argument, note, log record or file on the host."""
     forms = [secret, windows.q(secret)[1:-1], base64.b64encode(secret.encode()).decode(), secret[:5]]
     for script in w.host.scripts:
-        body = script[len(windows.PRELUDE):]
+        body = script[len(windows.PRELUDE) :]
         if body.startswith("$SgpfabStdin = "):
             body = body.split("\n", 1)[1]
         assert not any(f in body for f in forms)
@@ -407,6 +407,7 @@ def _nowhere_but_stdin(w: Win, secret: str, caplog) -> None:
 
 def test_a_named_account_runs_every_service_and_its_password_travels_on_stdin_only(named, bundles, caplog):
     import logging
+
     caplog.set_level(logging.DEBUG)
     host = named.host
     out = deploy(named, bundles["1.0.0"])
@@ -455,7 +456,9 @@ def test_a_gmsa_runs_the_services_without_a_password(tmp_path, win, bundles):
     assert web.get("ObjectName") == "CORP\\shop-gmsa$" and web.password is None
     assert {p for _n, _a, p in w.host.account_changes} == {None}, "StartPassword left out"
     assert "SeServiceLogonRight" in w.host.logon_rights[sid]
-    installs = [s[len(windows.PRELUDE):] for s in w.host.scripts if "\nSet-ServiceAccount " in s[len(windows.PRELUDE):]]
+    installs = [
+        s[len(windows.PRELUDE) :] for s in w.host.scripts if "\nSet-ServiceAccount " in s[len(windows.PRELUDE) :]
+    ]
     assert installs and not any(s.startswith("$SgpfabStdin") for s in installs), "no stdin for a gMSA"
 
 

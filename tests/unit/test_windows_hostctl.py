@@ -53,6 +53,7 @@ def releases(root, *names):
 
 def current(root):
     import os
+
     link = root / "releases" / "current"
     return os.path.basename(os.readlink(link)) if os.path.lexists(link) else None
 
@@ -81,6 +82,7 @@ class Crasher:
                 raise Crash(f"killed before operation {self.n} ({fn.__name__})")
             self.n += 1
             return fn(*a)
+
         return op
 
     def __exit__(self, *exc):
@@ -194,16 +196,24 @@ SERVICE_NAME: sgp-api
 """
 
 
-@pytest.mark.parametrize("text,expected", [
-    (SC_RUNNING, ("RUNNING", 5136)),
-    (SC_RUNNING.replace("4  RUNNING", "7  PAUSED"), ("PAUSED", 5136)),
-    (SC_RUNNING.replace("4  RUNNING", "1  STOPPED").replace("5136", "0"), ("STOPPED", 0)),
-    # a localised label: the number decides, not the word
-    (SC_RUNNING.replace("STATE      ", "STATUS     "), ("RUNNING", 5136)),
-    (SC_RUNNING.replace("10  WIN32_OWN_PROCESS", "1  KERNEL_DRIVER").replace("4  RUNNING", "2  START_PENDING"),
-     ("START_PENDING", 5136)),
-    ("[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\r\n\r\nThe specified service does not exist", ("MISSING", 0)),
-])
+@pytest.mark.parametrize(
+    "text,expected",
+    [
+        (SC_RUNNING, ("RUNNING", 5136)),
+        (SC_RUNNING.replace("4  RUNNING", "7  PAUSED"), ("PAUSED", 5136)),
+        (SC_RUNNING.replace("4  RUNNING", "1  STOPPED").replace("5136", "0"), ("STOPPED", 0)),
+        # a localised label: the number decides, not the word
+        (SC_RUNNING.replace("STATE      ", "STATUS     "), ("RUNNING", 5136)),
+        (
+            SC_RUNNING.replace("10  WIN32_OWN_PROCESS", "1  KERNEL_DRIVER").replace("4  RUNNING", "2  START_PENDING"),
+            ("START_PENDING", 5136),
+        ),
+        (
+            "[SC] EnumQueryServicesStatus:OpenService FAILED 1060:\r\n\r\nThe specified service does not exist",
+            ("MISSING", 0),
+        ),
+    ],
+)
 def test_sc_queryex_parsing(text, expected):
     assert hostctl_src.parse_sc_queryex(text) == expected
 
@@ -213,9 +223,12 @@ def test_service_states_come_from_query_service_status_ex(host):
     n = host.nssm
     n.command(["install", "svc", "C:\\x\\python.exe"])
     svc = n.services["svc"]
-    for state, (active, sub) in {"RUNNING": ("active", "running"), "PAUSED": ("failed", "paused"),
-                                 "START_PENDING": ("activating", "start-pending"),
-                                 "STOP_PENDING": ("deactivating", "stop-pending")}.items():
+    for state, (active, sub) in {
+        "RUNNING": ("active", "running"),
+        "PAUSED": ("failed", "paused"),
+        "START_PENDING": ("activating", "start-pending"),
+        "STOP_PENDING": ("deactivating", "stop-pending"),
+    }.items():
         svc.state, svc.pid = state, 4242
         assert mod._windows_service_state("svc") == {"active": active, "sub": sub, "restarts": 0, "pid": 4242}
     svc.state = "STOPPED"
@@ -226,6 +239,7 @@ def test_service_states_come_from_query_service_status_ex(host):
 
 def test_the_status_structure_is_nine_dwords():
     import ctypes
+
     assert ctypes.sizeof(hostctl_src._service_status_struct()) == 36
 
 

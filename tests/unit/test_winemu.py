@@ -70,14 +70,17 @@ def test_quoted_program_name_followed_by_text():
 
 
 @pytest.mark.parametrize("rules", ["ucrt", "shell32"])
-@pytest.mark.parametrize("tail,expected", [
-    ('""', [""]),                      # an empty quoted argument is an argument
-    ('a "" b', ["a", "", "b"]),
-    ('"unterminated arg', ["unterminated arg"]),   # "all the characters read so far"
-    ("a\tb", ["a", "b"]),              # tab delimits too
-    ("a\u00a0b", ["a\u00a0b"]),        # only space and tab are white space
-    ("C:\\a\\ b", ["C:\\a\\", "b"]),   # backslashes not before a quote are literal
-])
+@pytest.mark.parametrize(
+    "tail,expected",
+    [
+        ('""', [""]),  # an empty quoted argument is an argument
+        ('a "" b', ["a", "", "b"]),
+        ('"unterminated arg', ["unterminated arg"]),  # "all the characters read so far"
+        ("a\tb", ["a", "b"]),  # tab delimits too
+        ("a\u00a0b", ["a\u00a0b"]),  # only space and tab are white space
+        ("C:\\a\\ b", ["C:\\a\\", "b"]),  # backslashes not before a quote are literal
+    ],
+)
 def test_rules_shared_by_both_parsers(tail, expected, rules):
     assert commandline_to_argv("p.exe " + tail, rules=rules)[1:] == expected
 
@@ -91,28 +94,32 @@ def test_parser_refuses_nul_and_unknown_rules():
 
 # --- Windows PowerShell 5.1: the command line it builds -----------------------------------------
 
-@pytest.mark.parametrize("args,cmdline", [
-    ([], '"C:\\Python311\\python.exe"'),
-    (["--root", "C:\\api"], '"C:\\Python311\\python.exe" --root C:\\api'),
-    # whitespace -> wrapped in quotes; nothing inside is escaped (issue #1995), and a trailing
-    # backslash is not doubled (that came with PR #4965, PowerShell 6)
-    (["C:\\sgp api\\"], '"C:\\Python311\\python.exe" "C:\\sgp api\\"'),
-    (['{"a": 1}'], '"C:\\Python311\\python.exe" "{"a": 1}"'),
-    # no whitespace -> verbatim, quotes and all
-    (['{"a":1}'], '"C:\\Python311\\python.exe" {"a":1}'),
-    # whitespace only between an odd number of quotes -> not wrapped
-    (['a"b c"d'], '"C:\\Python311\\python.exe" a"b c"d'),
-    # 5.1 counts backslash-escaped quotes too (fixed in PR #2182, PowerShell 6 only)
-    (['a\\"b c\\"d'], '"C:\\Python311\\python.exe" a\\"b c\\"d'),
-    # an empty argument leaves only its separating space
-    (["a", "", "b"], '"C:\\Python311\\python.exe" a  b'),
-    (["", "b"], '"C:\\Python311\\python.exe"  b'),
-    # tab, newline and NBSP are char.IsWhiteSpace too
-    (["a\tb"], '"C:\\Python311\\python.exe" "a\tb"'),
-    (["a\u00a0b"], '"C:\\Python311\\python.exe" "a\u00a0b"'),
-    # --% is dropped; what follows is passed raw
-    (["x", "--%", 'a "b c" d'], '"C:\\Python311\\python.exe" x  a "b c" d'),
-])
+
+@pytest.mark.parametrize(
+    "args,cmdline",
+    [
+        ([], '"C:\\Python311\\python.exe"'),
+        (["--root", "C:\\api"], '"C:\\Python311\\python.exe" --root C:\\api'),
+        # whitespace -> wrapped in quotes; nothing inside is escaped (issue #1995), and a trailing
+        # backslash is not doubled (that came with PR #4965, PowerShell 6)
+        (["C:\\sgp api\\"], '"C:\\Python311\\python.exe" "C:\\sgp api\\"'),
+        (['{"a": 1}'], '"C:\\Python311\\python.exe" "{"a": 1}"'),
+        # no whitespace -> verbatim, quotes and all
+        (['{"a":1}'], '"C:\\Python311\\python.exe" {"a":1}'),
+        # whitespace only between an odd number of quotes -> not wrapped
+        (['a"b c"d'], '"C:\\Python311\\python.exe" a"b c"d'),
+        # 5.1 counts backslash-escaped quotes too (fixed in PR #2182, PowerShell 6 only)
+        (['a\\"b c\\"d'], '"C:\\Python311\\python.exe" a\\"b c\\"d'),
+        # an empty argument leaves only its separating space
+        (["a", "", "b"], '"C:\\Python311\\python.exe" a  b'),
+        (["", "b"], '"C:\\Python311\\python.exe"  b'),
+        # tab, newline and NBSP are char.IsWhiteSpace too
+        (["a\tb"], '"C:\\Python311\\python.exe" "a\tb"'),
+        (["a\u00a0b"], '"C:\\Python311\\python.exe" "a\u00a0b"'),
+        # --% is dropped; what follows is passed raw
+        (["x", "--%", 'a "b c" d'], '"C:\\Python311\\python.exe" x  a "b c" d'),
+    ],
+)
 def test_ps51_command_line(args, cmdline):
     assert ps51_command_line(PY, args) == cmdline
 
@@ -123,8 +130,10 @@ def test_ps51_program_path_is_quoted_once():
 
 
 def test_ps51_verbatim_marker_expands_environment_variables():
-    assert ps51_command_line(PY, ["--%", "%ROOT%\\x", "%NOPE%"], environ={"root": "C:\\sgp"}) == \
-        '"C:\\Python311\\python.exe"  C:\\sgp\\x %NOPE%'
+    assert (
+        ps51_command_line(PY, ["--%", "%ROOT%\\x", "%NOPE%"], environ={"root": "C:\\sgp"})
+        == '"C:\\Python311\\python.exe"  C:\\sgp\\x %NOPE%'
+    )
 
 
 # --- Windows PowerShell 5.1 end to end: what the child's sys.argv[1:] is --------------------------
@@ -172,25 +181,37 @@ def test_json_argument_arrives_mangled():
 
 
 def test_plain_arguments_survive():
-    args = ["--root", "C:\\api", "v1.0.5", "health", "--url", "http://127.0.0.1:8000/health",
-            "C:\\sgp api", "C:\\sgp api\\shared", "svc:(OI)(CI)M", "-m uvicorn main:app --port 8000"]
+    args = [
+        "--root",
+        "C:\\api",
+        "v1.0.5",
+        "health",
+        "--url",
+        "http://127.0.0.1:8000/health",
+        "C:\\sgp api",
+        "C:\\sgp api\\shared",
+        "svc:(OI)(CI)M",
+        "-m uvicorn main:app --port 8000",
+    ]
     assert ps51_native_argv(PY, args) == args
     assert winargv.ps51_survives(args)
 
 
 def test_trailing_backslash_inside_quotes_swallows_the_next_argument():
     assert ps51_native_argv(PY, ["--root", "C:\\sgp api\\", "status"]) == ["--root", 'C:\\sgp api" status']
-    assert ps51_native_argv(PY, ["--root", "C:\\sgp api\\", "status"], rules="shell32") == \
-        ["--root", 'C:\\sgp api" status']
+    assert ps51_native_argv(PY, ["--root", "C:\\sgp api\\", "status"], rules="shell32") == [
+        "--root",
+        'C:\\sgp api" status',
+    ]
     # without a blank it is not quoted, so the backslash is harmless
     assert ps51_native_argv(PY, ["--root", "C:\\api\\", "status"]) == ["--root", "C:\\api\\", "status"]
 
 
 def test_a_safe_encoding_of_json_survives():
     import base64
+
     raw = RELEASE_JSON.encode()
-    for encode, decode in [(base64.b64encode, base64.b64decode),
-                           (base64.urlsafe_b64encode, base64.urlsafe_b64decode)]:
+    for encode, decode in [(base64.b64encode, base64.b64decode), (base64.urlsafe_b64encode, base64.urlsafe_b64decode)]:
         token = encode(raw).decode("ascii")
         argv = ps51_native_argv(PY, ["finalize", "--meta-b64", token])
         assert argv == ["finalize", "--meta-b64", token]
@@ -237,8 +258,8 @@ VALID = {
     "env assignment": "$env:X = 'y'; $env:PATH = 'a' + ';' + $env:PATH",
     "typographic quotes doubled": "'it\u2019\u2019s \u2018\u2018x\u2019\u2019 \u201a\u201a \u201b\u201b'",
     "typographic quote strings": "\u2018abc\u2019; \u201cabc\u201d",
-    "doubled quotes": "'it''s'; \"say \"\"hi\"\"\"",
-    "backtick escapes": "\"a`tb`n`\"c`\" `$notvar\"\nWrite-Host a `\n  b",
+    "doubled quotes": '\'it\'\'s\'; "say ""hi"""',
+    "backtick escapes": '"a`tb`n`"c`" `$notvar"\nWrite-Host a `\n  b',
     "static method": "[IO.File]::ReadAllBytes('C:\\x')",
     "static property chain": "[Text.Encoding]::UTF8.GetString($b)",
     "pipeline ForEach-Object": "Get-ChildItem | ForEach-Object { $_.Name } | Where-Object { $_ -like 'a*' }",
@@ -251,7 +272,7 @@ VALID = {
     "New-Object with args": "$gz = New-Object IO.Compression.GZipStream($src, [IO.Compression.CompressionMode]::Decompress)",
     "method chain": "(Get-Date).AddSeconds(5).ToString()",
     "redirection": "cmd /c dir 2>&1 > $null",
-    "subexpression in string": "\"a $($x.y) b\"",
+    "subexpression in string": '"a $($x.y) b"',
     "not": "if (-not (Test-Path -LiteralPath 'x')) { 'n' }",
     "switch": "switch ($x) { 'a' { 1 } 'b' { 2 } }\nswitch ($x) {\n  'a' { 1 }\n  default { 2 }\n}",
     "ScriptBlock Create": "& ([ScriptBlock]::Create($s)); exit $LASTEXITCODE",
@@ -287,7 +308,7 @@ INVALID = {
     "indented here-string end": "$a = @'\nabc\n '@\n",
     "if without condition": "if { 'x' }",
     "missing operand": "$a = 1 +",
-    "unclosed subexpression": "\"a $(b \"",
+    "unclosed subexpression": '"a $(b "',
     "function without body": "function f",
     "unclosed block comment": "<# abc",
     "unclosed block comment after a comment": "# c\n<# abc",
@@ -370,6 +391,7 @@ def test_assert_parses_lists_errors_with_the_numbered_script():
 
 # --- sgpfab's generated PowerShell through both --------------------------------------------------
 
+
 def _sgpfab_scripts() -> dict[str, str]:
     """Every script sgpfab's Windows builders and WinRM transport produce, for one realistic
     host (support.winscripts: the one place that knows the builders' signatures)."""
@@ -393,8 +415,9 @@ def sgpfab_scripts():
 def test_every_sgpfab_script_parses_as_windows_powershell(sgpfab_scripts):
     assert len(sgpfab_scripts) >= 25
     failures = {name: parse_errors(s) for name, s in sgpfab_scripts.items()}
-    failures.update({f"PRELUDE + {name}": parse_errors(sgpfab_scripts["PRELUDE"] + s)
-                     for name, s in sgpfab_scripts.items()})  # as WinRMTransport.run sends them
+    failures.update(
+        {f"PRELUDE + {name}": parse_errors(sgpfab_scripts["PRELUDE"] + s) for name, s in sgpfab_scripts.items()}
+    )  # as WinRMTransport.run sends them
     assert {name: errs for name, errs in failures.items() if errs} == {}
 
 
@@ -402,8 +425,12 @@ def test_every_native_argument_sgpfab_generates_survives_ps51(sgpfab_scripts):
     """Each `Invoke-Checked 'exe' @(...)` line: the child's argv[1:] is exactly the array."""
     from support.pslit import literals
 
-    calls = [line.strip() for s in sgpfab_scripts.values() for line in s.splitlines()
-             if line.strip().startswith(("Invoke-Checked '", "Invoke-Passthrough '"))]
+    calls = [
+        line.strip()
+        for s in sgpfab_scripts.values()
+        for line in s.splitlines()
+        if line.strip().startswith(("Invoke-Checked '", "Invoke-Passthrough '"))
+    ]
     assert len(calls) >= 5
     for call in calls:
         exe, *args = literals(call)
@@ -425,8 +452,10 @@ def test_json_or_quotes_through_invoke_checked_do_not_survive_ps51():
         inst = winscripts.instance(Path(d))
     meta = json.dumps({"version": "1.0.5", "bundle_digest": "sha256:ab", "deployed_by": "ci"})
     for args, received in [
-        (["finalize", "--name", "v1.0.5", "--meta", meta],
-         ["finalize", "--name", "v1.0.5", "--meta", "{version: 1.0.5, bundle_digest: sha256:ab, deployed_by: ci}"]),
+        (
+            ["finalize", "--name", "v1.0.5", "--meta", meta],
+            ["finalize", "--name", "v1.0.5", "--meta", "{version: 1.0.5, bundle_digest: sha256:ab, deployed_by: ci}"],
+        ),
         (["mark", "--bad", "--reason", 'health: got "1.0.4"'], ["mark", "--bad", "--reason", "health: got 1.0.4"]),
         (["mark", "--bad", "--reason", 'said "no way"'], ["mark", "--bad", "--reason", "said no", "way"]),
     ]:

@@ -88,14 +88,18 @@ def test_stdin_data_reaches_the_script_as_sgpfab_stdin():
     t.run("Invoke-Checked 'python.exe' @('x.py') -Stdin $SgpfabStdin\n", stdin=data)
     text = seen["text"]
     assert text.startswith(windows.PRELUDE)
-    line = text[len(windows.PRELUDE):].splitlines()[0]
-    m = re.fullmatch(r"\$SgpfabStdin = \[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\(('.*')\)\)", line)
+    line = text[len(windows.PRELUDE) :].splitlines()[0]
+    m = re.fullmatch(
+        r"\$SgpfabStdin = \[Text\.Encoding\]::UTF8\.GetString\(\[Convert\]::FromBase64String\(('.*')\)\)", line
+    )
     assert m and base64.b64decode(parse_literal(m.group(1))[0]) == data
     assert "GREETING" not in text, "the data itself appears nowhere in the script"
 
 
 def test_a_failing_script_raises_with_the_error_text_and_no_credentials():
-    t, _ = transport(lambda script, stdin: (b"", b"uv: warning: x\r\n" + clixml_error("nssm.exe exited with code 5"), 1))
+    t, _ = transport(
+        lambda script, stdin: (b"", b"uv: warning: x\r\n" + clixml_error("nssm.exe exited with code 5"), 1)
+    )
     with pytest.raises(RemoteError) as e:
         t.run("Invoke-Checked 'nssm.exe' @('set', 'sgp-api')\n")
     assert "nssm.exe exited with code 5" in str(e.value) and "CLIXML" not in str(e.value)
@@ -126,6 +130,7 @@ def receiver(files, corrupt_times=0):
             return b"", b"checksum mismatch", 3
         files[dest] = data
         return b"", b"", 0
+
     return handler, state
 
 
@@ -185,7 +190,7 @@ def test_sync_sends_only_changed_files_and_deletes_extras(tmp_path):
 
     def handler(script, stdin):
         if script == BOOTSTRAP:
-            body = stdin.decode()[len(windows.PRELUDE):]
+            body = stdin.decode()[len(windows.PRELUDE) :]
             if body.startswith("Get-TreeHashes "):
                 return f"same.txt {same}\r\nold.txt {'0' * 64}\r\n".encode(), b"", 0
             assert body.startswith("Remove-Files @(")
@@ -209,6 +214,7 @@ def test_stream_hands_over_each_line():
 def test_credentials_come_from_the_environment_and_are_required(monkeypatch):
     from sgpfab.errors import InputError
     from sgpfab.transport.winrm import credentials
+
     monkeypatch.delenv("SGPFAB_WINRM_PASSWORD", raising=False)
     monkeypatch.delenv("SGPFAB_WINRM_USER", raising=False)
     monkeypatch.setitem(__import__("sys").modules, "keyring", None)
@@ -221,6 +227,7 @@ def test_credentials_come_from_the_environment_and_are_required(monkeypatch):
 
 def test_protocol_validates_certificates_by_default(monkeypatch):
     from sgpfab.transport.winrm import make_protocol
+
     monkeypatch.setenv("SGPFAB_WINRM_PASSWORD", "pw")
     p = make_protocol(windows_host(hostname="win1.corp.example"))
     assert p.server_cert_validation == "validate" and p.transport.endpoint == "https://win1.corp.example:5986/wsman"

@@ -66,10 +66,10 @@ def main(argv=None):
     a = p.parse_args(argv)
     sys.path.insert(0, os.getcwd())  # the release directory (systemd's WorkingDirectory)
     listen = dict(host=a.host, port=a.port) if a.host else dict(fd=LISTEN_FD)
-    common = dict(**listen, access_log=False, timeout_graceful_shutdown=a.timeout_graceful_shutdown,
-                  proxy_headers=True)
+    common = dict(**listen, access_log=False, timeout_graceful_shutdown=a.timeout_graceful_shutdown, proxy_headers=True)
     if a.workers > 1:
         from uvicorn.supervisors import Multiprocess
+
         os.environ["SGPFAB_ASGI_APP"], os.environ["SGPFAB_ASGI_FACTORY"] = a.app, "1" if a.factory else "0"
         config = uvicorn.Config("serve_uvicorn:app", factory=True, workers=a.workers, **common)
         server = DrainingServer(config)

@@ -25,7 +25,9 @@ def wrap_wsgi(app):
 
         def marked(status, headers, exc_info=None):
             return start_response(status, list(headers) + [("X-Sgpfab-Release", RELEASE)], exc_info)
+
         return app(environ, marked)
+
     return wrapped
 
 
@@ -42,7 +44,9 @@ def wrap_asgi(app):
                 headers = list(message.get("headers", [])) + [(b"x-sgpfab-release", RELEASE.encode())]
                 message = dict(message, headers=headers)
             await send(message)
+
         return await app(scope, receive, marked)
+
     return wrapped
 
 

@@ -36,9 +36,13 @@ def environment(root, release, web):
             with open(path, encoding="utf-8") as f:
                 env.update(parse_env(f.read()))
     rel = os.path.join(root, "releases", release)
-    env.update(SGPFAB_RELEASE=release, VIRTUAL_ENV=os.path.join(rel, ".venv"), PYTHONUNBUFFERED="1",
-               PATH=os.path.join(rel, ".venv", "Scripts") + os.pathsep + env.get("PATH", ""),
-               PYTHONPATH=os.pathsep.join([rel, HERE] if web else [rel]))
+    env.update(
+        SGPFAB_RELEASE=release,
+        VIRTUAL_ENV=os.path.join(rel, ".venv"),
+        PYTHONUNBUFFERED="1",
+        PATH=os.path.join(rel, ".venv", "Scripts") + os.pathsep + env.get("PATH", ""),
+        PYTHONPATH=os.pathsep.join([rel, HERE] if web else [rel]),
+    )
     return env
 
 
