@@ -16,60 +16,18 @@ import subprocess
 import sys
 import urllib.error
 import urllib.request
-import uuid
 from pathlib import Path
 
 import pytest
 import yaml
+from support.e2e_fleet import FLEET_HOSTS, FLEET_NAME, FLEET_SUBNET, LOCK
 
 from sgpfab.sandbox import fleet as sandbox
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 FAB = str(Path(sys.executable).with_name("fab"))
-# staging1, prod1, prod2, prod3. Two test runs at once (say, two developers on one machine) each
-# name their own fleet and subnet: SGPFAB_E2E_FLEET=mine SGPFAB_E2E_SUBNET=240.
-FLEET_NAME = os.environ.get("SGPFAB_E2E_FLEET", "pytest")
-FLEET_HOSTS, FLEET_SUBNET = 4, int(os.environ.get("SGPFAB_E2E_SUBNET", "251"))
-LOCK = Path(f"/run/sgpfab-e2e-fleet-{FLEET_NAME}.lock")
 SECRETS = {"SGPFAB_SECRET_TASKS_SECRET_KEY": "tasks-e2e-secret-Zq9", "SGPFAB_SECRET_BLOG_SECRET_KEY": "blog-e2e-s3cret"}
-
-
-def pytest_configure(config):
-    if not hasattr(config, "workerinput"):  # the controlling process: this run's id
-        config.sgpfab_run = os.environ.get("SGPFAB_E2E_RUN") or uuid.uuid4().hex
-        os.environ["SGPFAB_E2E_RUN"] = config.sgpfab_run
-
-
-def pytest_configure_node(node):  # xdist: hand the run id to each worker
-    node.workerinput["sgpfab_run"] = node.config.sgpfab_run
-
-
-# The longest tests first, so that under pytest-xdist no worker starts one near the end while the
-# others sit idle; the quick unit tests fill the gaps last.
-LONGEST_FIRST = ("test_recovery.py", "test_bundles.py", "test_safety.py", "test_fleet_rollout.py")
-
-
-def pytest_collection_modifyitems(items):
-    def rank(item) -> int:
-        path = str(item.fspath)
-        if "/e2e/" not in path:
-            return len(LONGEST_FIRST) + 1
-        name = path.rsplit("/", 1)[-1]
-        return LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST)
-
-    for item in items:
-        if "/e2e/" in str(item.fspath):
-            item.add_marker(pytest.mark.e2e)
-    items.sort(key=rank)  # stable: the order within a file stays
-
-
-def pytest_sessionfinish(session, exitstatus):
-    if hasattr(session.config, "workerinput"):
-        return
-    f = sandbox.Fleet.load(FLEET_NAME)
-    if f is not None and (f.dir / "run-id").is_file():
-        sandbox.down(FLEET_NAME, log=lambda *_: None)
 
 
 def _run_id(config) -> str:

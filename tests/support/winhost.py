@@ -724,6 +724,9 @@ class WindowsHost:
                 stderr=log,
                 start_new_session=True,
                 env=self.process_env(),
+                # A Windows console application always gets Ctrl+C; here SIGINT may be inherited
+                # as ignored (a test run started in the background by a non-interactive shell).
+                preexec_fn=_default_sigint,
             )
         finally:
             log.close()
@@ -931,3 +934,7 @@ class WindowsHost:
             self.native(ctx, python, ["-X", "utf8", tmp, *args])
         finally:
             self.local(tmp).unlink()
+
+
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)

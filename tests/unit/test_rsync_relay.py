@@ -1,5 +1,5 @@
 """The rsync relay (sgpfab/transport/relay.py) with a real rsync on both ends: the "channel" is a
-local process here (over SSH it is a paramiko channel, tests/e2e/test_transport_contract.py)."""
+local process here (over SSH it is a paramiko channel, tests/e2e/test_ssh_transport_contract.py)."""
 
 import os
 import shlex

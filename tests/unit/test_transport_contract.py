@@ -1,5 +1,5 @@
 """The transport contract (tests/support/contract.py) through the local transport and through
-WinRM to the Windows stand-in host; tests/e2e/test_transport_contract.py runs it over SSH."""
+WinRM to the Windows stand-in host; tests/e2e/test_ssh_transport_contract.py runs it over SSH."""
 
 import ntpath
 import posixpath
