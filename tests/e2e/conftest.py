@@ -12,6 +12,7 @@ import fcntl
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import urllib.error
@@ -133,7 +134,9 @@ class Slot:
         }
 
     def popen(self, *args: str, extra_env: dict | None = None) -> subprocess.Popen:
-        """Start `fab` in its own process group (so a test can kill it like a dying laptop)."""
+        """Start `fab` in its own process group (so a test can kill it like a dying laptop, or
+        press Ctrl+C: SIGINT is reset to its default, as in a terminal, even when this test run
+        was started in the background and inherited it ignored)."""
         return subprocess.Popen(
             [FAB, *args],
             cwd=ROOT,
@@ -142,6 +145,7 @@ class Slot:
             stderr=subprocess.PIPE,
             text=True,
             start_new_session=True,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
 
     def fab(
