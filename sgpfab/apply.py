@@ -44,7 +44,7 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> int:
-    from .report import Progress, console, emit_json, outcome_dict, outcomes_table, say_err
+    from .report import Progress, print_rollout
 
     path = Path(args.bundle)
     if not path.is_dir():
@@ -64,19 +64,8 @@ def _run(args) -> int:
         s = HostSession(t, hc.inst, progress)
         s.preflight()
         result = fleetops.deploy_fleet([s], plan, make_policy(1, undo=False), progress)
-    if args.json:
-        emit_json(
-            "rollout",
-            title=title,
-            stopped=result.stopped or None,
-            exit_code=result.exit_code,
-            outcomes=[outcome_dict(o) for o in result.outcomes],
-        )
-    else:
-        console.print(outcomes_table(result.outcomes, title))
-        for o in result.outcomes:
-            if not o.ok and o.message:
-                say_err(o.message if o.message.startswith(f"{o.host}:") else f"{o.host}: {o.message}")
+    # One host: no "rollout stopped" line (the progress lines already say what happened).
+    print_rollout(result, title, as_json=args.json, stopped_line=False)
     return result.exit_code
 
 

@@ -286,3 +286,26 @@ def settings_table(rows: list[tuple[str, dict]]) -> Table:
             if k not in data.get("env", {}):
                 t.add_row(_e(host), _e(k), _e(str(v)), "override")
     return t
+
+
+def print_rollout(
+    result, title: str, *, as_json: bool = False, timings: bool = False, stopped_line: bool = True
+) -> None:
+    """A rollout's summary: the JSON document, or the table, each failed host's message in full
+    (hosts the rollout never reached are in the table only) and why the rollout stopped."""
+    if as_json:
+        emit_json(
+            "rollout",
+            title=title,
+            stopped=result.stopped or None,
+            exit_code=result.exit_code,
+            outcomes=[outcome_dict(o) for o in result.outcomes],
+        )
+        return
+    console.print(outcomes_table(result.outcomes, title, timings))
+    for o in result.outcomes:
+        if not o.ok and o.message and o.status is not Status.SKIPPED:
+            text = o.message if o.message.startswith(f"{o.host}:") else f"{o.host}: {o.message}"
+            console.print(text, markup=False, highlight=False, style="red")
+    if result.stopped and stopped_line:
+        console.print(f"rollout {result.stopped}", style="red", markup=False)

@@ -33,9 +33,8 @@ from .report import (
     console,
     emit_json,
     history_table,
-    outcome_dict,
-    outcomes_table,
     plan_table,
+    print_rollout,
     releases_dict,
     releases_table,
     say,
@@ -129,22 +128,7 @@ def guard(fn):
 
 def _finish(result: Rollout, title: str, as_json: bool = False, timings: bool = False) -> None:
     """Summary (table or JSON), failures in full, and an exit code scripts can act on."""
-    if as_json:
-        emit_json(
-            "rollout",
-            title=title,
-            stopped=result.stopped or None,
-            exit_code=result.exit_code,
-            outcomes=[outcome_dict(o) for o in result.outcomes],
-        )
-    else:
-        console.print(outcomes_table(result.outcomes, title, timings))
-        for o in result.outcomes:
-            if not o.ok and o.message and not o.message.startswith("skipped"):
-                text = o.message if o.message.startswith(f"{o.host}:") else f"{o.host}: {o.message}"
-                console.print(text, markup=False, highlight=False, style="red")
-        if result.stopped:
-            console.print(f"rollout {result.stopped}", style="red", markup=False)
+    print_rollout(result, title, as_json=as_json, timings=timings)
     if result.exit_code:
         raise Exit(code=result.exit_code)
 
