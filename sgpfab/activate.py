@@ -19,19 +19,25 @@ finishes (when `current` already names a healthy `to`) or undoes it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING, cast
+
 from .errors import DeployError, RemoteError
 from .session import HostSession, spec_of
 from .state import GateResult, HostState
 from .versions import display
 
+if TYPE_CHECKING:
+    from .appspec import AppSpec
+
 
 class Unhealthy(Exception):
-    def __init__(self, gate: GateResult):
+    def __init__(self, gate: GateResult) -> None:
         super().__init__(gate.describe())
         self.gate = gate
 
 
-def _spec(st: HostState, name: str | None):
+def _spec(st: HostState, name: str | None) -> AppSpec | None:
     return spec_of(st.get(name)) if name else None
 
 
@@ -40,7 +46,7 @@ def activate(
     to: str,
     before: str | None,
     op: str,
-    before_undo=None,
+    before_undo: Callable[[], object] | None = None,
     settings_fingerprint: str | None = None,
     st: HostState | None = None,
 ) -> GateResult:
@@ -72,7 +78,7 @@ def activate(
         raise DeployError(msg, before=display(before), after=display(_current(s))) from (None if unhealthy else e)
 
 
-def _start(s: HostSession, op: str, to: str, spec, before: str | None, old_spec) -> GateResult:
+def _start(s: HostSession, op: str, to: str, spec: AppSpec, before: str | None, old_spec: AppSpec | None) -> GateResult:
     web = spec.web
     overlap = bool(web is not None and before and before != to and web.overlaps and s.can_overlap)
     # With sgpfab's launchers the new web process's start returns once it accepts on the socket,
@@ -143,7 +149,7 @@ def recover(s: HostSession, st: HostState | None = None) -> str | None:
         return None
     s.note(f"found an interrupted {j.op} ({display(j.from_) or 'nothing'} -> {display(j.to)}) from {j.since}")
     if st.current == j.to and _spec(st, j.to) is not None:
-        spec = _spec(st, j.to)
+        spec = cast("AppSpec", _spec(st, j.to))  # not None: checked just above
         gate = s.gate(j.to, web=spec.web, names=list(spec.processes), timeout=min(s.inst.health.timeout, 30))
         if gate.ok:
             s.stop_all_but(j.to)
@@ -170,7 +176,7 @@ def _current(s: HostSession) -> str | None:
         return None
 
 
-def _logs(s: HostSession, spec) -> str:
+def _logs(s: HostSession, spec: AppSpec) -> str:
     out = []
     for name in spec.processes:
         text = s.process_log(name, 8)

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterable
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import fleetops, hosttools
 from .bundle import Bundle, build
@@ -43,7 +44,7 @@ __all__ = ["FleetStatus", "Outcome", "Rollout", "Status", "deploy", "rollback", 
 class FleetStatus:
     """What `status` found: one row per host (as in `fab status --json`) and version drift."""
 
-    rows: list[dict]
+    rows: list[dict[str, Any]]
     drift: str  # '' when every host runs the same build
 
     @property
@@ -52,13 +53,13 @@ class FleetStatus:
         return not self.drift and all(r["health"] == "healthy" for r in self.rows)
 
 
-def _fleet(hosts: Hosts, app: str | None, inventory: str | os.PathLike | None) -> Fleet:
+def _fleet(hosts: Hosts, app: str | None, inventory: str | os.PathLike[str] | None) -> Fleet:
     path = Path(inventory) if inventory is not None else default_inventory_path(Path.cwd())
     names = hosts if isinstance(hosts, str) else list(hosts)
     return Fleet.select(Inventory.load(path), app, names)
 
 
-def _dist(dist: str | os.PathLike | None) -> Path:
+def _dist(dist: str | os.PathLike[str] | None) -> Path:
     if dist is not None:
         return Path(dist)
     return Path(os.environ.get("SGPFAB_DIST") or Path.cwd() / "dist")
@@ -67,8 +68,8 @@ def _dist(dist: str | os.PathLike | None) -> Path:
 def _bundle(
     app: App,
     version: str | None,
-    source: str | os.PathLike | None,
-    bundle: str | os.PathLike | None,
+    source: str | os.PathLike[str] | None,
+    bundle: str | os.PathLike[str] | None,
     dist: Path,
     say: Say,
 ) -> Bundle:
@@ -95,10 +96,10 @@ def deploy(
     version: str | None = None,
     *,
     app: str | None = None,
-    source: str | os.PathLike | None = None,
-    bundle: str | os.PathLike | None = None,
-    inventory: str | os.PathLike | None = None,
-    dist: str | os.PathLike | None = None,
+    source: str | os.PathLike[str] | None = None,
+    bundle: str | os.PathLike[str] | None = None,
+    inventory: str | os.PathLike[str] | None = None,
+    dist: str | os.PathLike[str] | None = None,
     parallel: int = 1,
     waves: str | None = None,
     max_fail: str | int | None = None,
@@ -128,7 +129,7 @@ def rollback(
     *,
     db: str | None = None,
     app: str | None = None,
-    inventory: str | os.PathLike | None = None,
+    inventory: str | os.PathLike[str] | None = None,
     parallel: int = 1,
     waves: str | None = None,
     max_fail: str | int | None = None,
@@ -149,7 +150,7 @@ def rollback(
 
 
 def status(
-    hosts: Hosts, *, app: str | None = None, inventory: str | os.PathLike | None = None, say: Say = print
+    hosts: Hosts, *, app: str | None = None, inventory: str | os.PathLike[str] | None = None, say: Say = print
 ) -> FleetStatus:
     """Each host's active version, processes, health and settings drift, like `fab -H HOSTS status`."""
     fleet = _fleet(hosts, app, inventory)

@@ -9,6 +9,7 @@ healthy. The audit log is the host's, the one `fab history` reads. See docs/appl
 
 from __future__ import annotations
 
+import argparse
 import getpass
 from contextlib import ExitStack
 from pathlib import Path
@@ -25,7 +26,7 @@ from .settings import resolve as resolve_settings
 from .transport.local import LocalTransport
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "apply",
         help="deploy a bundle that is on this host (no SSH); see docs/apply.md",
@@ -43,7 +44,7 @@ def add_parser(sub) -> None:
     p.set_defaults(func=_run)
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     from .report import Progress, print_rollout
 
     path = Path(args.bundle)

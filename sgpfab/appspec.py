@@ -9,7 +9,16 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 from . import validate as v
 
@@ -245,7 +254,7 @@ class AppSpec(Strict):
         return _split_release(data)
 
     @model_serializer(mode="wrap")
-    def _dump(self, handler):
+    def _dump(self, handler: SerializerFunctionWrapHandler) -> Any:
         """Leave `release_when_changed` out when unused, so specs without it keep their digest."""
         out = handler(self)
         if not self.release_when_changed and isinstance(out, dict):
@@ -254,7 +263,7 @@ class AppSpec(Strict):
 
     @field_validator("processes", mode="before")
     @classmethod
-    def _processes(cls, value):
+    def _processes(cls, value: Any) -> dict[str, WebProcess | Process]:
         if not isinstance(value, dict) or not value:
             raise ValueError("processes: give at least one process")
         from pydantic import ValidationError

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from .activate import activate, recover
 from .bundle import Bundle
@@ -19,6 +20,9 @@ from .settings import Settings
 from .state import HostState, Release
 from .versions import Version, display
 from .whenchanged import Decision, decide
+
+if TYPE_CHECKING:
+    from .appspec import AppSpec
 
 SPACE_MARGIN = 3  # free space needed on a host: this many times the release's size, at least
 
@@ -110,7 +114,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
         audit = dict(action=plan.action, version=str(version), before=display(before), digest=bundle.digest)
         try:
             if _already_active(s, st, plan, settings):
-                changed = s.install_processes(st.current, bundle.spec)
+                changed = s.install_processes(cast(str, st.current), bundle.spec)  # active: not None
                 if not changed:
                     s.audit(**audit, result="noop")
                     msg = "already active and healthy: nothing to do"
@@ -136,7 +140,16 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
     return _outcome(s, Status.OK, before, name, "healthy", start, sent, recovered)
 
 
-def _outcome(s, status, before, after, message, start, sent, recovered) -> Outcome:
+def _outcome(
+    s: HostSession,
+    status: Status,
+    before: str | None,
+    after: str | None,
+    message: str,
+    start: float,
+    sent: int,
+    recovered: str | None,
+) -> Outcome:
     if recovered:
         message = f"{message} (first {recovered})"
     return Outcome(
@@ -204,7 +217,7 @@ def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
     s.step("built")
 
 
-def release_meta(bundle: Bundle) -> dict:
+def release_meta(bundle: Bundle) -> dict[str, Any]:
     """What a release records about itself (in its completion marker)."""
     md = bundle.metadata
     return {
@@ -226,7 +239,7 @@ def hook_decisions(plan: Plan, active: Release | None, settings_fingerprint: str
     return decide(plan.bundle, active, changed)
 
 
-def _run_hooks(s: HostSession, release: str, spec, decisions: list[Decision]) -> None:
+def _run_hooks(s: HostSession, release: str, spec: AppSpec, decisions: list[Decision]) -> None:
     """The release commands (migrate, collectstatic...), in the new release, before the switch;
     those whose `when_changed` files did not change are skipped (see whenchanged.py).
     A failing one switches nothing and names itself, the host and its output."""

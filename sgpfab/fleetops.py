@@ -6,8 +6,10 @@ These decide and return typed rows; report.py turns them into tables and JSON.
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, cast
 
 from .bundle import Bundle, bundle_dir
 from .deploy import Plan, check_host, deploy_host
@@ -19,6 +21,9 @@ from .session import HostSession
 from .settings import MASK
 from .versions import Version, display
 from .whenchanged import decide
+
+if TYPE_CHECKING:
+    from .settings import Settings
 
 
 def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
@@ -53,7 +58,9 @@ def preflight(sessions: list[HostSession], plan: Plan) -> None:
         raise InputError("; ".join(problems) + " (nothing was changed)")
 
 
-def deploy_fleet(sessions: list[HostSession], plan: Plan, policy: Policy, say=print) -> Rollout:
+def deploy_fleet(
+    sessions: list[HostSession], plan: Plan, policy: Policy, say: Callable[[object], None] = print
+) -> Rollout:
     preflight(sessions, plan)
     return run(
         sessions,
@@ -67,7 +74,11 @@ def deploy_fleet(sessions: list[HostSession], plan: Plan, policy: Policy, say=pr
 
 
 def rollback_fleet(
-    sessions: list[HostSession], version: Version | None, db: str | None, policy: Policy, say=print
+    sessions: list[HostSession],
+    version: Version | None,
+    db: str | None,
+    policy: Policy,
+    say: Callable[[object], None] = print,
 ) -> Rollout:
     """Check every host first (a missing release anywhere changes nothing), then roll back in waves."""
     for s in sessions:
@@ -133,7 +144,7 @@ class PlanRow:
     settings_changed: bool | None = None
     release_commands: list[str] = field(default_factory=list)
     # per release command: {"command", "run", "reason"} (see whenchanged.py)
-    release_decisions: list[dict] = field(default_factory=list)
+    release_decisions: list[dict[str, Any]] = field(default_factory=list)
 
 
 def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
@@ -175,7 +186,9 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
             )
         if active and active.meta.settings_fingerprint:
             try:
-                row.settings_changed = s.settings_fingerprint(settings) != active.meta.settings_fingerprint
+                row.settings_changed = (
+                    s.settings_fingerprint(cast("Settings", settings)) != active.meta.settings_fingerprint
+                )
             except Exception:
                 row.settings_changed = None
         if row.action not in ("nothing", "refused"):
@@ -187,11 +200,11 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
     return rows
 
 
-def status_rows(sessions: list[HostSession]) -> list[dict]:
+def status_rows(sessions: list[HostSession]) -> list[dict[str, Any]]:
     return [host_status(s) for s in sessions]
 
 
-def drift(rows: list[dict]) -> str:
+def drift(rows: list[dict[str, Any]]) -> str:
     """'' when every host runs the same build; otherwise who runs what."""
     builds = Counter((r["version"], r["digest"]) for r in rows)
     if len(builds) <= 1:

@@ -6,6 +6,7 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 
 from . import cache
@@ -15,7 +16,7 @@ UV_FOR_HOSTS = "0.13.9"
 UV_PLATFORMS = {"linux": ("musllinux_1_1_x86_64", "uv"), "windows": ("win_amd64", "uv.exe")}
 
 
-def uv_binary(host_os: str = "linux", log=print) -> Path:
+def uv_binary(host_os: str = "linux", log: Callable[[str], object] = print) -> Path:
     """A uv for hosts, from PyPI's wheel for that OS. On Linux it is the musllinux build: a
     static binary that runs on any x86_64 Linux."""
     platform, exe = UV_PLATFORMS[host_os]

@@ -22,7 +22,7 @@ from __future__ import annotations
 import os
 import posixpath
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -140,7 +140,7 @@ class HealthCheck(Strict):
 
     @field_validator("status", mode="before")
     @classmethod
-    def _status(cls, value):
+    def _status(cls, value: Any) -> tuple[int, ...]:
         values = (value,) if isinstance(value, int) else tuple(value)
         if not values or any(not (100 <= int(s) <= 599) for s in values):
             raise ValueError("status: HTTP codes between 100 and 599")
@@ -234,7 +234,7 @@ class InstanceSettings(Strict):
 
     @field_validator("env", mode="before")
     @classmethod
-    def _env(cls, value):
+    def _env(cls, value: Any) -> dict[str, str | SecretRef]:
         if value is None:
             return {}
         if not isinstance(value, dict):
@@ -356,7 +356,7 @@ class AppConfig(InstanceSettings):
 
     @model_validator(mode="before")
     @classmethod
-    def _split(cls, data: Any):
+    def _split(cls, data: Any) -> Any:
         """Pull the AppSpec fields out of the flat `apps.NAME` mapping."""
         if not isinstance(data, dict) or "spec" in data:
             return data
@@ -368,7 +368,7 @@ class AppConfig(InstanceSettings):
 
 class GroupFile(Strict):
     hosts: tuple[str, ...]
-    apps: dict[str, dict] = Field(default_factory=dict)
+    apps: dict[str, dict[Any, Any]] = Field(default_factory=dict)
     model_config = ConfigDict(extra="allow", frozen=True)  # host settings, validated on each host
 
 
@@ -376,10 +376,10 @@ class InventoryFile(Strict):
     ssh_config: str | None = None
     known_hosts: str | None = None
     secrets_file: str | None = None
-    defaults: dict = Field(default_factory=dict)
-    hosts: dict[str, dict | None]
+    defaults: dict[Any, Any] = Field(default_factory=dict)
+    hosts: dict[str, dict[Any, Any] | None]
     groups: dict[str, list[str] | GroupFile] = Field(default_factory=dict)
-    apps: dict[str, dict]
+    apps: dict[str, dict[Any, Any]]
 
 
 class App:
@@ -407,8 +407,8 @@ class Inventory:
             if p is not None and not p.is_file():
                 raise InventoryError(f"{path}: {key} file not found: {p}")
         self.groups: dict[str, tuple[str, ...]] = {}
-        self._group_settings: dict[str, dict] = {}
-        self._group_apps: dict[str, dict[str, dict]] = {}
+        self._group_settings: dict[str, dict[str, Any]] = {}
+        self._group_apps: dict[str, dict[str, dict[str, Any]]] = {}
         for g, spec in data.groups.items():
             if not v.NAME.fullmatch(g) or g in data.hosts or g == "all":
                 raise InventoryError(f"{path}: invalid group name {g!r} (must not clash with a host or 'all')")
@@ -422,7 +422,7 @@ class Inventory:
             if unknown:
                 raise InventoryError(f"{path}: group {g!r} names unknown host(s): {', '.join(unknown)}")
         self.hosts: dict[str, Host] = {}
-        self._host_apps: dict[str, dict[str, dict]] = {}
+        self._host_apps: dict[str, dict[str, dict[str, Any]]] = {}
         for name, raw in data.hosts.items():
             if not v.NAME.fullmatch(name) or name == "all":
                 raise InventoryError(f"{path}: invalid host name {name!r}")
@@ -458,7 +458,7 @@ class Inventory:
                     self.instance(app.name, h.name)
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> Inventory:
+    def load(cls, path: str | os.PathLike[str]) -> Inventory:
         path = Path(path)
         try:
             raw = yaml.safe_load(path.read_text())
@@ -551,7 +551,10 @@ class Inventory:
         )
 
 
-def _validated(path: Path, where: str, model, data):
+_M = TypeVar("_M", bound=BaseModel)
+
+
+def _validated(path: Path, where: str, model: type[_M], data: Any) -> _M:
     try:
         return model.model_validate(data)
     except ValidationError as e:

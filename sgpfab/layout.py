@@ -19,8 +19,12 @@ import json
 import ntpath
 import posixpath
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from .versions import Version
+
+if TYPE_CHECKING:
+    from .inventory import Instance
 
 PARTIAL_PREFIX = ".partial-"  # a release being built; never switched to
 MARKER = ".sgpfab-release.json"  # a release's completion marker (its metadata)
@@ -33,11 +37,12 @@ class Layout:
     windows: bool = False
 
     @classmethod
-    def for_instance(cls, inst) -> Layout:
+    def for_instance(cls, inst: Instance) -> Layout:
         return cls(inst.api_root, inst.host.os == "windows")
 
     def _p(self, *parts: str) -> str:
-        return (ntpath if self.windows else posixpath).join(self.root, *parts)
+        joined: str = (ntpath if self.windows else posixpath).join(self.root, *parts)
+        return joined
 
     @property
     def releases(self) -> str:
@@ -140,7 +145,7 @@ class Layout:
     def in_release(self, release: str, *parts: str) -> str:
         return self._p("releases", release, *parts)
 
-    def host_json_text(self, inst, login_user: str, service_user: str) -> str:
+    def host_json_text(self, inst: Instance, login_user: str, service_user: str) -> str:
         """What on-host tools need to know about this app, without a controller (no secrets)."""
         data = {
             "format": LAYOUT_FORMAT,

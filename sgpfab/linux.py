@@ -11,11 +11,17 @@ import posixpath
 import shlex
 import zlib
 from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
 from .cmd import Cmd, targz_of
 from .layout import Layout, Units
 from .runfiles import release_files as _release_files
 from .systemd import UNIT_DIR, units_for
+
+if TYPE_CHECKING:
+    from .appspec import AppSpec
+    from .inventory import Instance
+    from .versions import Version
 
 q = shlex.quote
 
@@ -24,7 +30,7 @@ UNITS_CHANGED = "sgpfab:units-changed"
 UV_ENV = "UV_OFFLINE=1 UV_PYTHON_DOWNLOADS=never UV_NO_PROGRESS=1 UV_NO_CONFIG=1"
 
 
-def _lay(inst) -> Layout:
+def _lay(inst: Instance) -> Layout:
     return Layout.for_instance(inst)
 
 
@@ -32,7 +38,7 @@ def _group(user: str) -> str:
     return f'"$(id -gn {q(user)})"'
 
 
-def prepare(inst, login_user: str, service_user: str) -> Cmd:
+def prepare(inst: Instance, login_user: str, service_user: str) -> Cmd:
     """API_ROOT's tree with explicit owners (idempotent). The deploying user owns the code side;
     the service user owns shared/ (its settings private) and backups/."""
     lay = _lay(inst)
@@ -49,7 +55,9 @@ def prepare(inst, login_user: str, service_user: str) -> Cmd:
     )
 
 
-def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
+def hostctl(
+    inst: Instance, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600
+) -> Cmd:
     """Run the host helper with the host's interpreter (as `as_user` when given)."""
     lay = _lay(inst)
     text = " ".join([q(inst.host.interpreter), q(lay.hostctl), "--root", q(lay.root), *map(q, args)])
@@ -109,7 +117,9 @@ sys.argv[0] = "hostctl"; exec(compile(src, "hostctl.py", "exec"), {{"__name__": 
 """
 
 
-def hostctl_verified(inst, digest: str, *args: str, source: bytes | None = None, data: bytes | None = None) -> Cmd:
+def hostctl_verified(
+    inst: Instance, digest: str, *args: str, source: bytes | None = None, data: bytes | None = None
+) -> Cmd:
     """Run the host helper whose source has SHA-256 `digest` without writing anything: the copy
     installed on the host when it is that one (else exit EXIT_NO_HELPER, printing NO_HELPER), or
     with `source`, that source compressed on stdin. Then `data` on stdin."""
@@ -135,7 +145,7 @@ def sha256_many(paths: list[str]) -> Cmd:
     return Cmd(f"sha256sum {' '.join(map(q, paths))} 2>/dev/null || true")
 
 
-def ensure_probe_token(inst) -> Cmd:
+def ensure_probe_token(inst: Instance) -> Cmd:
     """The secret the health probes carry (made once on the host; readable by systemd only
     through EnvironmentFile= and by the deploying user)."""
     env = _lay(inst).launch_env
@@ -145,7 +155,7 @@ def ensure_probe_token(inst) -> Cmd:
     )
 
 
-def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
+def build_venv(inst: Instance, version: Version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
     """The release's own venv, installed offline from the host's wheelhouse (uv's cache lives
     beside the releases, so unchanged wheels are hard-linked, not unpacked again)."""
     lay = _lay(inst)
@@ -159,14 +169,14 @@ def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...]
     )
 
 
-def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
+def make_writable(inst: Instance, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
     """Directories of a release the service user may write (e.g. collectstatic's output)."""
     lay = _lay(inst)
     paths = " ".join(q(lay.in_release(release, *d.split("/"))) for d in dirs)
     return Cmd(f"install -d -m 755 -o {q(service_user)} -g {_group(service_user)} {paths}", privileged=True)
 
 
-def install_units(inst, units: dict[str, str]) -> Cmd:
+def install_units(inst: Instance, units: dict[str, str]) -> Cmd:
     """Put unit files in place where they changed, daemon-reload only then, and enable the
     socket and target. A changed listening address restarts the socket (a one-time gap); a
     changed `Service=` needs only the reload. A unit of sgpfab 0.1 (SERVICE.service) is retired."""
@@ -207,21 +217,21 @@ def install_units(inst, units: dict[str, str]) -> Cmd:
     return Cmd("\n".join(script) + "\n", privileged=True, stdin=targz_of(files))
 
 
-def release_files(inst, release: str, spec) -> Cmd:
+def release_files(inst: Instance, release: str, spec: AppSpec) -> Cmd:
     """The release's run and hook scripts (see runfiles.py)."""
     lay = _lay(inst)
     return write_files(lay.in_release(release, ".sgpfab"), _release_files(lay, release, spec))
 
 
-def install_processes(inst, release: str, spec, service_user: str) -> Cmd:
+def install_processes(inst: Instance, release: str, spec: AppSpec, service_user: str) -> Cmd:
     return install_units(inst, units_for(inst, spec, release, service_user))
 
 
-def process_id(inst, release: str, process: str) -> str:
+def process_id(inst: Instance, release: str, process: str) -> str:
     return Units(inst.service).instance(process, release)
 
 
-def start_processes(inst, release: str, names: list[str]) -> Cmd:
+def start_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     """Start a release's processes (clearing a failed state a crash loop may have left); exits
     EXIT_START_FAILED when one did not start (a web process started by sgpfab's launchers has
     then failed before it accepted connections)."""
@@ -233,18 +243,18 @@ def start_processes(inst, release: str, names: list[str]) -> Cmd:
     )
 
 
-def stop_processes(inst, release: str, names: list[str]) -> Cmd:
+def stop_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     units = " ".join(q(process_id(inst, release, n)) for n in names)
     return Cmd(f"systemctl stop {units}", privileged=True)
 
 
-def _instance_filter(inst) -> str:
+def _instance_filter(inst: Instance) -> str:
     """An ERE matching exactly this app's process instances (not another app's whose service
     name starts the same: process names contain no '-')."""
     return "^" + inst.service.replace(".", "[.]") + "-[a-z][a-z0-9_]*@"
 
 
-def stop_all_but(inst, release: str | None) -> Cmd:
+def stop_all_but(inst: Instance, release: str | None) -> Cmd:
     """Stop every process instance of the app not of `release`; with None, all of them and the
     socket first (no connection may start a process meanwhile: new ones are refused)."""
     pattern = q(f"{inst.service}-*@*.service")
@@ -261,7 +271,7 @@ def stop_all_but(inst, release: str | None) -> Cmd:
     return Cmd(text, privileged=True)
 
 
-def run_hook(inst, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
+def run_hook(inst: Instance, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
     """One release command, in the release's environment (venv, settings, directory) as the
     service user: a transient systemd unit with the same environment as the app's processes.
     It holds the host's operations lock shared, so a run that takes over a dead run's deploy
@@ -297,13 +307,13 @@ def run_hook(inst, release: str, index: int, service_user: str, timeout: float =
     return Cmd(" ".join(q(a) for a in args) + " </dev/null", privileged=True, timeout=timeout)
 
 
-def process_log(inst, process: str, lines: int = 20) -> Cmd:
+def process_log(inst: Instance, process: str, lines: int = 20) -> Cmd:
     """The last lines a process of the app wrote (any release), from the journal."""
     unit = f"{inst.service}-{process}@*.service"
     return Cmd(f"journalctl --no-pager -o cat -n {int(lines)} -u {q(unit)} 2>/dev/null || true", privileged=True)
 
 
-def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
+def logs(inst: Instance, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
     """Log lines of the app's processes: 'ISO-TIME UNIT[PID]: message', oldest first."""
     args = ["journalctl", "--no-pager", "-o", "short-iso", "-n", str(int(lines))]
     for p in processes:
@@ -315,7 +325,7 @@ def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool
     return Cmd(" ".join(q(a) for a in args), privileged=True, timeout=None if follow else 120)
 
 
-def exec_in_release(inst, release: str, command: str, service_user: str, tty: bool) -> Cmd:
+def exec_in_release(inst: Instance, release: str, command: str, service_user: str, tty: bool) -> Cmd:
     """A one-off command in the active release's environment (venv, settings, directory) as the
     service user. systemd-run expands $VAR in its arguments, so `$` is doubled."""
     lay = _lay(inst)
@@ -339,7 +349,7 @@ def exec_in_release(inst, release: str, command: str, service_user: str, tty: bo
     return Cmd(" ".join(q(a) for a in args) + ("" if tty else " </dev/null"), privileged=True, timeout=3600)
 
 
-def health_url(inst) -> str:
+def health_url(inst: Instance) -> str:
     addr = "127.0.0.1" if inst.bind in ("0.0.0.0", "::", "") else inst.bind
     if ":" in addr:
         addr = f"[{addr}]"

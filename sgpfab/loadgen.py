@@ -62,7 +62,7 @@ class Load:
         time.sleep(0.3)  # some requests before the operation starts
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         time.sleep(0.3)  # and some after it ends
         self._stop.set()
         self._thread.join()

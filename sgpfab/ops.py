@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from .activate import activate, recover
 from .errors import DeployError, InputError
@@ -182,11 +183,11 @@ def restore_host(s: HostSession, name: str) -> Outcome:
     )
 
 
-def host_status(s: HostSession) -> dict:
+def host_status(s: HostSession) -> dict[str, Any]:
     """Releases, active version, process states and health, settings drift (for `status`)."""
     st = s.state_at_connect or s.state()
     active = st.active
-    row = {
+    row: dict[str, Any] = {
         "host": s.name,
         "app": s.inst.app,
         "group": ",".join(s.host.groups) or "-",

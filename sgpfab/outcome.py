@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
+from typing import Any
 
 
 class Status(StrEnum):
@@ -35,5 +36,5 @@ class Outcome:
     def ok(self) -> bool:
         return self.status.succeeded
 
-    def but(self, **changes) -> Outcome:
+    def but(self, **changes: Any) -> Outcome:
         return replace(self, **changes)

@@ -10,7 +10,7 @@ import json
 import sys
 from collections import Counter
 from dataclasses import asdict, is_dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape as _e
@@ -20,26 +20,30 @@ from .outcome import Outcome, Status
 from .session import HostNote
 from .state import HostState
 
+if TYPE_CHECKING:
+    from .fleetops import PlanRow
+    from .rollout import Rollout
+
 SCHEMA_ID = "sgpfab/1"
 console = Console(highlight=False, width=None if sys.stdout.isatty() else 200)
 errors = Console(highlight=False, stderr=True, width=None if sys.stderr.isatty() else 200)
 
 
-def say(msg) -> None:
+def say(msg: object) -> None:
     console.print(str(msg), markup=False, soft_wrap=True)
 
 
-def say_err(msg) -> None:
+def say_err(msg: object) -> None:
     errors.print(str(msg), markup=False, soft_wrap=True)
 
 
-def emit_json(kind: str, **data) -> None:
+def emit_json(kind: str, **data: Any) -> None:
     doc = {"schema": SCHEMA_ID, "kind": kind, **data}
     sys.stdout.write(json.dumps(doc, indent=1, sort_keys=True, default=_plain) + "\n")
     sys.stdout.flush()
 
 
-def _plain(obj):
+def _plain(obj: object) -> Any:
     if is_dataclass(obj) and not isinstance(obj, type):
         return asdict(obj)
     if hasattr(obj, "model_dump"):
@@ -54,12 +58,12 @@ class Progress:
     (other messages print above it); otherwise (CI, pipes, --json) plain lines, on stderr when
     stdout carries JSON."""
 
-    def __init__(self, to_stderr: bool = False):
+    def __init__(self, to_stderr: bool = False) -> None:
         self.rows: dict[str, HostNote] = {}
         self.live: Any = None  # a rich.live.Live on a terminal
         self.out = errors if to_stderr else console
 
-    def __call__(self, msg) -> None:
+    def __call__(self, msg: object) -> None:
         if self.live is None:
             self.out.print(str(msg), markup=False, soft_wrap=True)
         elif isinstance(msg, HostNote):
@@ -84,7 +88,7 @@ class Progress:
             self.live.__enter__()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         if self.live is not None:
             self.live.__exit__(*exc)
             self.live = None
@@ -127,7 +131,7 @@ def outcomes_table(outcomes: list[Outcome], title: str, timings: bool = False) -
     return t
 
 
-def outcome_dict(o: Outcome) -> dict:
+def outcome_dict(o: Outcome) -> dict[str, Any]:
     return {
         "host": o.host,
         "action": o.action,
@@ -155,7 +159,7 @@ def releases_table(rows: list[tuple[str, HostState]]) -> Table:
     return t
 
 
-def releases_dict(host: str, st: HostState) -> dict:
+def releases_dict(host: str, st: HostState) -> dict[str, Any]:
     return {
         "host": host,
         "current": st.current,
@@ -176,7 +180,7 @@ def releases_dict(host: str, st: HostState) -> dict:
     }
 
 
-def status_table(rows: list[dict]) -> Table:
+def status_table(rows: list[dict[str, Any]]) -> Table:
     t = Table(title="fleet status")
     for col in ("host", "app", "group", "os", "active", "digest", "processes", "health", "settings", "last deploy"):
         t.add_column(col)
@@ -205,7 +209,7 @@ def status_table(rows: list[dict]) -> Table:
     return t
 
 
-def plan_table(rows, title: str) -> Table:
+def plan_table(rows: list[PlanRow], title: str) -> Table:
     t = Table(title=title)
     for col in ("host", "group", "before", "after", "action", "transfer", "migrations", "settings", "release commands"):
         t.add_column(col)
@@ -241,7 +245,7 @@ def plan_table(rows, title: str) -> Table:
     return t
 
 
-def backups_table(rows: list[tuple[str, list[dict]]]) -> Table:
+def backups_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> Table:
     t = Table(title="database backups")
     for col in ("host", "backup", "bytes"):
         t.add_column(col)
@@ -253,7 +257,7 @@ def backups_table(rows: list[tuple[str, list[dict]]]) -> Table:
     return t
 
 
-def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
+def history_table(rows: list[tuple[str, list[dict[str, Any]]]]) -> Table:
     t = Table(title="history")
     for col in ("host", "time", "user", "app", "action", "from", "to", "result", "seconds"):
         t.add_column(col)
@@ -274,7 +278,7 @@ def history_table(rows: list[tuple[str, list[dict]]]) -> Table:
     return t
 
 
-def settings_table(rows: list[tuple[str, dict]]) -> Table:
+def settings_table(rows: list[tuple[str, dict[str, Any]]]) -> Table:
     t = Table(title="settings (secrets masked)")
     for col in ("host", "name", "value", "source"):
         t.add_column(col)
@@ -289,7 +293,7 @@ def settings_table(rows: list[tuple[str, dict]]) -> Table:
 
 
 def print_rollout(
-    result, title: str, *, as_json: bool = False, timings: bool = False, stopped_line: bool = True
+    result: Rollout, title: str, *, as_json: bool = False, timings: bool = False, stopped_line: bool = True
 ) -> None:
     """A rollout's summary: the JSON document, or the table, each failed host's message in full
     (hosts the rollout never reached are in the table only) and why the rollout stopped."""

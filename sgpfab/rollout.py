@@ -14,11 +14,14 @@ import time
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from .errors import InputError, SgpfabError
 from .outcome import Outcome, Status
 from .session import HostSession
 from .versions import display
+
+_R = TypeVar("_R")
 
 
 @dataclass
@@ -82,7 +85,15 @@ def parse_max_fail(spec: str | int | None, n: int) -> int:
         raise InputError(f"invalid --max-fail {spec!r}: a count (2) or a percentage (10%)") from None
 
 
-def make_policy(n: int, *, waves: str | None = None, parallel=1, max_fail=None, soak=0.0, undo: bool = True) -> Policy:
+def make_policy(
+    n: int,
+    *,
+    waves: str | None = None,
+    parallel: int | float | str = 1,
+    max_fail: str | int | None = None,
+    soak: float | str = 0.0,
+    undo: bool = True,
+) -> Policy:
     try:
         if isinstance(parallel, float) and not parallel.is_integer():
             raise ValueError
@@ -124,7 +135,7 @@ def run(
     policy: Policy,
     undo: Callable[[HostSession, Outcome], Outcome] | None = None,
     still_healthy: Callable[[HostSession, Outcome], bool] | None = None,
-    say=print,
+    say: Callable[[object], None] = print,
 ) -> Rollout:
     result = Rollout()
     by_host: dict[str, Outcome] = {}
@@ -174,7 +185,7 @@ def run(
     return result
 
 
-def _healthy(check, s: HostSession, o: Outcome) -> bool:
+def _healthy(check: Callable[[HostSession, Outcome], bool], s: HostSession, o: Outcome) -> bool:
     """A host that cannot even be asked is not healthy."""
     try:
         return bool(check(s, o))
@@ -182,7 +193,7 @@ def _healthy(check, s: HostSession, o: Outcome) -> bool:
         return False
 
 
-def _undo_one(s: HostSession, o: Outcome, undo) -> Outcome:
+def _undo_one(s: HostSession, o: Outcome, undo: Callable[[HostSession, Outcome], Outcome]) -> Outcome:
     """Put one changed host back; the outcome says what happened (never raises: every other
     host still gets its undo and the summary)."""
     try:
@@ -209,7 +220,9 @@ def _where(s: HostSession) -> str | None:
         return "unknown"
 
 
-def _run_wave(wave, action, fn, parallel, budget):
+def _run_wave(
+    wave: list[HostSession], action: str, fn: Callable[[HostSession], Outcome], parallel: int, budget: int
+) -> list[tuple[HostSession, Outcome]]:
     """Run fn on the wave's hosts, at most `parallel` at once; once more than `budget` hosts of
     the wave have failed, start no other host (those already running finish safely)."""
 
@@ -233,7 +246,7 @@ def _run_wave(wave, action, fn, parallel, budget):
         )
 
     pending = list(wave)
-    running: dict[Future, HostSession] = {}
+    running: dict[Future[Outcome], HostSession] = {}
     done: list[tuple[HostSession, Outcome]] = []
     with ThreadPoolExecutor(max_workers=parallel) as pool:
         while pending or running:
@@ -249,7 +262,7 @@ def _run_wave(wave, action, fn, parallel, budget):
     return done
 
 
-def _parallel(items, fn, parallel):
+def _parallel(items: list[HostSession], fn: Callable[[HostSession], _R], parallel: int) -> list[tuple[HostSession, _R]]:
     if not items:
         return []
     with ThreadPoolExecutor(max_workers=parallel) as pool:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ class Fleet:
     hosts: list[Host]
 
     @classmethod
-    def select(cls, inventory: Inventory, app_name: str | None, names) -> Fleet:
+    def select(cls, inventory: Inventory, app_name: str | None, names: list[str] | str) -> Fleet:
         app = inventory.app(app_name)
         hosts = inventory.resolve(names)
         outside = [h.name for h in hosts if not inventory.deploys(app, h)]
@@ -31,7 +32,9 @@ class Fleet:
         return cls(inventory, app, hosts)
 
 
-def open_sessions(stack: ExitStack, fleet: Fleet, say=print, preflight: bool = True) -> list[HostSession]:
+def open_sessions(
+    stack: ExitStack, fleet: Fleet, say: Callable[[object], None] = print, preflight: bool = True
+) -> list[HostSession]:
     """Connect to every host in parallel (host keys verified), resolve the app's settings there,
     and read each host's facts and state, so a bad or unreachable host stops us before any
     change anywhere. A Windows app's run_as password is resolved first, on the controller (a
@@ -39,7 +42,7 @@ def open_sessions(stack: ExitStack, fleet: Fleet, say=print, preflight: bool = T
     store = SecretStore(fleet.inventory.secrets_file)
     passwords = {h.name: account_password(fleet.inventory.instance(fleet.app.name, h.name), store) for h in fleet.hosts}
 
-    def connect(host: Host):
+    def connect(host: Host) -> tuple[HostSession | None, str | None]:
         t = None
         try:
             t = open_transport(host, fleet.inventory)

@@ -7,6 +7,7 @@ named in the output; nothing is ever overwritten.
 
 from __future__ import annotations
 
+import argparse
 import re
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from . import validate as v
 from .errors import InputError, SgpfabError
 
 
-def add_parser(sub) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "init",
         help="set a project up for sgpfab: hosts/fleet.yaml, fabfile.py, fabric.yaml",
@@ -81,7 +82,7 @@ def write_new(project: Path, contents: dict[str, str]) -> tuple[list[str], list[
     return written, kept
 
 
-def _run(args) -> int:
+def _run(args: argparse.Namespace) -> int:
     project = project_dir(args.dir)
     app = app_name(args.app, project)
     written, kept = write_new(project, files(project, app))

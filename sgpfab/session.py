@@ -12,19 +12,26 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Collection, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import linux, windows
 from .cmd import Cmd
 from .errors import InputError, LockedError, RemoteError
 from .identity import controller_user
 from .layout import Layout, Units
-from .state import BackupReply, GateResult, HostFacts, HostState, LockReply
+from .state import BackupReply, GateResult, HostFacts, HostState, LockReply, Release
 from .transport.base import Result, Transport
 from .transport.rsync import ProgressFn
+
+if TYPE_CHECKING:
+    from .appspec import AppSpec, WebProcess
+    from .bundle import Bundle
+    from .inventory import Instance
+    from .settings import Settings
 
 log = logging.getLogger("sgpfab")
 REMOTE = Path(__file__).parent / "remote"
@@ -45,7 +52,7 @@ class HostNote:
         return f"[{self.host} +{self.seconds:5.1f}s] {self.message}"
 
 
-def resolve_service_user(inst, login_user: str) -> str:
+def resolve_service_user(inst: Instance, login_user: str) -> str:
     """The user the app's processes run as: run_as, else the login user; never root (or, on
     Windows, a virtual service account when nothing is set)."""
     if inst.host.os == "windows":
@@ -62,7 +69,13 @@ def resolve_service_user(inst, login_user: str) -> str:
 class HostSession:
     """Wraps a transport and an app instance with the operations sgpfab needs on that host."""
 
-    def __init__(self, transport: Transport, inst, say=print, account_password: str | None = None):
+    def __init__(
+        self,
+        transport: Transport,
+        inst: Instance,
+        say: Callable[[object], None] = print,
+        account_password: str | None = None,
+    ) -> None:
         self.t = transport
         self.inst = inst
         self.host = inst.host
@@ -77,7 +90,7 @@ class HostSession:
         self.state_at_connect: HostState | None = None
         self.facts: HostFacts | None = None
         self.timings: dict[str, float] = {}
-        self._pending_audit: list[dict] | None = None
+        self._pending_audit: list[dict[str, Any]] | None = None
         self._files_written: set[str] = set()
         self._last_step = time.monotonic()
         self._settings_written = False
@@ -93,7 +106,8 @@ class HostSession:
     @property
     def can_overlap(self) -> bool:
         """Whether two releases' web processes can serve side by side here (systemd sockets)."""
-        return self.steps.CAN_OVERLAP
+        overlap: bool = self.steps.CAN_OVERLAP
+        return overlap
 
     def step(self, name: str) -> None:
         """End of a named step: its duration goes into the timings, and tests may stop here."""
@@ -136,18 +150,19 @@ class HostSession:
                 break
         return Result("(sequence)", "".join(outs), "".join(errs), last.exited if last else 0)
 
-    def hostctl_cmd(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> Cmd:
+    def hostctl_cmd(self, *args: str, data: Any = None, as_service: bool = False, timeout: float = 600) -> Cmd:
         """The command for a host-helper sub-command; structured input goes on stdin as JSON."""
         stdin = json.dumps(data).encode() if data is not None else None
         user = self.service_user if as_service and self.service_user != self.t.login_user else None
-        return self.steps.hostctl(self.inst, *args, stdin=stdin, as_user=user, timeout=timeout)
+        cmd: Cmd = self.steps.hostctl(self.inst, *args, stdin=stdin, as_user=user, timeout=timeout)
+        return cmd
 
-    def hostctl(self, *args: str, data=None, as_service: bool = False, timeout: float = 600) -> dict:
+    def hostctl(self, *args: str, data: Any = None, as_service: bool = False, timeout: float = 600) -> dict[str, Any]:
         """Run a host-helper sub-command and return its answer."""
         r = self.run(self.hostctl_cmd(*args, data=data, as_service=as_service, timeout=timeout))
         return _last_json(self.host.name, r)
 
-    def hostctl_unprepared(self, *args: str, data: bytes | None = None) -> dict:
+    def hostctl_unprepared(self, *args: str, data: bytes | None = None) -> dict[str, Any]:
         """A read-only host-helper call on a host that may not have the helper yet; nothing is
         written anywhere. Where the OS module can check it, the helper installed on the host runs
         when it is this sgpfab's own (same SHA-256), else the source goes on stdin."""
@@ -219,7 +234,7 @@ class HostSession:
 
     # -- lock and recovery -------------------------------------------------------------------------
     @contextmanager
-    def lock(self, what: str):
+    def lock(self, what: str) -> Iterator[HostState]:
         """One deploy-changing run at a time per app on a host; yields the host's state as found
         once locked. A lock left by a dead process of this same controller is stale and taken
         over (compare-and-swap on its token, after the dead run's host-side operations have
@@ -285,7 +300,7 @@ class HostSession:
 
         return tell
 
-    def upload(self, bundle, link_dest: str | None) -> None:
+    def upload(self, bundle: Bundle, link_dest: str | None) -> None:
         """Wheels into the wheelhouse, the app's files into the partial release (unchanged files
         hard-linked, not sent); the manifest and requirements follow with `build_release`."""
         version = bundle.version
@@ -294,7 +309,7 @@ class HostSession:
         # Anything a killed earlier build left in the partial directory is deleted by the sync.
         self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest, progress=self._progress("app files"))
 
-    def build_release(self, bundle, uv: str, requirements_file: str, meta: dict) -> None:
+    def build_release(self, bundle: Bundle, uv: str, requirements_file: str, meta: dict[str, Any]) -> None:
         """On the host, in one go: the bundle's manifest and requirements into incoming/, verify
         every file against the manifest, build the venv offline, and mark the release complete
         (metadata) under its final name."""
@@ -311,19 +326,20 @@ class HostSession:
             ]
         )
 
-    def write_release_files(self, release: str, spec) -> None:
+    def write_release_files(self, release: str, spec: AppSpec) -> None:
         """The scripts the release's processes and hooks start through (regenerated at every
         activation, so they follow the host's current settings)."""
         cmd = self.steps.release_files(self.inst, release, spec)
         if cmd is not None:
             self.run(cmd)
 
-    def make_writable(self, release: str, dirs) -> None:
+    def make_writable(self, release: str, dirs: Iterable[str]) -> None:
         if dirs:
             self.run(self.steps.make_writable(self.inst, release, tuple(dirs), self.service_user))
 
     def remove(self, *names: str) -> list[str]:
-        return self.hostctl("remove", *names)["removed"] if names else []
+        removed: list[str] = self.hostctl("remove", *names)["removed"] if names else []
+        return removed
 
     def mark_bad(self, release: str, reason: str) -> None:
         self.hostctl("mark", "--name", release, "--bad", "--reason", _token_safe(reason))
@@ -345,20 +361,21 @@ class HostSession:
             self.note(f"database saved as {r.name}")
         return r
 
-    def backups(self) -> list[dict]:
-        return self.hostctl("backups", as_service=True)["backups"]
+    def backups(self) -> list[dict[str, Any]]:
+        found: list[dict[str, Any]] = self.hostctl("backups", as_service=True)["backups"]
+        return found
 
     def restore(self, name: str) -> None:
         self.hostctl("restore", "--name", name, as_service=True, timeout=7200)
 
-    def check_database(self, settings) -> dict:
+    def check_database(self, settings: Settings) -> dict[str, Any]:
         """Can this host reach the app's database with `settings` (nothing written)? The
         helper's source goes on stdin when the host has none yet."""
         data = {"engine": self.inst.database.engine, "env_key": self.inst.database.env, "env": settings.env}
         return self.hostctl_unprepared("dbcheck", "--stdin", data=json.dumps(data).encode())
 
     # -- settings ----------------------------------------------------------------------------------
-    def stage(self, release: str, spec, settings, label: str) -> tuple[str, BackupReply]:
+    def stage(self, release: str, spec: AppSpec, settings: Settings | None, label: str) -> tuple[str, BackupReply]:
         """Before the release commands, in one go: the release's scripts, the app's settings
         (when given; the previous ones kept until commit or revert) and a database backup.
         Returns the settings' fingerprint and the backup."""
@@ -387,10 +404,13 @@ class HostSession:
             self.hostctl("settings", "revert", as_service=True)
             self._settings_written = False
 
-    def settings_fingerprint(self, settings) -> str:
-        return self.hostctl("settings", "fingerprint", data=settings.payload(), as_service=True)["fingerprint"]
+    def settings_fingerprint(self, settings: Settings) -> str:
+        fingerprint: str = self.hostctl("settings", "fingerprint", data=settings.payload(), as_service=True)[
+            "fingerprint"
+        ]
+        return fingerprint
 
-    def show_settings(self) -> dict:
+    def show_settings(self) -> dict[str, Any]:
         return self.hostctl("settings", "show", as_service=True)
 
     def override_settings(
@@ -399,14 +419,18 @@ class HostSession:
         """Set (or unset) host-local overrides; names in `secret` are masked wherever settings are shown."""
         if set_env:
             data = {"env": set_env, "secret": sorted(secret)}
-            return self.hostctl("settings", "override-set", data=data, as_service=True)["overrides"]
-        return self.hostctl("settings", "override-unset", data={"keys": unset or []}, as_service=True)["overrides"]
+            overrides: list[str] = self.hostctl("settings", "override-set", data=data, as_service=True)["overrides"]
+            return overrides
+        left: list[str] = self.hostctl("settings", "override-unset", data={"keys": unset or []}, as_service=True)[
+            "overrides"
+        ]
+        return left
 
     # -- hooks and processes -----------------------------------------------------------------------
     def run_hook(self, release: str, index: int) -> Result:
         return self.run(self.steps.run_hook(self.inst, release, index, self.service_user), check=False)
 
-    def install_processes(self, release: str, spec) -> bool:
+    def install_processes(self, release: str, spec: AppSpec) -> bool:
         """The units (services) of `release`'s processes; True when a file had to change."""
         r = self.run(self.steps.install_processes(self.inst, release, spec, self.service_user, **self._account))
         return self.steps.UNITS_CHANGED in r.stdout
@@ -432,7 +456,12 @@ class HostSession:
         return [self.steps.process_id(self.inst, release, n) for n in names]
 
     def gate(
-        self, release: str, web, names: list[str], timeout: float | None = None, settle: float | None = None
+        self,
+        release: str,
+        web: WebProcess | None,
+        names: list[str],
+        timeout: float | None = None,
+        settle: float | None = None,
     ) -> GateResult:
         """Wait until `release` serves (its own processes answering the health check, see
         hostctl gate) and its processes `names` run without restarting."""
@@ -440,7 +469,12 @@ class HostSession:
         return GateResult.model_validate(_last_json(self.host.name, r))
 
     def _gate_cmd(
-        self, release: str, web, names: list[str], timeout: float | None = None, settle: float | None = None
+        self,
+        release: str,
+        web: WebProcess | None,
+        names: list[str],
+        timeout: float | None = None,
+        settle: float | None = None,
     ) -> Cmd:
         h = self.inst.health
         if settle is None:  # a web process that answers is up; other processes must stay up a while
@@ -474,11 +508,19 @@ class HostSession:
             return GateResult(ok=False, why="the active release has no process model")
         return self.gate(st.current, spec.web, list(spec.processes), timeout=3, settle=0)
 
-    def logs(self, processes: list[str], lines: int, since: str | None, follow: bool, on_line) -> int:
+    def logs(
+        self, processes: list[str], lines: int, since: str | None, follow: bool, on_line: Callable[[str], None]
+    ) -> int:
         cmd = self.steps.logs(self.inst, processes, lines, since, follow)
         return self.t.stream(cmd.text, on_line, privileged=cmd.privileged)
 
-    def exec(self, release: str, command: str, tty: bool = False):
+    @overload
+    def exec(self, release: str, command: str, tty: Literal[False] = False) -> Result: ...
+    @overload
+    def exec(self, release: str, command: str, tty: Literal[True]) -> int: ...
+    @overload
+    def exec(self, release: str, command: str, tty: bool) -> Result | int: ...
+    def exec(self, release: str, command: str, tty: bool = False) -> Result | int:
         """A one-off command in `release`'s environment: its Result, or (with a terminal) its
         exit code."""
         cmd = self.steps.exec_in_release(self.inst, release, command, self.service_user, tty)
@@ -490,7 +532,7 @@ class HostSession:
         return self.run(self.steps.process_log(self.inst, process, lines), check=False).stdout.strip()
 
     # -- activation, in a few round trips ------------------------------------------------------------
-    def start_release(self, op: str, before: str | None, to: str, spec, stop_web: str | None) -> bool:
+    def start_release(self, op: str, before: str | None, to: str, spec: AppSpec, stop_web: str | None) -> bool:
         """In one go: record the activation in the journal (before anything changes), write the
         release's scripts, put its units in place, stop `stop_web`'s web process (when the new
         one cannot start beside it) and start `to`'s web process. False when that process did
@@ -522,7 +564,7 @@ class HostSession:
             return False
         raise self.t.fail(r)
 
-    def hand_over(self, before_web: str | None, release: str, web, names: list[str]) -> GateResult:
+    def hand_over(self, before_web: str | None, release: str, web: WebProcess | None, names: list[str]) -> GateResult:
         """Stop the old web process (it finishes what it accepted), then the gate: every new
         connection now reaches `release`, which must answer and keep running."""
         parts = [self.steps.stop_processes(self.inst, before_web, ["web"])] if before_web else []
@@ -559,7 +601,7 @@ class HostSession:
         self.hostctl("journal", "clear")
 
     # -- records -----------------------------------------------------------------------------------
-    def audit(self, **record) -> None:
+    def audit(self, **record: Any) -> None:
         """Append to the host's audit log (while locked: together with the lock's release)."""
         record.setdefault("user", controller_user())
         record.setdefault("app", self.inst.app)
@@ -582,7 +624,7 @@ def manifest_and_requirements(bundle_dir: Path) -> dict[str, tuple[bytes, int]]:
     return files
 
 
-def _spec_of(release):
+def _spec_of(release: Release | None) -> AppSpec | None:
     from .appspec import AppSpec
 
     if release is None or not release.meta.spec:
@@ -593,7 +635,7 @@ def _spec_of(release):
         return None
 
 
-def spec_of(release):
+def spec_of(release: Release | None) -> AppSpec | None:
     """The app spec a release was built with (from its marker), or None."""
     return _spec_of(release)
 
@@ -604,9 +646,9 @@ def _token_safe(text: str) -> str:
     return "".join(ch if ch.isascii() and ch.isprintable() and ch not in "\"'`" else " " for ch in text)[:200]
 
 
-def _answers(r: Result) -> dict[str, dict]:
+def _answers(r: Result) -> dict[str, dict[str, Any]]:
     """The host helper's answers in a chain's output, by sub-command (the last of each)."""
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     for line in r.stdout.splitlines():
         if line.startswith("{"):
             try:
@@ -618,15 +660,16 @@ def _answers(r: Result) -> dict[str, dict]:
     return out
 
 
-def _last_json(host: str, r: Result) -> dict:
+def _last_json(host: str, r: Result) -> dict[str, Any]:
     lines = r.stdout.strip().splitlines()
     try:
-        return json.loads(lines[-1])
+        answer: dict[str, Any] = json.loads(lines[-1])
+        return answer
     except (IndexError, ValueError):
         raise RemoteError(f"{host}: the host helper gave no answer: {r.detail()}") from None
 
 
-def _stale(holder: dict) -> bool:
+def _stale(holder: dict[str, Any]) -> bool:
     pid = holder.get("pid") or 0
     if holder.get("controller") != socket.gethostname() or pid <= 0 or pid == os.getpid():
         return False

@@ -23,11 +23,12 @@ import subprocess
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
 from .errors import InputError
-from .inventory import SecretRef
+from .inventory import Instance, SecretRef
 from .layout import Layout
 
 MASK = "********"
@@ -78,7 +79,8 @@ class SecretStore:
         except ImportError:
             return None
         try:
-            return keyring.get_password("sgpfab", name)
+            password: str | None = keyring.get_password("sgpfab", name)
+            return password
         except (KeyringError, RuntimeError, OSError):
             return None
 
@@ -116,14 +118,14 @@ class Settings:
     files: dict[str, str] = field(default_factory=dict)  # secret file name -> content
     secret_keys: list[str] = field(default_factory=list)
 
-    def payload(self) -> dict:
+    def payload(self) -> dict[str, Any]:
         return {"env": self.env, "files": self.files, "secret_keys": self.secret_keys}
 
     def masked(self) -> dict[str, str]:
         return {k: (MASK if k in self.secret_keys else v) for k, v in sorted(self.env.items())}
 
 
-def builtins(inst) -> dict[str, str]:
+def builtins(inst: Instance) -> dict[str, str]:
     """Variables sgpfab provides (the inventory's env may override them)."""
     lay = Layout.for_instance(inst)
     out = {"PORT": str(inst.port), "HOST": inst.bind}
@@ -133,7 +135,7 @@ def builtins(inst) -> dict[str, str]:
     return out
 
 
-def expand(value: str, inst) -> str:
+def expand(value: str, inst: Instance) -> str:
     lay = Layout.for_instance(inst)
     names = {
         "api_root": lay.root,
@@ -147,7 +149,7 @@ def expand(value: str, inst) -> str:
     return PLACEHOLDER.sub(lambda m: names[m.group(1)], value)
 
 
-def resolve(inst, store: SecretStore) -> Settings:
+def resolve(inst: Instance, store: SecretStore) -> Settings:
     """The settings of one instance; InputError (one line, naming host and secret, never a
     value) when a required secret is missing or unusable."""
     s = Settings(env=builtins(inst))
@@ -188,7 +190,7 @@ def resolve(inst, store: SecretStore) -> Settings:
     return s
 
 
-def check_postgres_url(url: str, inst) -> None:
+def check_postgres_url(url: str, inst: Instance) -> None:
     """A usable postgresql:// URL (the message never shows it: it holds a password)."""
     try:
         u = urllib.parse.urlsplit(url)
@@ -208,7 +210,7 @@ def check_postgres_url(url: str, inst) -> None:
         )
 
 
-def account_password(inst, store: SecretStore) -> str | None:
+def account_password(inst: Instance, store: SecretStore) -> str | None:
     """The password of a Windows app's named run_as account (`run_as_password: {secret: NAME}`),
     resolved here on the controller; None when the app has none (virtual accounts, a gMSA).
     InputError (one line, naming host and secret, never a value) when the secret is not set."""

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from pydantic import BaseModel, ConfigDict, Field
 
 from .errors import InputError
 from .versions import Version, release_version
+
+if TYPE_CHECKING:
+    import semver
 
 
 class Reply(BaseModel):
@@ -21,8 +26,8 @@ class ReleaseMeta(Reply):
     deployed_by: str = ""
     finalized_at: str = ""
     migrations: list[str] = Field(default_factory=list)  # the bundle's migrations, oldest first
-    spec: dict = Field(default_factory=dict)  # the bundle's app spec (processes, hooks)
-    install: dict = Field(default_factory=dict)
+    spec: dict[Any, Any] = Field(default_factory=dict)  # the bundle's app spec (processes, hooks)
+    install: dict[Any, Any] = Field(default_factory=dict)
     settings_fingerprint: str = ""
 
 
@@ -59,7 +64,7 @@ class HostState(Reply):
     db_exists: bool = False
 
     @classmethod
-    def parse(cls, data: dict) -> HostState:
+    def parse(cls, data: dict[str, Any]) -> HostState:
         st = cls.model_validate(data)
         good = [r for r in st.releases if release_version(r.name) is not None]
         odd = [r.name for r in st.releases if release_version(r.name) is None]  # e.g. 'vlatest'
@@ -129,7 +134,7 @@ class HostState(Reply):
         return doomed + self.partials + self.junk + [n for n in self.incoming if n not in protected]
 
 
-def _precedence_key(v: Version):
+def _precedence_key(v: Version) -> semver.Version:
     import semver
 
     return semver.Version.parse(str(v)).replace(build=None)
@@ -210,7 +215,7 @@ class BackupReply(Reply):
 
 class LockReply(Reply):
     locked: bool
-    holder: dict = Field(default_factory=dict)
+    holder: dict[Any, Any] = Field(default_factory=dict)
     took_over: bool = False
     released: bool = False
-    state: dict | None = None
+    state: dict[Any, Any] | None = None

@@ -15,9 +15,13 @@ a unit (processes start through generated scripts, see runfiles.py).
 from __future__ import annotations
 
 import re
+from typing import TYPE_CHECKING
 
 from .appspec import AppSpec
 from .layout import Layout, Units
+
+if TYPE_CHECKING:
+    from .inventory import Instance
 
 UNIT_DIR = "/etc/systemd/system"
 HEADER = "# Managed by sgpfab: changes here are overwritten on the next deploy."
@@ -36,11 +40,13 @@ def unit_path(name: str) -> str:
     return f"{UNIT_DIR}/{name}"
 
 
-def listen_address(inst) -> str:
+def listen_address(inst: Instance) -> str:
     return f"[{inst.bind}]:{inst.port}" if ":" in inst.bind else f"{inst.bind}:{inst.port}"
 
 
-def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bool, notify: bool = False) -> str:
+def process_unit(
+    inst: Instance, process: str, service_user: str, *, web: bool, socket: bool, notify: bool = False
+) -> str:
     """The template unit of one process; `%I` is the release directory's name. With `notify`
     (sgpfab's launchers), starting it returns only once the app is loaded and accepting."""
     lay, units = Layout.for_instance(inst), Units(inst.service)
@@ -92,7 +98,7 @@ def process_unit(inst, process: str, service_user: str, *, web: bool, socket: bo
     return "\n".join(body)
 
 
-def socket_unit(inst, release: str) -> str:
+def socket_unit(inst: Instance, release: str) -> str:
     """The listening socket; it activates `release`'s web process when none is running."""
     units = Units(inst.service)
     return "\n".join(
@@ -113,7 +119,7 @@ def socket_unit(inst, release: str) -> str:
     )
 
 
-def target_unit(inst, release: str, processes: list[str], socket: bool) -> str:
+def target_unit(inst: Instance, release: str, processes: list[str], socket: bool) -> str:
     units = Units(inst.service)
     wants = [units.instance(p, release) for p in processes] + ([units.socket] if socket else [])
     return "\n".join(
@@ -130,7 +136,7 @@ def target_unit(inst, release: str, processes: list[str], socket: bool) -> str:
     )
 
 
-def units_for(inst, spec: AppSpec, release: str, service_user: str) -> dict[str, str]:
+def units_for(inst: Instance, spec: AppSpec, release: str, service_user: str) -> dict[str, str]:
     """Path -> text of every unit file `release` needs (templates, socket, target)."""
     units = Units(inst.service)
     web = spec.web

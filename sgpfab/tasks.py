@@ -16,10 +16,14 @@ import functools
 import logging
 import os
 import sys
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
-from invoke import Collection, Exit, task
+from invoke.collection import Collection
+from invoke.exceptions import Exit
+from invoke.tasks import task
 
 from . import fleetops, hosttools
 from .bundle import Bundle, build, bundle_dir
@@ -46,6 +50,17 @@ from .rollout import Policy, Rollout, make_policy, run
 from .runner import Fleet, open_sessions
 from .settings import SecretStore, resolve
 from .versions import Version
+
+if TYPE_CHECKING:
+    from invoke.context import Context
+
+    from .inventory import App
+    from .outcome import Outcome
+    from .session import HostSession
+    from .settings import Settings
+    from .state import HostState
+
+_R = TypeVar("_R")
 
 ROLLOUT_HELP = {
     "parallel": "how many hosts to work on at once (default 1)",
@@ -79,11 +94,11 @@ def _inventory() -> Inventory:
     return Inventory.load(default_inventory_path(Path.cwd()))
 
 
-def _hosts(c) -> list[str]:
+def _hosts(c: Context) -> list[str]:
     return (c.config.get("sgpfab") or {}).get("hosts") or []
 
 
-def _fleet(c, app: str | None, names=None) -> Fleet:
+def _fleet(c: Context, app: str | None, names: list[str] | str | None = None) -> Fleet:
     inv = _inventory()
     return Fleet.select(inv, app, names if names is not None else _hosts(c))
 
@@ -92,12 +107,12 @@ def _dist() -> Path:
     return Path(os.environ.get("SGPFAB_DIST") or Path.cwd() / "dist")
 
 
-def guard(fn):
+def guard(fn: Callable[..., _R]) -> Callable[..., _R]:
     """sgpfab errors become one `error:` line and exit code 1 (a JSON document with --json); no
     traceback reaches the user (SGPFAB_DEBUG=1 shows one for an unexpected failure)."""
 
     @functools.wraps(fn)
-    def wrapper(c, *a, **kw):
+    def wrapper(c: Context, *a: Any, **kw: Any) -> _R:
         _setup_logging()
         as_json = bool(kw.get("json"))
         if getattr(c, "host", None) is not None:  # Fabric's own executor: once per host, wrong here
@@ -142,7 +157,9 @@ def _version_from(version: str | None, source: Path) -> Version:
     raise InputError("no version: pass --version X.Y.Z (or put a VERSION file in the app)")
 
 
-def _bundle_for(fleet_app, version: str | None, source: str | None, bundle: str | None, say_fn) -> Bundle:
+def _bundle_for(
+    fleet_app: App, version: str | None, source: str | None, bundle: str | None, say_fn: Callable[[object], None]
+) -> Bundle:
     """The verified bundle to deploy: given (a directory, or a version in dist/), or built from source."""
     if bundle:
         if source:
@@ -162,19 +179,19 @@ def _bundle_for(fleet_app, version: str | None, source: str | None, bundle: str 
     return build(fleet_app, _version_from(version, src), _dist(), say_fn, src=src)
 
 
-def _settings(fleet: Fleet) -> dict:
+def _settings(fleet: Fleet) -> dict[str, Settings]:
     """Every host's settings, resolved on the controller before anything connects."""
     store = SecretStore(fleet.inventory.secrets_file)
     return {h.name: resolve(fleet.inventory.instance(fleet.app.name, h.name), store) for h in fleet.hosts}
 
 
-def _unlock(sessions) -> None:
+def _unlock(sessions: list[HostSession]) -> None:
     for s in sessions:
         s.force_unlock()
         s.note("deploy lock removed")
 
 
-def _whole(value, flag: str, least: int) -> int:
+def _whole(value: object, flag: str, least: int) -> int:
     """A whole-number flag (invoke hands text over; a bad value is a one-line error)."""
     try:
         n = int(str(value).strip())
@@ -185,7 +202,14 @@ def _whole(value, flag: str, least: int) -> int:
     return n
 
 
-def _policy(n, waves, parallel, max_fail, soak, undo) -> Policy:
+def _policy(
+    n: int,
+    waves: str | None,
+    parallel: int | float | str,
+    max_fail: str | int | None,
+    soak: float | str,
+    undo: bool,
+) -> Policy:
     return make_policy(n, waves=waves, parallel=parallel, max_fail=max_fail, soak=soak, undo=undo)
 
 
@@ -197,7 +221,7 @@ def _policy(n, waves, parallel, max_fail, soak, undo) -> Policy:
     }
 )
 @guard
-def bundle(c, version=None, source=None, app=None):
+def bundle(c: Context, version: str | None = None, source: str | None = None, app: str | None = None) -> None:
     """Build a verified release bundle in dist/APP/releases/vX.Y.Z/ (or $SGPFAB_DIST/...).
 
     It holds the app's files as a tar.gz, its wheels for every target, the requirements per
@@ -221,21 +245,21 @@ def bundle(c, version=None, source=None, app=None):
 )
 @guard
 def deploy(
-    c,
-    version=None,
-    source=None,
-    bundle=None,
-    app=None,
-    parallel="1",
-    waves=None,
-    max_fail=None,
-    soak="0",
-    undo=True,
-    dry_run=False,
-    force_unlock=False,
-    json=False,
-    timings=False,
-):
+    c: Context,
+    version: str | None = None,
+    source: str | None = None,
+    bundle: str | None = None,
+    app: str | None = None,
+    parallel: str = "1",
+    waves: str | None = None,
+    max_fail: str | None = None,
+    soak: str = "0",
+    undo: bool = True,
+    dry_run: bool = False,
+    force_unlock: bool = False,
+    json: bool = False,
+    timings: bool = False,
+) -> None:
     """Deploy a release to the -H hosts: upload, verify, build the venv, write settings, back up
     the database, run the release commands, start it beside the old one, health-check, switch.
 
@@ -256,7 +280,7 @@ def deploy(
 def _deploy(
     fleet: Fleet,
     b: Bundle,
-    settings,
+    settings: dict[str, Settings],
     policy: Policy,
     dry_run: bool,
     force_unlock: bool,
@@ -314,7 +338,14 @@ def _deploy(
     }
 )
 @guard
-def plan(c, version=None, source=None, bundle=None, app=None, json=False):
+def plan(
+    c: Context,
+    version: str | None = None,
+    source: str | None = None,
+    bundle: str | None = None,
+    app: str | None = None,
+    json: bool = False,
+) -> None:
     """Show what deploying a release would do on each -H host (versions, transfer, migrations,
     settings with secrets masked, files left out); changes nothing."""
     fleet = _fleet(c, app)
@@ -344,21 +375,21 @@ def plan(c, version=None, source=None, bundle=None, app=None, json=False):
 )
 @guard
 def promote(
-    c,
-    from_=None,
-    to=None,
-    version=None,
-    app=None,
-    parallel="1",
-    waves=None,
-    max_fail=None,
-    soak="0",
-    undo=True,
-    dry_run=False,
-    force_unlock=False,
-    json=False,
-    timings=False,
-):
+    c: Context,
+    from_: str | None = None,
+    to: str | None = None,
+    version: str | None = None,
+    app: str | None = None,
+    parallel: str = "1",
+    waves: str | None = None,
+    max_fail: str | None = None,
+    soak: str = "0",
+    undo: bool = True,
+    dry_run: bool = False,
+    force_unlock: bool = False,
+    json: bool = False,
+    timings: bool = False,
+) -> None:
     """Deploy to --to exactly the bundle (same digest) that runs healthy on every --from host.
 
     Refused when a --from host runs another version, another build of it, is unhealthy, or when
@@ -389,19 +420,19 @@ def promote(
 )
 @guard
 def rollback(
-    c,
-    version=None,
-    db=None,
-    app=None,
-    parallel="1",
-    waves=None,
-    max_fail=None,
-    soak="0",
-    undo=True,
-    force_unlock=False,
-    json=False,
-    timings=False,
-):
+    c: Context,
+    version: str | None = None,
+    db: str | None = None,
+    app: str | None = None,
+    parallel: str = "1",
+    waves: str | None = None,
+    max_fail: str | None = None,
+    soak: str = "0",
+    undo: bool = True,
+    force_unlock: bool = False,
+    json: bool = False,
+    timings: bool = False,
+) -> None:
     """Switch the -H hosts back to an earlier release, restart and health-check it, in waves like deploy.
 
     Every host is checked first: if the target release is missing anywhere, nothing changes.
@@ -420,13 +451,20 @@ def rollback(
 
 @task(help={"app": ROLLOUT_HELP["app"]})
 @guard
-def unlock(c, app=None):
+def unlock(c: Context, app: str | None = None) -> None:
     """Remove the deploy lock on the -H hosts (only when the run that held it is gone)."""
     with ExitStack() as stack:
         _unlock(open_sessions(stack, _fleet(c, app), say))
 
 
-def _each(fleet: Fleet, action: str, fn, title: str, stop_on_failure: bool = True, as_json: bool = False) -> None:
+def _each(
+    fleet: Fleet,
+    action: str,
+    fn: Callable[[HostSession], Outcome],
+    title: str,
+    stop_on_failure: bool = True,
+    as_json: bool = False,
+) -> None:
     """Host by host; by default stop at the first failure."""
     n = len(fleet.hosts)
     out = say_err if as_json else say
@@ -445,14 +483,14 @@ def _each(fleet: Fleet, action: str, fn, title: str, stop_on_failure: bool = Tru
     }
 )
 @guard
-def backup(c, label="manual", app=None, json=False):
+def backup(c: Context, label: str = "manual", app: str | None = None, json: bool = False) -> None:
     """Back up each -H host's database now (SQLite online backup or pg_dump) into backups/."""
     _each(_fleet(c, app), "backup", lambda s: backup_host(s, label), "backup", stop_on_failure=False, as_json=json)
 
 
 @task(name="list-backups", help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def list_backups(c, app=None, json=False):
+def list_backups(c: Context, app: str | None = None, json: bool = False) -> None:
     """List the database backups on the -H hosts, oldest first."""
     with ExitStack() as stack:
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
@@ -471,7 +509,7 @@ def list_backups(c, app=None, json=False):
     }
 )
 @guard
-def restore(c, backup=None, app=None, json=False):
+def restore(c: Context, backup: str | None = None, app: str | None = None, json: bool = False) -> None:
     """Restore a database backup on the -H hosts: stop the app, save its current database as a
     backup, restore, start, health-check."""
     if not backup:
@@ -488,7 +526,7 @@ def restore(c, backup=None, app=None, json=False):
 
 @task(help={"last": "how many records per host", "app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def history(c, last="20", app=None, json=False):
+def history(c: Context, last: str = "20", app: str | None = None, json: bool = False) -> None:
     """Show the audit log of the -H hosts: who deployed or rolled back what, when, with what result."""
     n = _whole(last, "--last", 1)
     with ExitStack() as stack:
@@ -502,7 +540,7 @@ def history(c, last="20", app=None, json=False):
 
 @task(name="list", help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def list_(c, app=None, json=False):
+def list_(c: Context, app: str | None = None, json: bool = False) -> None:
     """List the releases on the -H hosts (* marks the active one)."""
     with ExitStack() as stack:
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
@@ -515,7 +553,7 @@ def list_(c, app=None, json=False):
 
 @task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def status(c, app=None, json=False):
+def status(c: Context, app: str | None = None, json: bool = False) -> None:
     """One table for the -H hosts: group, OS, active version and digest, each process's state,
     health, settings drift, last deploy. Exits 2 when a host is unhealthy or versions drift apart.
     """
@@ -541,7 +579,7 @@ def status(c, app=None, json=False):
     }
 )
 @guard
-def cleanup(c, keep="5", app=None, json=False):
+def cleanup(c: Context, keep: str | int = "5", app: str | None = None, json: bool = False) -> None:
     """Delete old releases, bad releases and leftover partial builds and uploads on the -H hosts."""
     keep = _whole(keep, "--keep", 1)
     _each(_fleet(c, app), "cleanup", lambda s: cleanup_host(s, keep), f"cleanup (keep {keep})", as_json=json)
@@ -549,7 +587,7 @@ def cleanup(c, keep="5", app=None, json=False):
 
 @task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"]})
 @guard
-def settings(c, app=None, json=False):
+def settings(c: Context, app: str | None = None, json: bool = False) -> None:
     """Show the app's settings on the -H hosts (secrets masked; host overrides marked)."""
     with ExitStack() as stack:
         sessions = open_sessions(stack, _fleet(c, app), say_err if json else say)
@@ -563,7 +601,7 @@ def settings(c, app=None, json=False):
         console.print(settings_table(rows))
 
 
-def _pairs(items, flag: str) -> dict[str, str]:
+def _pairs(items: list[str] | None, flag: str) -> dict[str, str]:
     out = {}
     for item in items or []:
         key, sep, value = str(item).partition("=")
@@ -580,7 +618,7 @@ def _pairs(items, flag: str) -> dict[str, str]:
     return out
 
 
-def _restart(s, what: str):
+def _restart(s: HostSession, what: str) -> Outcome:
     """Restart the active release's processes (settings are read at start) and gate them."""
     from .activate import activate, recover
     from .outcome import Outcome, Status
@@ -609,7 +647,14 @@ def _restart(s, what: str):
     },
 )
 @guard
-def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
+def settings_set(
+    c: Context,
+    env: list[str] | None = None,
+    secret: list[str] | None = None,
+    restart: bool = False,
+    app: str | None = None,
+    json: bool = False,
+) -> None:
     """Set host-local settings on the -H hosts without a deploy (they win over deployed ones)."""
     values = _pairs(env, "--env")
     fleet = _fleet(c, app)
@@ -625,7 +670,7 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
     if not values:
         raise InputError("give at least one --env NAME=VALUE or --secret NAME=SECRET")
 
-    def one(s):
+    def one(s: HostSession) -> Outcome:
         from .outcome import Outcome, Status
 
         s.override_settings(set_env=values, secret=secret_keys)
@@ -648,7 +693,9 @@ def settings_set(c, env=None, secret=None, restart=False, app=None, json=False):
     },
 )
 @guard
-def settings_unset(c, name=None, restart=False, app=None, json=False):
+def settings_unset(
+    c: Context, name: list[str] | None = None, restart: bool = False, app: str | None = None, json: bool = False
+) -> None:
     """Remove host-local settings from the -H hosts (deployed settings apply again)."""
     names = list(name or [])
     if not names:
@@ -659,7 +706,7 @@ def settings_unset(c, name=None, restart=False, app=None, json=False):
     if bad:
         raise InputError(f"invalid setting name {bad[0]!r}")
 
-    def one(s):
+    def one(s: HostSession) -> Outcome:
         from .outcome import Outcome, Status
 
         s.override_settings(unset=names)
@@ -673,7 +720,7 @@ def settings_unset(c, name=None, restart=False, app=None, json=False):
 
 @task(help={"app": ROLLOUT_HELP["app"], "json": ROLLOUT_HELP["json"], "parallel": ROLLOUT_HELP["parallel"]})
 @guard
-def restart(c, app=None, parallel="1", json=False):
+def restart(c: Context, app: str | None = None, parallel: str = "1", json: bool = False) -> None:
     """Restart the app's processes on the -H hosts (the active release), health-checked."""
     fleet = _fleet(c, app)
     policy = _policy(len(fleet.hosts), None, parallel, None, 0, False)
@@ -695,7 +742,14 @@ def restart(c, app=None, parallel="1", json=False):
     },
 )
 @guard
-def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
+def exec_(
+    c: Context,
+    command: str | None = None,
+    parallel: str = "1",
+    tty: bool = False,
+    app: str | None = None,
+    json: bool = False,
+) -> None:
     """Run a one-off command in the active release's environment on the -H hosts (as the service user)."""
     from .outcome import Outcome, Status
     from .validate import one_line
@@ -720,8 +774,9 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
             code = sessions[0].exec(st.current, command, tty=True)
             raise Exit(code=code)
 
-        def one(s):
-            r = s.exec(s.state_at_connect.current, command)
+        def one(s: HostSession) -> Outcome:
+            found = cast("HostState", s.state_at_connect)  # checked above: every host has a current release
+            r = s.exec(cast(str, found.current), command)
             out = (r.stdout + r.stderr).rstrip()
             status = Status.OK if r.ok else Status.FAILED
             return Outcome(
@@ -759,7 +814,14 @@ def exec_(c, command=None, parallel="1", tty=False, app=None, json=False):
     },
 )
 @guard
-def logs(c, process=None, lines="50", since=None, follow=False, app=None):
+def logs(
+    c: Context,
+    process: list[str] | None = None,
+    lines: str | int = "50",
+    since: str | None = None,
+    follow: bool = False,
+    app: str | None = None,
+) -> None:
     """Show the app's log lines from every -H host, each prefixed with its host and process."""
     import threading
 
@@ -778,7 +840,7 @@ def logs(c, process=None, lines="50", since=None, follow=False, app=None):
         sessions = open_sessions(stack, fleet, say_err)
         names = procs or ["*"]
 
-        def show(s):
+        def show(s: HostSession) -> None:
             def on_line(line: str) -> None:
                 with out_lock:
                     print(format_log_line(s.name, s.inst.service, line), flush=True)
@@ -816,7 +878,7 @@ def format_log_line(host: str, service: str, line: str) -> str:
     return f"{host} {process} | {ts} {text}"
 
 
-def _sandbox(c, name, hosts, subnet):
+def _sandbox(c: Context, name: str, hosts: int | str, subnet: int | str) -> None:
     from .sandbox import fleet
 
     try:
@@ -833,13 +895,13 @@ def _sandbox(c, name, hosts, subnet):
         "subnet": "third octet of the fleet's 169.254.X.0/24 network",
     }
 )
-def sandbox_up(c, name="demo", hosts=3, subnet=250):
+def sandbox_up(c: Context, name: str = "demo", hosts: int = 3, subnet: int = 250) -> None:
     """Boot a local sandbox fleet (real Debian hosts with systemd and sshd in nspawn; needs root)."""
     _sandbox(c, name, hosts, subnet)
 
 
 @task(help={"name": "fleet name"})
-def sandbox_down(c, name="demo"):
+def sandbox_down(c: Context, name: str = "demo") -> None:
     """Stop a sandbox fleet and remove everything it made."""
     from .sandbox import fleet
 

@@ -27,7 +27,7 @@ SERVER_ARG = re.compile(r"[A-Za-z0-9_=:.,/@+-]{1,200}", re.ASCII)  # one argumen
 _CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 
 
-def check(pattern: re.Pattern, value: str, what: str) -> str:
+def check(pattern: re.Pattern[str], value: str, what: str) -> str:
     if not isinstance(value, str) or not pattern.fullmatch(value):
         raise ValueError(f"invalid {what} {value!r}")
     return value

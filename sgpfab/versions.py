@@ -67,7 +67,7 @@ class Version:
     def same_precedence(self, other: Version) -> bool:
         return self._v.compare(other._v) == 0
 
-    def _key(self) -> tuple:
+    def _key(self) -> tuple[semver.Version, str]:
         return (self._v, self.build)
 
     def __lt__(self, other: object) -> bool:

@@ -34,13 +34,19 @@ import ntpath
 import re
 import struct
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING
 
 from . import winaccount
 from .cmd import Cmd
 from .errors import InputError
 from .layout import Layout, Units
 from .runfiles import windows_release_files
+
+if TYPE_CHECKING:
+    from .appspec import AppSpec
+    from .inventory import Instance
+    from .versions import Version
 
 CAN_OVERLAP = False  # one service per process: a new release restarts it
 UNITS_CHANGED = "sgpfab:units-changed"
@@ -243,11 +249,11 @@ def q(value: str) -> str:
     return f"'{out}'"
 
 
-def _array(values) -> str:
+def _array(values: Iterable[str]) -> str:
     return "@(" + ", ".join(q(v) for v in values) + ")"
 
 
-def _lay(inst) -> Layout:
+def _lay(inst: Instance) -> Layout:
     return Layout(inst.api_root, windows=True)
 
 
@@ -291,7 +297,7 @@ def join(*parts: str) -> str:
 # -- accounts -------------------------------------------------------------------------------------
 
 
-def service_name(inst, process: str) -> str:
+def service_name(inst: Instance, process: str) -> str:
     return Units(inst.service).windows_service(process)
 
 
@@ -309,13 +315,13 @@ def service_sid(name: str) -> str:
     return "S-1-5-80-" + "-".join(str(n) for n in struct.unpack("<5I", digest))
 
 
-def named_account(inst) -> str | None:
+def named_account(inst: Instance) -> str | None:
     """The app's named run_as account (`DOMAIN\\user`, `.\\user`, `DOMAIN\\gmsa$`), or None when
     each service runs as its own virtual account."""
     return inst.run_as
 
 
-def _account_password(inst, password: str | None) -> str | None:
+def _account_password(inst: Instance, password: str | None) -> str | None:
     """The password to give Win32_Service.Change: required for a named account, refused for a
     gMSA and for virtual accounts (the messages never hold it)."""
     account = named_account(inst)
@@ -333,7 +339,7 @@ def _account_password(inst, password: str | None) -> str | None:
 # -- setup ----------------------------------------------------------------------------------------
 
 
-def prepare(inst, login_user: str, service_user: str) -> Cmd:
+def prepare(inst: Instance, login_user: str, service_user: str) -> Cmd:
     """API_ROOT's tree (idempotent); shared\\config readable by SYSTEM and the administrators
     only (each service's account gets read access in `install_processes`)."""
     lay = _lay(inst)
@@ -351,7 +357,9 @@ def prepare(inst, login_user: str, service_user: str) -> Cmd:
     )
 
 
-def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600) -> Cmd:
+def hostctl(
+    inst: Instance, *args: str, stdin: bytes | None = None, as_user: str | None = None, timeout: float = 600
+) -> Cmd:
     """Run the host helper (`-X utf8`: stdin, stdout and files as UTF-8). WinRM sessions run as
     the deploying administrator: `as_user` has no equivalent here."""
     lay = _lay(inst)
@@ -364,7 +372,7 @@ def hostctl(inst, *args: str, stdin: bytes | None = None, as_user: str | None = 
     )
 
 
-def hostctl_from_stdin(inst, source: bytes, *args: str) -> Cmd:
+def hostctl_from_stdin(inst: Instance, source: bytes, *args: str) -> Cmd:
     """The host helper without installing it: its source becomes a temporary file."""
     rest = ["--root", _lay(inst).root, *args]
     _check_native(inst.interpreter, *rest)
@@ -389,7 +397,7 @@ def write_files(directory: str, files: Mapping[str, tuple[str | bytes, int]], pr
     return Cmd(_script(*lines), privileged=privileged)
 
 
-def ensure_probe_token(inst) -> Cmd:
+def ensure_probe_token(inst: Instance) -> Cmd:
     """The health probes' secret (made once; SYSTEM and administrators only; the web service's
     account gets read access in `install_processes`)."""
     env = _lay(inst).launch_env
@@ -397,7 +405,7 @@ def ensure_probe_token(inst) -> Cmd:
     return Cmd(_script(f"New-ProbeToken {q(env)}"))
 
 
-def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
+def build_venv(inst: Instance, version: Version, uv: str, requirements: str, extra: tuple[str, ...] = ()) -> Cmd:
     lay = _lay(inst)
     return Cmd(
         _script(
@@ -427,12 +435,12 @@ def build_venv(inst, version, uv: str, requirements: str, extra: tuple[str, ...]
     )
 
 
-def release_files(inst, release: str, spec) -> Cmd:
+def release_files(inst: Instance, release: str, spec: AppSpec) -> Cmd:
     lay = _lay(inst)
     return write_files(lay.in_release(release, ".sgpfab"), windows_release_files(lay, release, spec, inst))
 
 
-def make_writable(inst, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
+def make_writable(inst: Instance, release: str, dirs: tuple[str, ...], service_user: str) -> Cmd:
     """The release's writable directories (each service's account gets modify rights on them in
     `install_processes`)."""
     lay = _lay(inst)
@@ -448,7 +456,9 @@ def _python(lay: Layout, release: str) -> str:
     return lay.in_release(release, ".venv", "Scripts", "python.exe")
 
 
-def nssm_settings(inst, release: str, process: str, web: bool) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+def nssm_settings(
+    inst: Instance, release: str, process: str, web: bool
+) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
     """((parameter[, subparameter]), (value, ...)) for `nssm set`: `process` of `release` through
     winrun.py. NSSM joins several values with blanks, so AppParameters goes as separate tokens
     and the command line NSSM builds ('"Application" AppParameters') needs no quotes: winrun.py
@@ -476,7 +486,9 @@ def nssm_settings(inst, release: str, process: str, web: bool) -> list[tuple[tup
     ]
 
 
-def install_processes(inst, release: str, spec, service_user: str, password: str | None = None) -> Cmd:
+def install_processes(
+    inst: Instance, release: str, spec: AppSpec, service_user: str, password: str | None = None
+) -> Cmd:
     """Each process an NSSM service pointing at `release` (installed when missing; a setting is
     set only when `nssm get` shows another value; prints UNITS_CHANGED when any changed), running
     as its virtual account, or as the app's named run_as account, with the rights it needs. The
@@ -531,21 +543,21 @@ def install_processes(inst, release: str, spec, service_user: str, password: str
     return Cmd(_script(*lines), stdin=password.encode("utf-8") if password else None, privileged=True)
 
 
-def process_id(inst, release: str, process: str) -> str:
+def process_id(inst: Instance, release: str, process: str) -> str:
     return service_name(inst, process)
 
 
-def start_processes(inst, release: str, names: list[str]) -> Cmd:
+def start_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     """(Re)start the services, so that each runs what `install_processes` last set (every
     release shares the app's services: a running one may still run another release)."""
     return Cmd(_script(*(f"Start-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 
-def stop_processes(inst, release: str, names: list[str]) -> Cmd:
+def stop_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     return Cmd(_script(*(f"Stop-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 
-def stop_all_but(inst, release: str | None) -> Cmd:
+def stop_all_but(inst: Instance, release: str | None) -> Cmd:
     """On Windows every release shares the app's services (`install_processes` already stopped
     the ones `release` does not have): stopping 'all but a release' stops nothing; with None,
     every service of the app stops."""
@@ -560,14 +572,14 @@ def _winrun(lay: Layout, release: str, *args: str, stdin: bool = False) -> str:
     )
 
 
-def run_hook(inst, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
+def run_hook(inst: Instance, release: str, index: int, service_user: str, timeout: float = 3600) -> Cmd:
     """A release command in the release's environment (winrun.py loads the settings); the
     script exits with its code. It runs as the deploying administrator: Windows has no `sudo -u`
     for a virtual account (see docs/windows.md)."""
     return Cmd(_script(_winrun(_lay(inst), release, "--hook", str(int(index)))), privileged=True, timeout=timeout)
 
 
-def exec_in_release(inst, release: str, command: str, service_user: str, tty: bool) -> Cmd:
+def exec_in_release(inst: Instance, release: str, command: str, service_user: str, tty: bool) -> Cmd:
     """A one-off command in the release's environment (as the deploying administrator); the
     command travels on stdin, never on a command line."""
     if tty:
@@ -580,11 +592,11 @@ def exec_in_release(inst, release: str, command: str, service_user: str, tty: bo
     )
 
 
-def process_log(inst, process: str, lines: int = 20) -> Cmd:
+def process_log(inst: Instance, process: str, lines: int = 20) -> Cmd:
     return Cmd(_script(f"Get-LogTail {q(join(_lay(inst).logs, process + '.log'))} {int(lines)} ''"))
 
 
-def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
+def logs(inst: Instance, processes: list[str], lines: int, since: str | None, follow: bool) -> Cmd:
     """The last lines of each process's log file, as 'PROCESS: line' (NSSM's log files carry no
     time stamps, so --since and --follow are refused)."""
     if since or follow:
@@ -596,7 +608,7 @@ def logs(inst, processes: list[str], lines: int, since: str | None, follow: bool
     )
 
 
-def health_url(inst) -> str:
+def health_url(inst: Instance) -> str:
     addr = "127.0.0.1" if inst.bind in ("0.0.0.0", "::", "") else inst.bind
     if ":" in addr:
         addr = f"[{addr}]"

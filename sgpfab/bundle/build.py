@@ -7,7 +7,9 @@ import json
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import cache
 from ..errors import InputError
@@ -29,8 +31,13 @@ from .model import (
     content_digest,
 )
 
+if TYPE_CHECKING:
+    from ..inventory import App
 
-def build(app, version: Version, dist: Path, say=print, src: Path | None = None) -> Bundle:
+
+def build(
+    app: App, version: Version, dist: Path, say: Callable[[str], object] = print, src: Path | None = None
+) -> Bundle:
     """Build the bundle of `version` of `app` (or reuse an identical one). A different bundle
     already built under the same version is refused: versions are immutable."""
     src = (src or app.source).resolve()
@@ -194,7 +201,7 @@ def _git(src: Path, *args: str) -> str | None:
     return r.stdout.strip() if r.returncode == 0 else None
 
 
-def _readme(app: str, version: Version, meta: dict, nfiles: int, nwheels: int) -> str:
+def _readme(app: str, version: Version, meta: dict[str, Any], nfiles: int, nwheels: int) -> str:
     b = meta["build"]
     targets = ", ".join(f"{t['arch']} glibc>={t['glibc']} CPython {t['python']}" for t in meta["targets"])
     schema = meta["schema"]

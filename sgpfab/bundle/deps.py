@@ -24,8 +24,10 @@ import subprocess
 import sys
 import tempfile
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.tags import Tag, compatible_tags, cpython_tags
@@ -102,7 +104,7 @@ def detect_source(src: Path, spec: AppSpec) -> str:
     )
 
 
-def pyproject(src: Path) -> dict:
+def pyproject(src: Path) -> dict[str, Any]:
     try:
         return tomllib.loads((src / "pyproject.toml").read_text())
     except FileNotFoundError:
@@ -111,7 +113,7 @@ def pyproject(src: Path) -> dict:
         raise InputError(f"{src}/pyproject.toml is not valid TOML: {e}") from None
 
 
-def is_package(data: dict, spec: AppSpec) -> bool:
+def is_package(data: dict[str, Any], spec: AppSpec) -> bool:
     """Whether the app is an installable project (installed into its venv so `import app` works
     in migrations and workers)."""
     choice = spec.dependencies.install_project
@@ -225,7 +227,7 @@ def compile_for(src: Path, text: str, t: Target) -> str:
     return out
 
 
-def prepare(src: Path, spec: AppSpec, say=print) -> Dependencies:
+def prepare(src: Path, spec: AppSpec, say: Callable[[str], object] = print) -> Dependencies:
     """Resolve, download and build every wheel the app needs on each of its targets."""
     source = detect_source(src, spec)
     data = pyproject(src)
@@ -256,7 +258,7 @@ def prepare(src: Path, spec: AppSpec, say=print) -> Dependencies:
     return deps
 
 
-def build_project_wheel(src: Path, say) -> Path:
+def build_project_wheel(src: Path, say: Callable[[str], object]) -> Path:
     out = Path(tempfile.mkdtemp(prefix="sgpfab-project-"))
     say(f"building the app's own wheel ({src.name})")
     _run(
@@ -270,7 +272,9 @@ def build_project_wheel(src: Path, say) -> Path:
     return wheels[0]
 
 
-def wheelhouse(requirements: dict[str, str], targets: tuple[Target, ...], say=print) -> list[Path]:
+def wheelhouse(
+    requirements: dict[str, str], targets: tuple[Target, ...], say: Callable[[str], object] = print
+) -> list[Path]:
     """Wheels covering every target (cached by the exact requirements and targets)."""
     key = hashlib.sha256(json.dumps([requirements, [t.key for t in targets]], sort_keys=True).encode()).hexdigest()[:24]
 
@@ -316,7 +320,7 @@ def wheelhouse(requirements: dict[str, str], targets: tuple[Target, ...], say=pr
     return sorted(d.glob("*.whl"))
 
 
-def _build_sdist(sdist: Path, out: Path, targets: tuple[Target, ...], say) -> None:
+def _build_sdist(sdist: Path, out: Path, targets: tuple[Target, ...], say: Callable[[str], object]) -> None:
     say(f"no wheel on the index for {sdist.name}: building one")
     with tempfile.TemporaryDirectory(prefix="sgpfab-sdist-") as d:
         _run(

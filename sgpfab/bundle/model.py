@@ -21,6 +21,7 @@ import json
 import posixpath
 import tarfile
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -92,7 +93,7 @@ class Metadata(Frozen):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
-def content_digest(manifest: Manifest | dict, meta: Metadata | dict) -> str:
+def content_digest(manifest: Manifest | dict[str, Any], meta: Metadata | dict[str, Any]) -> str:
     """The digest of what a bundle deploys (see the module docstring)."""
     m = manifest if isinstance(manifest, dict) else manifest.model_dump()
     md = meta if isinstance(meta, dict) else meta.model_dump(by_alias=True, mode="json")

@@ -20,6 +20,7 @@ import os
 import re
 import subprocess
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -181,7 +182,7 @@ def scratch_url(engine: str, requirements: str, scratch: Path) -> str:
     return f"sqlite:///{scratch}/schema.sqlite3"
 
 
-def tool_env(requirements: str, wheels: Path, python: str, say) -> Path:
+def tool_env(requirements: str, wheels: Path, python: str, say: Callable[[str], object]) -> Path:
     """A cached venv with the app's requirements, to run its migration tool on the controller."""
     key = hashlib.sha256(json.dumps([requirements, python]).encode()).hexdigest()[:24]
 
@@ -212,7 +213,9 @@ def tool_env(requirements: str, wheels: Path, python: str, say) -> Path:
     return cache.entry("toolenv", key, build, verify=False) / "venv"
 
 
-def generate(src: Path, spec: AppSpec, requirements: str, wheels: Path, engine: str, python: str, say) -> SchemaResult:
+def generate(
+    src: Path, spec: AppSpec, requirements: str, wheels: Path, engine: str, python: str, say: Callable[[str], object]
+) -> SchemaResult:
     configured = spec.schema_
     if configured.source == "none":
         return SchemaResult("none", note="schema.source is none")

@@ -16,6 +16,7 @@ import os
 import shutil
 import subprocess
 import tarfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -132,7 +133,7 @@ def check_writable(sel: Selection, writable: tuple[str, ...]) -> None:
             )
 
 
-def run_build(src: Path, commands: tuple[str, ...], say) -> tuple[Path, set[str]]:
+def run_build(src: Path, commands: tuple[str, ...], say: Callable[[str], object]) -> tuple[Path, set[str]]:
     """Copy the app to a scratch directory and run its build commands there (so the user's tree
     stays clean and the outputs go into the release). Returns the directory and the paths the
     build created or changed."""

@@ -11,6 +11,8 @@ on stdin as JSON, never on the command line. Every sub-command prints one JSON l
 refusal exits 2 with a one-line reason on stderr.
 """
 
+from __future__ import annotations
+
 import argparse
 import contextlib
 import datetime as _dt
@@ -31,7 +33,11 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
+
+if TYPE_CHECKING:
+    import ctypes
+    from collections.abc import Callable, Iterator
 
 NAME_RE = re.compile(r"^v[0-9A-Za-z.+-]{1,64}$")
 BACKUP_RE = re.compile(r"^app-[0-9]{8}T[0-9]{12}Z-[0-9A-Za-z.+_-]{1,80}\.(db|dump)$")
@@ -57,18 +63,18 @@ class Fail(Exception):
 _CMD = ""  # the sub-command running; every answer names it, so chained calls can be told apart
 
 
-def _out(obj):
+def _out(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(dict(obj, _cmd=_CMD), sort_keys=True) + "\n")
 
 
-def _stdin_json():
+def _stdin_json() -> Any:
     try:
         return json.loads(sys.stdin.read() or "null")
     except ValueError as e:
         raise Fail("stdin is not JSON: %s" % e) from None
 
 
-def _now():
+def _now() -> str:
     return _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
 
 
@@ -76,7 +82,7 @@ def _now():
 class Host:
     """Paths and settings of one app instance (from .sgpfab/host.json)."""
 
-    def __init__(self, root):
+    def __init__(self, root: str) -> None:
         self.root = root
         conf = dict(DEFAULTS)
         try:
@@ -85,35 +91,37 @@ class Host:
         except (OSError, ValueError):
             pass
         self.conf = conf
-        self.partial_prefix = conf["partial_prefix"]
-        self.marker = conf["marker"]
+        self.partial_prefix: str = conf["partial_prefix"]
+        self.marker: str = conf["marker"]
 
-    def p(self, *parts):
+    def p(self, *parts: str) -> str:
         return os.path.join(self.root, *parts)
 
     @property
-    def releases(self):
+    def releases(self) -> str:
         return self.p("releases")
 
-    def release(self, name):
+    def release(self, name: str) -> str:
         return self.p("releases", name)
 
     @property
-    def db(self):
-        return self.conf["database"].get("path") or self.p("shared", "db", "app.db")
+    def db(self) -> str:
+        path: str = self.conf["database"].get("path") or self.p("shared", "db", "app.db")
+        return path
 
     @property
-    def engine(self):
-        return self.conf["database"].get("engine", "sqlite")
+    def engine(self) -> str:
+        engine: str = self.conf["database"].get("engine", "sqlite")
+        return engine
 
 
-def _check_name(name):
+def _check_name(name: str) -> str:
     if not NAME_RE.fullmatch(name) or ".." in name:
         raise Fail("invalid release name %r" % name)
     return name
 
 
-def _safe_leaf(name):
+def _safe_leaf(name: str) -> bool:
     """A name that is safe to delete under releases/ or incoming/ (whatever else it is): one
     path component, not '.' or '..', no hidden name except a partial build."""
     if not name or name in (".", "..") or any(c in name for c in "/\\\0") or ".." in name:
@@ -121,7 +129,7 @@ def _safe_leaf(name):
     return not name.startswith(".") or name.startswith(DEFAULTS["partial_prefix"])
 
 
-def _current(h):
+def _current(h: Host) -> str | None:
     """The release `current` names (a symlink on Linux, a junction on Windows), or None."""
     link = os.path.join(h.releases, "current")
     candidates = [link]
@@ -136,7 +144,7 @@ def _current(h):
     return None
 
 
-def _fsync_dir(path):
+def _fsync_dir(path: str) -> None:
     """Make a rename durable (POSIX); Windows cannot open a directory for fsync."""
     if WINDOWS:
         return
@@ -147,7 +155,7 @@ def _fsync_dir(path):
         os.close(fd)
 
 
-def _write_atomic(path, data, mode=0o644):
+def _write_atomic(path: str, data: str | bytes, mode: int = 0o644) -> None:
     """Write a file so that it is either the old or the new content, durably, with `mode` from
     the start (the temporary file is never more readable than the final one)."""
     d = os.path.dirname(path)
@@ -175,7 +183,7 @@ def _write_atomic(path, data, mode=0o644):
 
 
 @contextlib.contextmanager
-def _flock(path, exclusive=True, wait=True):
+def _flock(path: str, exclusive: bool = True, wait: bool = True) -> Iterator[bool]:
     """An advisory lock on a file (fcntl on POSIX, msvcrt on Windows). Yields False when not
     waiting and the lock is taken."""
     try:  # read access is enough for a lock: the file may belong to another user
@@ -217,18 +225,18 @@ def _flock(path, exclusive=True, wait=True):
         os.close(fd)
 
 
-def _ops_lock(h, exclusive=False, wait=True):
+def _ops_lock(h: Host, exclusive: bool = False, wait: bool = True) -> contextlib.AbstractContextManager[bool]:
     """Long host-side operations (backups, restores, hooks) hold this shared; taking over a stale
     deploy lock needs it exclusively, so it waits for what a dead controller left running."""
     return _flock(h.p(".sgpfab", "ops.lock"), exclusive=exclusive, wait=wait)
 
 
 # -- releases -------------------------------------------------------------------------------------
-def state(a, h):
+def state(a: argparse.Namespace, h: Host) -> None:
     _out(_state_dict(h))
 
 
-def _state_dict(h):
+def _state_dict(h: Host) -> dict[str, Any]:
     releases, partials, junk = [], [], []
     rel = h.releases
     if os.path.isdir(rel):
@@ -274,11 +282,11 @@ def _state_dict(h):
     }
 
 
-def _db_exists(h):
+def _db_exists(h: Host) -> bool:
     return h.engine == "sqlite" and os.path.exists(h.db)
 
 
-def verify(a, h):
+def verify(a: argparse.Namespace, h: Host) -> None:
     """Check a release copied into releases/.partial-NAME against its bundle's manifest (uploaded
     to incoming/NAME/): exactly the listed files, each with its SHA-256, and every wheel. On any
     mismatch the partial release, the upload and a corrupt wheel are deleted (a retry uploads
@@ -288,7 +296,7 @@ def verify(a, h):
     partial = os.path.join(h.releases, h.partial_prefix + name) if _safe_leaf(name) else None
     try:
         _check_name(name)
-        manifest = _load_manifest(h, name, incoming)
+        manifest = _load_manifest(h, name, cast(str, incoming))  # a checked name is a safe leaf
         seen = _tree_digests(partial)
         if seen != manifest["files"]:
             bad = sorted(set(seen.items()) ^ set(manifest["files"].items()))[0][0]
@@ -301,14 +309,14 @@ def verify(a, h):
     _out({"verified": name, "files": len(seen)})
 
 
-def _load_manifest(h, name, incoming):
+def _load_manifest(h: Host, name: str, incoming: str) -> dict[str, Any]:
     try:
         with open(os.path.join(incoming, "manifest.json")) as f:
             manifest = json.load(f)
     except (OSError, ValueError) as e:
         raise Fail("bundle for %s has no readable manifest: %s" % (name, e)) from None
 
-    def digests(key):
+    def digests(key: str) -> bool:
         d = manifest.get(key) if isinstance(manifest, dict) else None
         return isinstance(d, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in d.items())
 
@@ -323,10 +331,10 @@ def _load_manifest(h, name, incoming):
             if os.path.isfile(path):
                 os.unlink(path)
             raise Fail("wheel %s does not match its SHA-256 (corrupt or tampered)" % wheel)
-    return manifest
+    return cast(dict[str, Any], manifest)  # a dict: digests("files") passed
 
 
-def _sha256(path):
+def _sha256(path: str) -> str:
     d = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -334,11 +342,11 @@ def _sha256(path):
     return d.hexdigest()
 
 
-def _tree_digests(partial):
+def _tree_digests(partial: str | None) -> dict[str, str]:
     """SHA-256 of every file in a release tree; links and special files are refused."""
     if not partial or not os.path.isdir(partial):
         raise Fail("no staged release at %s" % partial)
-    seen = {}
+    seen: dict[str, str] = {}
     for dirpath, dirnames, filenames in os.walk(partial):
         for d in dirnames:
             if os.path.islink(os.path.join(dirpath, d)):
@@ -352,7 +360,7 @@ def _tree_digests(partial):
     return seen
 
 
-def finalize(a, h):
+def finalize(a: argparse.Namespace, h: Host) -> None:
     """Mark a built release complete (metadata from stdin) and move it to its final name."""
     name = _check_name(a.name)
     src = os.path.join(h.releases, h.partial_prefix + name)
@@ -372,7 +380,7 @@ def finalize(a, h):
     _out({"release": name})
 
 
-def switch(a, h):
+def switch(a: argparse.Namespace, h: Host) -> None:
     """Point releases/current at a complete release, atomically (symlink + rename on POSIX; on
     Windows a new junction is made beside the old one and swapped by two renames, and a missing
     `current` left by a crash between them is repaired by `_repair_current`)."""
@@ -394,19 +402,19 @@ def switch(a, h):
     _out({"previous": previous, "current": name})
 
 
-def _make_junction(target, link):
+def _make_junction(target: str, link: str) -> None:
     """Windows: a directory junction `link` -> `target` (no privilege needed, unlike symlinks)."""
     import _winapi
 
     _winapi.CreateJunction(target, link)  # type: ignore[attr-defined]
 
 
-def _remove_junction(link):
+def _remove_junction(link: str) -> None:
     """Windows: RemoveDirectory on a junction removes the junction, never its target's files."""
     os.rmdir(link)
 
 
-def _windows_switch(h, name):
+def _windows_switch(h: Host, name: str) -> None:
     """Windows cannot replace a directory entry atomically: make the new junction beside the old
     one (releases/.current.new), rename the old one away (.current.old), rename the new one into
     place, remove the old one. A crash between the renames leaves no `current`, which
@@ -425,7 +433,7 @@ def _windows_switch(h, name):
         _remove_junction(old)
 
 
-def _repair_current(h):
+def _repair_current(h: Host) -> None:
     """Windows only: finish a junction swap that a crash cut between its two renames (the new
     junction wins: the switch only starts once the new release passed its gate), and remove what
     an interrupted swap left. Called with the deploy lock held."""
@@ -443,7 +451,7 @@ def _repair_current(h):
             _remove_junction(leftover)
 
 
-def unlink_current(a, h):
+def unlink_current(a: argparse.Namespace, h: Host) -> None:
     link = os.path.join(h.releases, "current")
     if os.path.lexists(link):
         if WINDOWS:
@@ -454,7 +462,7 @@ def unlink_current(a, h):
     _out({"current": None})
 
 
-def mark(a, h):
+def mark(a: argparse.Namespace, h: Host) -> None:
     path = h.release(_check_name(a.name))
     if not os.path.isdir(path):
         raise Fail("no release %s" % a.name)
@@ -466,7 +474,7 @@ def mark(a, h):
     _out({"release": a.name, "bad": bool(a.bad)})
 
 
-def remove(a, h):
+def remove(a: argparse.Namespace, h: Host) -> None:
     """Delete releases, staged partials, leftover uploads and junk; never the active release."""
     active = _current(h)
     targets = []
@@ -489,11 +497,11 @@ def remove(a, h):
 
 
 # -- journal of an interrupted switch -------------------------------------------------------------
-def _journal_path(h):
+def _journal_path(h: Host) -> str:
     return h.p(".sgpfab", "journal.json")
 
 
-def _read_journal(h):
+def _read_journal(h: Host) -> Any:
     try:
         with open(_journal_path(h)) as f:
             return json.load(f)
@@ -501,7 +509,7 @@ def _read_journal(h):
         return None
 
 
-def journal(a, h):
+def journal(a: argparse.Namespace, h: Host) -> None:
     """begin: record an activation (stdin JSON: op, from, to) durably before anything changes;
     clear: it finished or was undone."""
     if a.action == "begin":
@@ -520,11 +528,11 @@ def journal(a, h):
 
 
 # -- database -------------------------------------------------------------------------------------
-def _backup_dir(h):
+def _backup_dir(h: Host) -> str:
     return h.p("backups")
 
 
-def _prune_partials(h):
+def _prune_partials(h: Host) -> list[str]:
     """Remove backups a killed run left half-written (called with the backup lock held)."""
     d = _backup_dir(h)
     gone = []
@@ -536,7 +544,7 @@ def _prune_partials(h):
     return gone
 
 
-def backup(a, h):
+def backup(a: argparse.Namespace, h: Host) -> None:
     """A consistent backup of the app's database into backups/, pruned to the newest N."""
     dest_dir = _backup_dir(h)
     os.makedirs(dest_dir, exist_ok=True)
@@ -570,13 +578,13 @@ def backup(a, h):
     )
 
 
-def _create_private(path):
+def _create_private(path: str) -> None:
     """Create an empty file readable by its owner only, from the first byte."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.close(fd)
 
 
-def _sqlite_backup(h, tmp):
+def _sqlite_backup(h: Host, tmp: str) -> None:
     """sqlite3's online backup API: consistent under WAL and concurrent writers, unlike cp."""
     _create_private(tmp)
     src = sqlite3.connect("file:%s?mode=ro" % h.db, uri=True, timeout=30)
@@ -591,9 +599,9 @@ def _sqlite_backup(h, tmp):
         raise Fail("backup failed its integrity check: %s" % ok)
 
 
-def _read_env_files(h):
+def _read_env_files(h: Host) -> dict[str, str]:
     """The app's settings as its processes see them (env, then overrides)."""
-    env = {}
+    env: dict[str, str] = {}
     for name in ("env", "overrides.env"):
         path = h.p("shared", "config", name)
         try:
@@ -604,9 +612,9 @@ def _read_env_files(h):
     return env
 
 
-def parse_env(text):
+def parse_env(text: str) -> dict[str, str]:
     """The subset of systemd's EnvironmentFile syntax that sgpfab writes: KEY='v' or KEY="v"."""
-    out = {}
+    out: dict[str, str] = {}
     for line in text.split("\n"):
         if not line or line[0] in "#;" or "=" not in line:
             continue
@@ -619,7 +627,7 @@ def parse_env(text):
     return out
 
 
-def format_env(env):
+def format_env(env: dict[str, str]) -> str:
     """KEY=VALUE lines systemd's EnvironmentFile reads back exactly (single line values only)."""
     lines = []
     for key in sorted(env):
@@ -633,7 +641,7 @@ def format_env(env):
     return "".join(line + "\n" for line in lines)
 
 
-def _pg_params(h, env=None):
+def _pg_params(h: Host, env: dict[str, str] | None = None) -> dict[str, str]:
     """Connection parameters of the app's PostgreSQL database, from its settings."""
     key = h.conf["database"].get("env") or "DATABASE_URL"
     url = (env if env is not None else _read_env_files(h)).get(key)
@@ -655,14 +663,14 @@ def _pg_params(h, env=None):
 
 
 @contextlib.contextmanager
-def _pg_env(h, settings=None):
+def _pg_env(h: Host, settings: dict[str, str] | None = None) -> Iterator[dict[str, str]]:
     """Environment for pg_dump/pg_restore/psql: the password in a private PGPASSFILE, never argv."""
     p = _pg_params(h, settings)
     d = tempfile.mkdtemp(prefix="sgpfab-pg-")
     try:
         passfile = os.path.join(d, "pgpass")
         fd = os.open(passfile, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        esc = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")
+        esc: Callable[[str], str] = lambda s: s.replace("\\", "\\\\").replace(":", "\\:")
         with os.fdopen(fd, "w") as f:
             f.write(
                 "%s:%s:%s:%s:%s\n" % (esc(p["host"]), p["port"], esc(p["dbname"]), esc(p["user"]), esc(p["password"]))
@@ -683,7 +691,7 @@ def _pg_env(h, settings=None):
         shutil.rmtree(d, ignore_errors=True)
 
 
-def _run_pg(args, env, what):
+def _run_pg(args: list[str], env: dict[str, str], what: str) -> str:
     if not shutil.which(args[0]):
         raise Fail("%s is not installed on this host (Debian: apt install postgresql-client)" % args[0])
     r = subprocess.run(args + ["--no-password"], env=env, capture_output=True, text=True)
@@ -693,13 +701,13 @@ def _run_pg(args, env, what):
     return r.stdout
 
 
-def _pg_backup(h, tmp):
+def _pg_backup(h: Host, tmp: str) -> None:
     _create_private(tmp)
     with _pg_env(h) as env:
         _run_pg(["pg_dump", "--format=custom", "--file", tmp], env, "pg_dump")
 
 
-def _pg_restore(h, dump):
+def _pg_restore(h: Host, dump: str) -> None:
     """Put the database back exactly as the dump has it, in one transaction: everything the
     app's role owns is dropped first (tables created after the dump must not survive), then the
     dump's objects are created; any error rolls all of it back."""
@@ -732,7 +740,7 @@ def _pg_restore(h, dump):
             shutil.rmtree(d, ignore_errors=True)
 
 
-def backups(a, h):
+def backups(a: argparse.Namespace, h: Host) -> None:
     d = _backup_dir(h)
     out = []
     if os.path.isdir(d):
@@ -742,7 +750,7 @@ def backups(a, h):
     _out({"backups": out})
 
 
-def restore(a, h):
+def restore(a: argparse.Namespace, h: Host) -> None:
     """Replace the app's database with a backup. The caller has stopped every process of the app
     and saved the current database first."""
     if not BACKUP_RE.fullmatch(a.name):
@@ -772,7 +780,7 @@ def restore(a, h):
     _out({"restored": a.name})
 
 
-def dbcheck(a, h):
+def dbcheck(a: argparse.Namespace, h: Host) -> None:
     """Can the app's database be reached with its settings (stdin JSON {"engine", "env"} for
     settings not written yet), may it create tables, and are the backup tools there?"""
     data = _stdin_json() if a.stdin else None
@@ -805,7 +813,7 @@ def dbcheck(a, h):
     _out({"ok": True, "engine": "postgresql", "user": user, "server_version": version})
 
 
-def _prune_backups(dest_dir, keep):
+def _prune_backups(dest_dir: str, keep: int) -> list[str]:
     names = sorted(n for n in os.listdir(dest_dir) if BACKUP_RE.fullmatch(n))
     doomed = names[:-keep] if keep > 0 else []
     for n in doomed:
@@ -813,7 +821,7 @@ def _prune_backups(dest_dir, keep):
     return doomed
 
 
-def prune(a, h):
+def prune(a: argparse.Namespace, h: Host) -> None:
     """Remove half-written backups left by killed runs (when no backup is running)."""
     d = _backup_dir(h)
     if not os.path.isdir(d):
@@ -824,7 +832,7 @@ def prune(a, h):
 
 
 # -- settings -------------------------------------------------------------------------------------
-def _hmac_key(h):
+def _hmac_key(h: Host) -> bytes:
     path = h.p("shared", "config", ".fingerprint-key")
     try:
         with open(path, "rb") as f:
@@ -838,7 +846,7 @@ def _hmac_key(h):
     return key
 
 
-def _fingerprint(h, env, files):
+def _fingerprint(h: Host, env: dict[str, str], files: dict[str, str]) -> str:
     """A keyed digest of the settings the app's processes get (deployed ones, the host's
     overrides, secret files): changes when a value changes, reveals nothing about values."""
     overrides = {}
@@ -849,7 +857,7 @@ def _fingerprint(h, env, files):
     return hmac.new(_hmac_key(h), canon, hashlib.sha256).hexdigest()
 
 
-def _settings_input():
+def _settings_input() -> tuple[dict[str, str], dict[str, str], list[str]]:
     data = _stdin_json()
     if not isinstance(data, dict):
         raise Fail("settings must be a JSON object")
@@ -863,13 +871,13 @@ def _settings_input():
     return env, files, list(secret)
 
 
-def _settings_files(cfg):
+def _settings_files(cfg: str) -> tuple[str, dict[str, str]]:
     """The current settings: (env text, {secret file name: content})."""
     env = ""
     with contextlib.suppress(OSError):
         with open(os.path.join(cfg, "env"), encoding="utf-8", newline="") as f:
             env = f.read()
-    files = {}
+    files: dict[str, str] = {}
     fdir = os.path.join(cfg, "files")
     for n in sorted(os.listdir(fdir)) if os.path.isdir(fdir) else []:
         if SECRET_FILE_RE.fullmatch(n):
@@ -878,7 +886,7 @@ def _settings_files(cfg):
     return env, files
 
 
-def _put_settings(cfg, env_text, files, keys):
+def _put_settings(cfg: str, env_text: str, files: dict[str, str], keys: dict[str, Any]) -> None:
     fdir = os.path.join(cfg, "files")
     os.makedirs(fdir, mode=0o700, exist_ok=True)
     for name, content in files.items():
@@ -890,7 +898,7 @@ def _put_settings(cfg, env_text, files, keys):
     _write_atomic(os.path.join(cfg, "keys.json"), json.dumps(keys), 0o600)
 
 
-def settings(a, h):
+def settings(a: argparse.Namespace, h: Host) -> None:
     """The app's settings (shared/config: env, files/, keys.json, overrides.env; all 0600).
 
     write: replace them (stdin JSON: env, files, secret_keys), keeping the old ones as a snapshot
@@ -900,6 +908,7 @@ def settings(a, h):
     cfg = h.p("shared", "config")
     os.makedirs(cfg, mode=0o700, exist_ok=True)
     snap = os.path.join(cfg, "previous.json")
+    secret: list[str] | set[str]  # secret names: a list from stdin (write), a set otherwise
     if a.action in ("write", "fingerprint"):
         env, files, secret = _settings_input()
         if a.action == "write":
@@ -949,7 +958,9 @@ def settings(a, h):
             with open(os.path.join(cfg, "overrides.env")) as f:
                 over = parse_env(f.read())
         secret |= _override_secrets(cfg)
-        mask = lambda d: {k: ("********" if k in secret else val) for k, val in d.items()}
+        mask: Callable[[dict[str, str]], dict[str, str]] = lambda d: {
+            k: ("********" if k in secret else val) for k, val in d.items()
+        }
         _out(
             {
                 "env": mask(env),
@@ -985,7 +996,7 @@ def settings(a, h):
         _out({"overrides": sorted(cur)})
 
 
-def _override_secrets(cfg):
+def _override_secrets(cfg: str) -> set[str]:
     """Names of the host-local overrides that were set from secrets (masked like deployed secrets)."""
     with contextlib.suppress(OSError, ValueError):
         with open(os.path.join(cfg, "overrides.keys.json")) as f:
@@ -993,7 +1004,7 @@ def _override_secrets(cfg):
     return set()
 
 
-def meta_update(a, h):
+def meta_update(a: argparse.Namespace, h: Host) -> None:
     """Merge stdin JSON into a complete release's marker (e.g. the settings it runs with)."""
     path = os.path.join(h.release(_check_name(a.name)), h.marker)
     try:
@@ -1010,7 +1021,7 @@ def meta_update(a, h):
 
 
 # -- health ---------------------------------------------------------------------------------------
-def _probe(a, token):
+def _probe(a: argparse.Namespace, token: str) -> dict[str, Any]:
     req = urllib.request.Request(a.url, headers={"User-Agent": "sgpfab-health"})
     if token:
         req.add_header("X-Sgpfab-Probe", token)
@@ -1046,7 +1057,7 @@ def _probe(a, token):
     }
 
 
-def _unit_states(units):
+def _unit_states(units: list[str]) -> dict[str, dict[str, Any]]:
     """ActiveState, SubState, NRestarts, MainPID of the app's processes: systemd units on Linux
     (one systemctl call), services on Windows (QueryServiceStatusEx; NSSM pauses a service whose
     application keeps exiting, which counts as crashing)."""
@@ -1059,7 +1070,7 @@ def _unit_states(units):
         capture_output=True,
         text=True,
     )
-    out: dict[str, dict] = {}
+    out: dict[str, dict[str, Any]] = {}
     cur: dict[str, str] = {}
     for line in r.stdout.splitlines() + [""]:
         if not line.strip():
@@ -1102,7 +1113,7 @@ WINDOWS_STATE_CODES = {
 ERROR_SERVICE_DOES_NOT_EXIST = 1060
 
 
-def parse_sc_queryex(text):
+def parse_sc_queryex(text: str) -> tuple[str, int]:
     """(state name, pid) from `sc.exe queryex NAME` output ('STATE : 4  RUNNING', 'PID : 1234');
     the state is read from its number, which does not depend on the display language."""
     names = "|".join(WINDOWS_STATES)
@@ -1111,13 +1122,13 @@ def parse_sc_queryex(text):
     return (WINDOWS_STATE_CODES[int(state.group(1))] if state else "MISSING"), (int(pid.group(1)) if pid else 0)
 
 
-def _load_advapi32():
+def _load_advapi32() -> Any:
     import ctypes
 
     return ctypes.WinDLL("advapi32", use_last_error=True)  # type: ignore[attr-defined]
 
 
-def _advapi32():
+def _advapi32() -> Any:
     """The service-control functions of advapi32.dll, typed (handles are pointers: without
     restype a 64-bit handle would be cut to a C int)."""
     import ctypes
@@ -1132,13 +1143,14 @@ def _advapi32():
     return lib
 
 
-def _last_error():
+def _last_error() -> int:
     import ctypes
 
-    return ctypes.get_last_error()  # type: ignore[attr-defined]
+    err: int = ctypes.get_last_error()  # type: ignore[attr-defined]
+    return err
 
 
-def _service_status_struct():
+def _service_status_struct() -> type[ctypes.Structure]:
     import ctypes
 
     class SERVICE_STATUS_PROCESS(ctypes.Structure):  # winsvc.h: nine DWORDs
@@ -1160,7 +1172,7 @@ def _service_status_struct():
     return SERVICE_STATUS_PROCESS
 
 
-def _query_service(name, lib=None):
+def _query_service(name: str, lib: Any = None) -> tuple[str, int]:
     """(state name, pid) of a service from QueryServiceStatusEx (no parsing of localised text).
     The pid is the service's own process (nssm.exe), which an application restart keeps."""
     import ctypes
@@ -1194,7 +1206,7 @@ def _query_service(name, lib=None):
         lib.CloseServiceHandle(scm)
 
 
-def _windows_service_state(name):
+def _windows_service_state(name: str) -> dict[str, Any]:
     try:
         state, pid = _query_service(name)
     except (OSError, AttributeError):  # no usable advapi32 here: ask sc.exe
@@ -1213,7 +1225,7 @@ POLICY_LOOKUP_NAMES, POLICY_CREATE_ACCOUNT = 0x0800, 0x0010
 ERROR_INSUFFICIENT_BUFFER = 122
 
 
-def _lsa_types():
+def _lsa_types() -> tuple[type[ctypes.Structure], type[ctypes.Structure]]:
     """(LSA_UNICODE_STRING, LSA_OBJECT_ATTRIBUTES) as ntsecapi.h declares them."""
     import ctypes
 
@@ -1233,7 +1245,7 @@ def _lsa_types():
     return LSA_UNICODE_STRING, LSA_OBJECT_ATTRIBUTES
 
 
-def _lsa_advapi32(types):
+def _lsa_advapi32(types: tuple[type[ctypes.Structure], type[ctypes.Structure]]) -> Any:
     """The account-lookup and LSA policy functions of advapi32.dll, typed."""
     import ctypes
 
@@ -1259,7 +1271,7 @@ def _lsa_advapi32(types):
     return lib
 
 
-def _account_sid(lib, account):
+def _account_sid(lib: Any, account: str) -> ctypes.Array[ctypes.c_char]:
     """The SID of `account` (LookupAccountNameW, two calls: sizes, then the SID), as a buffer."""
     import ctypes
 
@@ -1277,7 +1289,7 @@ def _account_sid(lib, account):
     return sid
 
 
-def grant_logon(a, h):
+def grant_logon(a: argparse.Namespace, h: Host) -> None:
     """Grant `--account` the right to log on as a service (LsaAddAccountRights, what nssm.exe
     does when it is given an account); adding a right the account has already is no change."""
     if not WINDOWS:
@@ -1311,21 +1323,21 @@ def grant_logon(a, h):
     _out({"account": a.account, "right": SE_SERVICE_LOGON_NAME})
 
 
-def _token(h):
+def _token(h: Host) -> str:
     with contextlib.suppress(OSError):
         with open(h.p(".sgpfab", "launch.env")) as f:
             return parse_env(f.read()).get("SGPFAB_PROBE_TOKEN", "")
     return ""
 
 
-def health(a, h):
+def health(a: argparse.Namespace, h: Host) -> None:
     """One probe of the app (and the states of the given units)."""
-    result = _probe(a, _token(h)) if a.url else {"ok": True}
+    result: dict[str, Any] = _probe(a, _token(h)) if a.url else {"ok": True}
     result["units"] = _unit_states(a.unit) if a.unit else {}
     _out(result)
 
 
-def gate(a, h):
+def gate(a: argparse.Namespace, h: Host) -> None:
     """Wait until a release is serving: HTTP probes answered by that release (the launcher marks
     its responses for probes that carry the host's token) and its units running without
     restarts; give up at the deadline, at once when a unit keeps crashing, and after a few
@@ -1381,7 +1393,7 @@ def gate(a, h):
 
 
 # -- lock -----------------------------------------------------------------------------------------
-def lock(a, h):
+def lock(a: argparse.Namespace, h: Host) -> None:
     """The per-app deploy lock. Every change to it happens under a host-wide mutex, so taking
     over a stale lock is a compare-and-swap on its holder's token, and a lock is released only
     by the run that holds it."""
@@ -1390,7 +1402,7 @@ def lock(a, h):
     info_path = os.path.join(base, "lock", "info.json")
     info = (_stdin_json() or {}) if a.action != "release" else {}  # before the mutex: never wait on a client
 
-    def holder():
+    def holder() -> Any:
         with contextlib.suppress(OSError, ValueError):
             with open(info_path) as f:
                 return json.load(f)
@@ -1432,7 +1444,7 @@ def lock(a, h):
 
 
 # -- audit ----------------------------------------------------------------------------------------
-def audit(a, h):
+def audit(a: argparse.Namespace, h: Host) -> None:
     """Append one JSON line (stdin) to the audit log (O_APPEND: concurrent writers stay whole)."""
     record = _stdin_json()
     if not isinstance(record, dict):
@@ -1449,7 +1461,7 @@ def audit(a, h):
     _out({"ok": True})
 
 
-def history(a, h):
+def history(a: argparse.Namespace, h: Host) -> None:
     path = h.p(".sgpfab", "audit.jsonl")
     lines = []
     if os.path.exists(path):
@@ -1462,7 +1474,7 @@ def history(a, h):
 
 
 # -- facts ----------------------------------------------------------------------------------------
-def preflight(a, h):
+def preflight(a: argparse.Namespace, h: Host) -> None:
     """What the controller checks before uploading: interpreter, platform, free space, tools."""
     import platform
 
@@ -1505,7 +1517,7 @@ def preflight(a, h):
     )
 
 
-def parser():
+def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="hostctl")
     p.add_argument("--root", required=True)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -1586,7 +1598,7 @@ def parser():
     return p
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     global _CMD
     a = parser().parse_args(argv)
     _CMD = a.cmd

@@ -26,10 +26,11 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -147,7 +148,7 @@ def inotify_targets(current: Mapping[str, int], hosts: int) -> dict[str, int]:
     return out
 
 
-def raise_inotify_limits(hosts: int, log=print) -> dict[str, int]:
+def raise_inotify_limits(hosts: int, log: Callable[[str], object] = print) -> dict[str, int]:
     current = {key: int((INOTIFY / key).read_text()) for key in INOTIFY_BASE}
     changes = inotify_targets(current, hosts)
     for key, value in changes.items():
@@ -187,7 +188,7 @@ def _other_fleets(name: str) -> dict[str, Fleet]:
     return out
 
 
-def up(name: str = "demo", count: int = 3, subnet: int = 250, log=print) -> Fleet:
+def up(name: str = "demo", count: int = 3, subnet: int = 250, log: Callable[[str], object] = print) -> Fleet:
     """Boot `count` hosts and return the fleet (tearing down a stale fleet of that name first).
 
     All hosts boot at once; returns when each answers `systemctl is-system-running` over ssh.
@@ -286,7 +287,7 @@ def _prepare(fleet: Fleet, h: SandboxHost, base: Path, pub: str) -> None:
     )
 
 
-def _launch(fleet: Fleet, h: SandboxHost) -> subprocess.Popen:
+def _launch(fleet: Fleet, h: SandboxHost) -> subprocess.Popen[bytes]:
     """Start the container (returns at once): own cgroups first, then exec systemd-nspawn."""
     hd = Path(h.dir)
     h.cgroups = _cgroup_dirs(fleet.name, h.name)
@@ -361,7 +362,7 @@ def _write_client_files(fleet: Fleet) -> None:
     fleet.inventory.write_text("# written by sgpfab sandbox\n" + yaml.safe_dump(inventory, sort_keys=False))
 
 
-def example_apps() -> dict:
+def example_apps() -> dict[str, Any]:
     """The apps of the project's example inventory (hosts/fleet.yaml), sources made absolute."""
     path = PROJECT_ROOT / "hosts" / "fleet.yaml"
     if not path.is_file():  # sgpfab installed as a package: no example apps around
@@ -372,7 +373,7 @@ def example_apps() -> dict:
     return apps
 
 
-def _wait_ready(fleet: Fleet, h: SandboxHost, proc: subprocess.Popen, timeout: float = 90) -> None:
+def _wait_ready(fleet: Fleet, h: SandboxHost, proc: subprocess.Popen[bytes], timeout: float = 90) -> None:
     """Wait for sshd to listen (a bare TCP connect: no ssh process per poll, which would cost more CPU
     than the boots at 32 hosts), then for `systemctl is-system-running --wait` over ssh."""
     deadline = time.monotonic() + timeout
@@ -412,7 +413,7 @@ def _wait_ready(fleet: Fleet, h: SandboxHost, proc: subprocess.Popen, timeout: f
         time.sleep(0.5)
 
 
-def down(name: str = "demo", log=print) -> None:
+def down(name: str = "demo", log: Callable[[str], object] = print) -> None:
     """Stop every host of the fleet and remove its netns, mounts, cgroups and bridge. Idempotent.
 
     Works from the saved state and from what it finds by name, so it also clears what an `up` that
@@ -594,7 +595,7 @@ def _as_fleet(fleet: Fleet | str) -> Fleet:
 
 def ssh(
     fleet: Fleet | str, host: str, command: str, input: str | None = None, check: bool = True, timeout: float = 120
-) -> subprocess.CompletedProcess:
+) -> subprocess.CompletedProcess[str]:
     """Run `command` (a shell string) on a fleet host as the deploy user; `input` goes to its stdin."""
     f = _as_fleet(fleet)
     f.host(host)
@@ -645,7 +646,7 @@ pg_isready -h 127.0.0.1 -p {PG_PORT}
 """
 
 
-def enable_postgres(fleet: Fleet | str, host_name: str, listen_all: bool = False) -> dict:
+def enable_postgres(fleet: Fleet | str, host_name: str, listen_all: bool = False) -> dict[str, Any]:
     """Start PostgreSQL 15 (cluster 15/main, off in the image) on one host and return how to reach it.
 
     listen_all: also listen on the host's sandbox IP and accept password (scram-sha-256) logins
@@ -683,7 +684,7 @@ def scram_sha256(password: str, salt: bytes | None = None, iterations: int = 409
     salted = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, iterations)
     client_key = hmac.new(salted, b"Client Key", "sha256").digest()
     server_key = hmac.new(salted, b"Server Key", "sha256").digest()
-    b64 = lambda b: base64.b64encode(b).decode()
+    b64: Callable[[bytes], str] = lambda b: base64.b64encode(b).decode()
     return f"SCRAM-SHA-256${iterations}:{b64(salt)}${b64(hashlib.sha256(client_key).digest())}:{b64(server_key)}"
 
 
@@ -711,7 +712,7 @@ def create_database_sql(dbname: str, user: str, password: str) -> str:
     )
 
 
-def create_database(fleet: Fleet | str, host_name: str, dbname: str, user: str, password: str) -> dict:
+def create_database(fleet: Fleet | str, host_name: str, dbname: str, user: str, password: str) -> dict[str, Any]:
     """Create database `dbname` owned by login role `user` (password `password`) on a host whose
     PostgreSQL is on (see enable_postgres). Runs `sudo -u postgres psql` with the SQL on stdin, so
     the password is on no command line. Idempotent (an existing role gets the new password).
@@ -738,7 +739,7 @@ def pgpass_line(db: Mapping[str, object], password: str, host: str = "*") -> str
     """A ~/.pgpass line for `db` (a create_database result); `host` * matches any address."""
     if "\n" in password or "\r" in password:
         raise ValueError("a .pgpass password cannot contain a line break")
-    esc = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")
+    esc: Callable[[object], str] = lambda v: str(v).replace("\\", "\\\\").replace(":", "\\:")
     return ":".join(esc(v) for v in (host, db["port"], db["dbname"], db["user"], password)) + "\n"
 
 

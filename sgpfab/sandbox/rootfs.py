@@ -18,7 +18,7 @@ import re
 import shutil
 import subprocess
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 DEFAULT_CACHE = Path("/var/cache/sgpfab")
@@ -95,7 +95,7 @@ def is_complete(base: Path) -> bool:
     return (base / MARKER).is_file()
 
 
-def ensure_base(log=print) -> Path:
+def ensure_base(log: Callable[[str], object] = print) -> Path:
     """Return the cached base rootfs, building it with debootstrap first if needed."""
     base = base_path()
     if is_complete(base):
@@ -115,7 +115,7 @@ def ensure_base(log=print) -> Path:
     return base
 
 
-def _build(base: Path, log) -> None:
+def _build(base: Path, log: Callable[[str], object]) -> None:
     tmp = base.with_name(base.name + ".building")
     _remove(tmp)  # leftover of a build that died
     tool = "mmdebstrap" if shutil.which("mmdebstrap") else "debootstrap"

@@ -4,12 +4,17 @@
 `local` (this machine, for on-server apply) implement it, and `open_transport` picks one.
 """
 
+from typing import TYPE_CHECKING
+
 from .base import Result, SyncStats, Transport
+
+if TYPE_CHECKING:
+    from ..inventory import Host, Inventory
 
 __all__ = ["Result", "SyncStats", "Transport", "open_transport"]
 
 
-def open_transport(host, inventory) -> Transport:
+def open_transport(host: "Host", inventory: "Inventory") -> Transport:
     """The transport for a host (not yet opened): ssh, winrm or local, as the inventory says."""
     kind = host.transport_kind
     if kind == "local":

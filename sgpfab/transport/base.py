@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Self
 
 from ..errors import InputError, RemoteError
 from .rsync import ProgressFn
@@ -82,7 +83,7 @@ class Transport(ABC):
 
     @abstractmethod
     def put(
-        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+        self, local: str | os.PathLike[str], remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
     ) -> None: ...
 
     @abstractmethod
@@ -91,7 +92,7 @@ class Transport(ABC):
     @abstractmethod
     def sync(
         self,
-        src: str | os.PathLike,
+        src: str | os.PathLike[str],
         dest: str,
         *,
         excludes: tuple[str, ...] = (),
@@ -100,7 +101,7 @@ class Transport(ABC):
         progress: ProgressFn | None = None,
     ) -> SyncStats: ...
 
-    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+    def stream(self, command: str, on_line: Callable[[str], object], *, privileged: bool = False) -> int:
         """Run a long command (e.g. `journalctl --follow`), handing each output line to
         `on_line` as it arrives; returns the exit code. Not every transport can."""
         raise InputError(f"{self.host.name}: following output is not supported over this connection")
@@ -112,9 +113,9 @@ class Transport(ABC):
     def fail(self, res: Result) -> RemoteError:
         return RemoteError(f"{self.host.name}: exit {res.exited}: {res.detail()}")
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         self.open()
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()

@@ -7,6 +7,7 @@ import os
 import shlex
 import shutil
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -63,7 +64,7 @@ class LocalTransport(Transport):
     def _sudo(self, command: str, privileged: bool) -> str:
         return f"sudo -n sh -c {shlex.quote(command)}" if privileged and os.geteuid() != 0 else command
 
-    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+    def stream(self, command: str, on_line: Callable[[str], object], *, privileged: bool = False) -> int:
         with subprocess.Popen(
             ["/bin/sh", "-c", self._sudo(command, privileged)],
             stdout=subprocess.PIPE,
@@ -80,7 +81,7 @@ class LocalTransport(Transport):
         return subprocess.call(["/bin/sh", "-c", self._sudo(command, privileged)])
 
     def put(
-        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+        self, local: str | os.PathLike[str], remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
     ) -> None:
         tmp = remote + ".sgpfab-upload"
         try:
@@ -101,7 +102,7 @@ class LocalTransport(Transport):
 
     def sync(
         self,
-        src: str | os.PathLike,
+        src: str | os.PathLike[str],
         dest: str,
         *,
         excludes: tuple[str, ...] = (),

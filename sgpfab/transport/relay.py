@@ -25,6 +25,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable
+from typing import Any
 
 OUT, ERR, EXIT = 1, 2, 3  # frames from the fab process: kind (1 byte), length (4 bytes), data
 _HEADER = struct.Struct("!BI")
@@ -87,7 +88,7 @@ class ChannelRelay:
             conn.close()
 
     @staticmethod
-    def _feed(conn: socket.socket, chan) -> None:
+    def _feed(conn: socket.socket, chan: Any) -> None:
         """rsync's data for the host, until rsync closes its side."""
         try:
             while data := conn.recv(CHUNK):
@@ -96,7 +97,7 @@ class ChannelRelay:
         except Exception as e:  # the connection broke: _drain ends too
             log.debug("rsync relay: %s", e)
 
-    def _drain(self, conn: socket.socket, chan) -> None:
+    def _drain(self, conn: socket.socket, chan: Any) -> None:
         """The host's stdout and stderr, framed, then the exit status."""
         while True:
             if chan.recv_ready():
@@ -161,7 +162,8 @@ def main(argv: list[str]) -> int:
         if data is None:
             return 255
         if kind == EXIT:
-            return struct.unpack("!i", data)[0]
+            code: int = struct.unpack("!i", data)[0]
+            return code
         fd = 1 if kind == OUT else 2
         view = memoryview(data)
         while view and fd not in closed:

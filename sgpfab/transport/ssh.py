@@ -10,8 +10,9 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import paramiko
 from fabric import Config, Connection
@@ -20,7 +21,7 @@ from tenacity import Retrying, before_sleep_log, retry_if_exception_type, stop_a
 from ..errors import RemoteError
 
 if TYPE_CHECKING:
-    from ..inventory import Host
+    from ..inventory import Host, Inventory
 from . import rsync
 from .base import Result, SyncStats, Transport
 from .relay import ChannelRelay
@@ -47,7 +48,7 @@ RSYNC_PERMANENT = {
 class SSHTransport(Transport):
     """Runs POSIX shell commands on one Linux host. Unknown or changed host keys are refused."""
 
-    def __init__(self, host: Host, inventory, connect_timeout: int = 10):
+    def __init__(self, host: Host, inventory: Inventory, connect_timeout: int = 10):
         self.host = host
         self.inventory = inventory
         cfg = Config(runtime_ssh_path=str(inventory.ssh_config)) if inventory.ssh_config else Config()
@@ -61,7 +62,8 @@ class SSHTransport(Transport):
 
     @property
     def login_user(self) -> str:
-        return self.conn.user
+        user: str = self.conn.user
+        return user
 
     def known_hosts_files(self) -> list[Path]:
         files = [Path(os.path.expanduser(p)) for p in self.conn.ssh_config.get("userknownhostsfile", "").split() if p]
@@ -122,10 +124,7 @@ class SSHTransport(Transport):
     def _exec(self, command: str, stdin: bytes | None, timeout: float | None) -> tuple[bytes, bytes, int]:
         """One command on a new channel of the open connection: stdin written whole, then both
         output streams drained together (neither can fill up and stall the other)."""
-        transport = self.conn.client.get_transport()
-        if transport is None or not transport.is_active():
-            raise paramiko.SSHException("the connection is closed")
-        chan = transport.open_session(timeout=30)
+        chan = self._open_channel()
         try:
             deadline = None if timeout is None else time.monotonic() + timeout
             chan.exec_command(command)
@@ -148,16 +147,26 @@ class SSHTransport(Transport):
                 out += chan.recv(1 << 16)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(1 << 16)
-            if not transport.is_active():
+            if not chan.get_transport().is_active():
                 raise paramiko.SSHException("the host stopped answering")
             return bytes(out), bytes(err), chan.recv_exit_status()
         finally:
             chan.close()
 
-    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+    def _open_channel(self) -> Any:
+        """A new session channel on the open connection (paramiko.SSHException when it is closed)."""
+        transport = self.conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise paramiko.SSHException("the connection is closed")
+        return transport.open_session(timeout=30)
+
+    def stream(self, command: str, on_line: Callable[[str], object], *, privileged: bool = False) -> int:
         if privileged and self.login_user != "root":
             command = f"sudo -n sh -c {shlex.quote(command)}"
-        chan = self.conn.client.get_transport().open_session(timeout=30)
+        try:
+            chan = self._open_channel()
+        except (paramiko.SSHException, OSError, EOFError) as e:
+            raise RemoteError(f"{self.host.name}: connection lost: {_oneline(e)}") from None
         try:
             chan.exec_command(command)
             chan.shutdown_write()
@@ -174,7 +183,8 @@ class SSHTransport(Transport):
                     select.select([chan], [], [], 0.2)
             if buf:
                 on_line(buf.decode("utf-8", "replace"))
-            return chan.recv_exit_status()
+            code: int = chan.recv_exit_status()
+            return code
         finally:
             chan.close()
 
@@ -184,7 +194,7 @@ class SSHTransport(Transport):
         return subprocess.call([*self.ssh_command(), "-t", self.host.address, command])
 
     def put(
-        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+        self, local: str | os.PathLike[str], remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
     ) -> None:
         """SFTP to a temporary name, then rename: the file is never seen half-written."""
         tmp = remote + ".sgpfab-upload"
@@ -206,7 +216,8 @@ class SSHTransport(Transport):
     def read_file(self, remote: str) -> bytes:
         try:
             with self.conn.sftp().open(remote, "rb") as f:
-                return f.read()
+                data: bytes = f.read()
+                return data
         except (OSError, paramiko.SSHException) as e:
             raise RemoteError(f"{self.host.name}: cannot read {remote}: {_oneline(e)}") from None
 
@@ -234,7 +245,7 @@ class SSHTransport(Transport):
         """rsync comparing by checksum (a changed file of the same size and mtime is still sent),
         its remote shell a relay onto this connection (relay.py): no second SSH handshake."""
         if self._relay is None:
-            self._relay = ChannelRelay(lambda: self.conn.client.get_transport().open_session(timeout=30))
+            self._relay = ChannelRelay(self._open_channel)
         rsh = [sys.executable, "-I", RELAY_SCRIPT, self._relay.path]
         cmd = ["rsync", "-a", "--checksum", "--stats", "-e", " ".join(shlex.quote(x) for x in rsh)]
         if delete:
@@ -249,7 +260,7 @@ class SSHTransport(Transport):
 
     def sync(
         self,
-        src: str | os.PathLike,
+        src: str | os.PathLike[str],
         dest: str,
         *,
         excludes: tuple[str, ...] = (),
@@ -292,7 +303,7 @@ class SSHTransport(Transport):
             self._control_dir = None
 
 
-def _detect_dead_peers(transport) -> None:
+def _detect_dead_peers(transport: Any) -> None:
     """A host that drops off the network mid-command must fail the command within a minute,
     not after TCP's quarter of an hour: keepalive probes on the idle connection, and a cap on
     unacknowledged sends (Linux TCP options; ignored where unavailable)."""

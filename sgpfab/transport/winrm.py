@@ -17,8 +17,9 @@ import gzip
 import hashlib
 import logging
 import os
+from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from tenacity import (
     Retrying,
@@ -32,7 +33,9 @@ from ..errors import InputError, RemoteError
 from ..windows import PRELUDE, q
 
 if TYPE_CHECKING:
-    from ..inventory import Host
+    from winrm.protocol import Protocol
+
+    from ..inventory import Host, Inventory
 from .base import Result, SyncStats, Transport
 from .rsync import ProgressFn
 
@@ -88,7 +91,7 @@ def chunk_size(max_envelope_kb: int) -> int:
     return max(3, (room * 9 // 16) // 3 * 3)
 
 
-def credentials(host) -> tuple[str, str]:
+def credentials(host: Host) -> tuple[str, str]:
     user = os.environ.get("SGPFAB_WINRM_USER") or host.user
     password = os.environ.get("SGPFAB_WINRM_PASSWORD")
     if password is None:
@@ -106,12 +109,12 @@ def credentials(host) -> tuple[str, str]:
     return user or "", password or ""
 
 
-def make_protocol(host):
+def make_protocol(host: Host) -> Protocol:
     from winrm.protocol import Protocol
 
     user, password = credentials(host)
     scheme = "https" if host.winrm_https else "http"
-    kwargs = dict(
+    kwargs: dict[str, Any] = dict(
         endpoint=f"{scheme}://{host.address}:{host.winrm_port}/wsman",
         transport=host.winrm_transport,
         username=user,
@@ -128,9 +131,9 @@ def make_protocol(host):
 class WinRMTransport(Transport):
     """Runs PowerShell on one Windows host; the same interface as SSHTransport."""
 
-    def __init__(self, host: Host, inventory=None, protocol=None):
+    def __init__(self, host: Host, inventory: Inventory | None = None, protocol: Protocol | None = None):
         self.host = host
-        self.protocol = protocol
+        self.protocol: Any = protocol  # pywinrm's Protocol once open() ran (tests pass a double)
         self.shell_id: str | None = None
         self.bytes_sent = 0
         self.chunk = chunk_size(host.winrm_max_envelope_kb)
@@ -139,7 +142,7 @@ class WinRMTransport(Transport):
     def login_user(self) -> str:
         return os.environ.get("SGPFAB_WINRM_USER") or self.host.user or ""
 
-    def _retrying(self, exc=(Exception,)):
+    def _retrying(self, exc: tuple[type[BaseException], ...] = (Exception,)) -> Retrying:
         from requests.exceptions import ConnectionError as ReqConnectionError
         from winrm.exceptions import WinRMOperationTimeoutError, WinRMTransportError
 
@@ -167,7 +170,7 @@ class WinRMTransport(Transport):
             finally:
                 self.shell_id = None
 
-    def _powershell(self, script: str, stdin_lines) -> tuple[bytes, bytes, int]:
+    def _powershell(self, script: str, stdin_lines: Iterable[bytes]) -> tuple[bytes, bytes, int]:
         """Start powershell with `script` as -EncodedCommand and feed it stdin, chunk by chunk."""
         p = self.protocol
         command_id = p.run_command(
@@ -185,7 +188,8 @@ class WinRMTransport(Transport):
                 pending = piece
             p.send_command_input(self.shell_id, command_id, pending or b"", end=True)
             self.bytes_sent += len(pending or b"")
-            return p.get_command_output(self.shell_id, command_id)
+            output: tuple[bytes, bytes, int] = p.get_command_output(self.shell_id, command_id)
+            return output
         finally:
             p.cleanup_command(self.shell_id, command_id)
 
@@ -212,7 +216,7 @@ class WinRMTransport(Transport):
         return res
 
     def put(
-        self, local: str | os.PathLike, remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
+        self, local: str | os.PathLike[str], remote: str, *, mode: int | None = None, progress: ProgressFn | None = None
     ) -> None:
         """Upload one file: compressed, chunked, checksummed, moved into place; retried on mismatch.
         `progress` hears once, when the file is in place."""
@@ -243,7 +247,7 @@ class WinRMTransport(Transport):
         r = self.run(f"Read-FileBase64 {q(remote)}\n")
         return base64.b64decode(r.stdout.strip())
 
-    def stream(self, command: str, on_line, *, privileged: bool = False) -> int:
+    def stream(self, command: str, on_line: Callable[[str], object], *, privileged: bool = False) -> int:
         """Run a command and hand each output line to `on_line`. WinRM returns a command's output
         when it ends here (pywinrm's get_command_output), so this suits finite commands only."""
         r = self.run(command, privileged=privileged, check=False)
@@ -256,7 +260,7 @@ class WinRMTransport(Transport):
 
     def sync(
         self,
-        src: str | os.PathLike,
+        src: str | os.PathLike[str],
         dest: str,
         *,
         excludes: tuple[str, ...] = (),

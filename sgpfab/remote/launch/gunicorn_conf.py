@@ -8,6 +8,7 @@ them tells systemd the service is ready (Type=notify).
 
 import os
 import sys
+from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sgpfab_probe
@@ -16,7 +17,7 @@ control_socket_disable = True  # gunicorn >= 27 would otherwise open a socket in
 graceful_timeout = int(os.environ.get("SGPFAB_GRACEFUL_TIMEOUT", "20"))
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     # gunicorn tells systemd "ready" as soon as its master is up; the first worker that has
     # loaded the app does instead (post_worker_init).
     addr = os.environ.pop("NOTIFY_SOCKET", None)
@@ -24,7 +25,7 @@ def on_starting(server):
         os.environ["SGPFAB_NOTIFY_SOCKET"] = addr
 
 
-def post_worker_init(worker):
+def post_worker_init(worker: Any) -> None:
     asgi = "uvicorn" in type(worker).__module__ or "asgi" in type(worker).__name__.lower()
     app = getattr(worker, "wsgi", None)
     if app is not None:

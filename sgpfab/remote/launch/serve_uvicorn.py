@@ -10,51 +10,59 @@ shares the socket), so a restart neither refuses nor resets a connection.
     python serve_uvicorn.py pkg.main:app --host 0.0.0.0 --port 8000   (binds itself: Windows)
 """
 
+from __future__ import annotations
+
 import argparse
 import asyncio
 import importlib
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import uvicorn
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import sgpfab_probe
 
+if TYPE_CHECKING:
+    import socket
+
+    from sgpfab.remote.launch.sgpfab_probe import ASGIApp
+
 LISTEN_FD = 3
 
 
-class DrainingServer(uvicorn.Server):
+class DrainingServer(uvicorn.Server):  # type: ignore[misc, unused-ignore]  # uvicorn is not in the dev venv: Server is Any
     drain_seconds = 0.5
 
-    async def startup(self, sockets=None):
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
         if self.started:  # the app is loaded, its lifespan started, the socket accepted on
             sgpfab_probe.notify_ready()
 
-    async def shutdown(self, sockets=None):
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
         for server in self.servers:
             server.close()  # stop accepting; the listening socket itself stays open in systemd
         await asyncio.sleep(self.drain_seconds)  # accepted connections deliver their request
         await super().shutdown(sockets)
 
 
-def load(spec, factory):
+def load(spec: str, factory: bool) -> ASGIApp:
     """The wrapped ASGI app of 'module:attr' (called first when it is a factory)."""
     module, _, attr = spec.partition(":")
     obj: Any = importlib.import_module(module)
     for part in attr.split("."):
         obj = getattr(obj, part)
-    return sgpfab_probe.wrap_asgi(obj() if factory else obj)
+    wrapped: ASGIApp = sgpfab_probe.wrap_asgi(obj() if factory else obj)
+    return wrapped
 
 
-def app():
+def app() -> ASGIApp:
     """Import target for uvicorn's worker processes (--workers > 1)."""
     return load(os.environ["SGPFAB_ASGI_APP"], os.environ.get("SGPFAB_ASGI_FACTORY") == "1")
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(prog="serve_uvicorn")
     p.add_argument("app", help="module:attribute of the ASGI app")
     p.add_argument("--factory", action="store_true")

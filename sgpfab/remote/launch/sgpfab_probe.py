@@ -6,24 +6,37 @@ old ones while both serve on the same socket. Other requests pass through untouc
 (Uploaded to API_ROOT/.sgpfab/launch/ on every host; stdlib only.)
 """
 
+from __future__ import annotations
+
 import hmac
 import os
 import socket
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Iterable, MutableMapping
+    from wsgiref.types import StartResponse, WSGIApplication, WSGIEnvironment
+
+    Scope = MutableMapping[str, Any]
+    Message = MutableMapping[str, Any]
+    Receive = Callable[[], Awaitable[Message]]
+    Send = Callable[[Message], Awaitable[None]]
+    ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 TOKEN = os.environ.get("SGPFAB_PROBE_TOKEN", "")
 RELEASE = os.environ.get("SGPFAB_RELEASE", "")
 
 
-def _is_probe(value):
+def _is_probe(value: str | None) -> bool:
     return bool(TOKEN) and value is not None and hmac.compare_digest(value, TOKEN)
 
 
-def wrap_wsgi(app):
-    def wrapped(environ, start_response):
+def wrap_wsgi(app: WSGIApplication) -> WSGIApplication:
+    def wrapped(environ: WSGIEnvironment, start_response: StartResponse) -> Iterable[bytes]:
         if not _is_probe(environ.get("HTTP_X_SGPFAB_PROBE")):
             return app(environ, start_response)
 
-        def marked(status, headers, exc_info=None):
+        def marked(status: str, headers: list[tuple[str, str]], exc_info: Any = None) -> Callable[[bytes], object]:
             return start_response(status, list(headers) + [("X-Sgpfab-Release", RELEASE)], exc_info)
 
         return app(environ, marked)
@@ -31,15 +44,15 @@ def wrap_wsgi(app):
     return wrapped
 
 
-def wrap_asgi(app):
-    async def wrapped(scope, receive, send):
+def wrap_asgi(app: ASGIApp) -> ASGIApp:
+    async def wrapped(scope: Scope, receive: Receive, send: Send) -> None:
         if scope.get("type") != "http":
             return await app(scope, receive, send)
         probe = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"x-sgpfab-probe"), None)
         if not _is_probe(probe):
             return await app(scope, receive, send)
 
-        async def marked(message):
+        async def marked(message: Message) -> None:
             if message.get("type") == "http.response.start":
                 headers = list(message.get("headers", [])) + [(b"x-sgpfab-release", RELEASE.encode())]
                 message = dict(message, headers=headers)
@@ -50,7 +63,7 @@ def wrap_asgi(app):
     return wrapped
 
 
-def notify_ready():
+def notify_ready() -> None:
     """Tell systemd this process serves (Type=notify): sent once the app is loaded and its
     server accepts, so `systemctl start` returns only then. gunicorn's own notice (sent before any
     worker has loaded the app) is held back by gunicorn_conf.py, which keeps the address in

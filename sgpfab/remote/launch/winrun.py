@@ -19,6 +19,7 @@ import json
 import os
 import subprocess
 import sys
+from typing import Any
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -26,7 +27,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 from hostctl import parse_env
 
 
-def environment(root, release, web):
+def environment(root: str, release: str, web: bool) -> dict[str, str]:
     env = dict(os.environ)
     files = [os.path.join(root, "shared", "config", n) for n in ("env", "overrides.env")]
     if web:
@@ -46,7 +47,7 @@ def environment(root, release, web):
     return env
 
 
-def run(args, **kw):
+def run(args: str | list[str], **kw: Any) -> int:
     """Start the command and wait for it; a Ctrl+C reaches it too (same console), so an
     interruption here means: wait until it has shut down, never kill it."""
     p = subprocess.Popen(args, **kw)
@@ -57,7 +58,7 @@ def run(args, **kw):
             continue
 
 
-def main(argv=None):
+def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="winrun")
     p.add_argument("--root", default=ROOT, help="API_ROOT (default: two directories above this file)")
     p.add_argument("--release", required=True)
