@@ -38,6 +38,15 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
         users = slot.ssh(h, f"ps -o user= -p $(systemctl show -p MainPID --value {slot.service}-web@v1.0.5)").split()
         assert users == ["deploy"]
         assert slot.units(h) == [f"{slot.service}-web@v1.0.5.service", f"{slot.service}.socket"]
+        # the new release got the old one's compiled bytecode (the same file) for the source files
+        # that did not change, in its venv and its own code; the changed module was compiled anew
+        for pyc, shared in [
+            (".venv/lib/python3.11/site-packages/fastapi/__pycache__/applications.cpython-311.pyc", True),
+            ("sgp_api/__pycache__/models.cpython-311.pyc", True),
+            ("sgp_api/__pycache__/main.cpython-311.pyc", False),
+        ]:
+            inodes = slot.ssh(h, f"cd {slot.api_root}/releases && stat -c %i v1.0.4/{pyc} v1.0.5/{pyc}").split()
+            assert len(inodes) == 2 and (inodes[0] == inodes[1]) is shared, (pyc, inodes)
 
     slot.fab("-H", a, "rollback")
     assert slot.current(a) == "v1.0.4" and slot.units(a)[0] == f"{slot.service}-web@v1.0.4.service"
