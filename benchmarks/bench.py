@@ -42,6 +42,7 @@ import tempfile
 import time
 import traceback
 from pathlib import Path
+from typing import Any
 
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
@@ -342,7 +343,7 @@ class Bench:
         hosts, par = self.names[:n], ["--parallel", str(n), "--json"]
         s = self.slot("sgp")
         dist = self.prebuild(s, "sgp-normal", False, [0, 1, 2])
-        entry = {"hosts": n, "redeploy": [], "rollback": []}
+        entry: dict[str, Any] = {"hosts": n, "redeploy": [], "rollback": []}
         self.results["series"][str(n)] = entry
         case = {
             "label": f"sgp / {H.SERVER['sgp']}",
@@ -478,7 +479,7 @@ def derive(res: dict, ref: str) -> None:
             )
     quiet = [r for r in red if not r.get("under_load")]  # the load's HTTP traffic crosses the veths too
     b = _med(quiet, "net_to_host_mean")
-    bmax = max((r["net_to_host_max"] for r in quiet), default=None)
+    bmax: Any = max((r["net_to_host_max"] for r in quiet), default=None)  # not None when b is set
     rep = _med(quiet, "reported_bytes_sent_mean")
     back = _med(quiet, "net_from_host_mean")
     fig(

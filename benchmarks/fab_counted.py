@@ -24,6 +24,7 @@ import resource
 import subprocess
 import sys
 import threading
+from typing import Any, cast
 
 counts: collections.Counter = collections.Counter()
 _lock = threading.Lock()
@@ -43,7 +44,7 @@ def _wrap(cls, name: str, key):
         bump(key(a) if callable(key) else key)
         return orig(self, *a, **kw)
 
-    wrapper.__wrapped__ = orig
+    cast(Any, wrapper).__wrapped__ = orig
     setattr(cls, name, wrapper)
 
 

@@ -25,6 +25,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import yaml
@@ -187,6 +188,7 @@ class FabRun:
         to = list(self.net_to_host.values())
         frm = list(self.net_from_host.values())
         host_seconds = [o.get("seconds") or 0 for o in self.outcomes]
+        statuses: set[Any] = {o.get("status") for o in self.outcomes}
         d = {
             "label": self.label,
             "argv": self.argv,
@@ -213,7 +215,7 @@ class FabRun:
             ),
             "host_seconds_max": max(host_seconds) if host_seconds else None,
             "host_seconds_mean": round(sum(host_seconds) / len(host_seconds), 3) if host_seconds else None,
-            "statuses": sorted({o.get("status") for o in self.outcomes}),
+            "statuses": sorted(statuses),
             "timings": {o["host"]: o.get("timings") or {} for o in self.outcomes},
             "counts": self.counts,
         }

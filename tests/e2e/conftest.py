@@ -18,6 +18,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -75,7 +76,7 @@ class Slot:
         app["source"] = str((ROOT / "hosts" / app["source"]).resolve())
         app.update(api_root=self.api_root, service=self.service, port=self.port)
         app.setdefault("health", {})["timeout"] = 40
-        self.inv = {
+        self.inv: dict[str, Any] = {
             "ssh_config": str(fleet.ssh_config),
             "known_hosts": str(fleet.known_hosts),
             "defaults": {"user": "deploy"},

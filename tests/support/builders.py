@@ -204,7 +204,10 @@ def stage_release(
     for rel, content in files.items():
         p = partial / rel
         p.parent.mkdir(parents=True, exist_ok=True)
-        (p.write_bytes if isinstance(content, bytes) else p.write_text)(content)
+        if isinstance(content, bytes):
+            p.write_bytes(content)
+        else:
+            p.write_text(content)
     if manifest is None:
         manifest = {"version": version or name[1:], "files": {rel: sha256(c) for rel, c in files.items()}, "wheels": {}}
     inc = root / "incoming" / name

@@ -38,6 +38,7 @@ import itertools
 import ntpath
 import threading
 import time
+from collections.abc import Callable
 
 STARTUP = ("SERVICE_AUTO_START", "SERVICE_DELAYED_AUTO_START", "SERVICE_DEMAND_START", "SERVICE_DISABLED")
 EXIT_ACTIONS = ("Restart", "Ignore", "Exit", "Suicide")
@@ -106,6 +107,8 @@ class ServiceError(Exception):
 
 
 class Service:
+    error: str  # why the application could not be started (set when that happens)
+
     def __init__(self, name: str, application: str, args: list[str]):
         self.name = name
         self.values: dict[str, str] = {
@@ -147,7 +150,8 @@ class NSSM:
         self.services: dict[str, Service] = {}
         self._pids = itertools.count(4000, 4)
         self.lock = threading.RLock()
-        self.logon = None  # the host's account check when a service starts (raises ServiceError)
+        # the host's account check when a service starts (raises ServiceError)
+        self.logon: Callable[[Service], None] | None = None
 
     # -- nssm.exe -------------------------------------------------------------------------------
     def command(self, argv: list[str]) -> tuple[str, str, int]:
@@ -225,7 +229,9 @@ class NSSM:
         return list(self.services)
 
     def status(self, name: str) -> str:
-        return PS_STATUS[self._find(name).state]
+        svc = self._find(name)
+        assert svc is not None, f"no service {name}"
+        return PS_STATUS[svc.state]
 
     def query(self, name: str) -> tuple[int, int] | None:
         """(dwCurrentState, dwProcessId), or None when there is no such service."""
@@ -317,7 +323,11 @@ class NSSM:
 
     def wait_state(self, name: str, state: str, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
-        while self._find(name).state != state:
+        while True:
+            svc = self._find(name)
+            assert svc is not None, f"no service {name}"
+            if svc.state == state:
+                break
             if time.monotonic() > deadline:
-                raise AssertionError(f"{name} is {self._find(name).state}, not {state}")
+                raise AssertionError(f"{name} is {svc.state}, not {state}")
             time.sleep(0.05)

@@ -64,8 +64,10 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from sgpfab import windows
 from sgpfab.transport import winrm
@@ -306,11 +308,13 @@ class FakeAdvapi32:
     LsaNtStatusToWinError over the host's account table (`host.accounts`, `host.logon_rights`)."""
 
     def __init__(self, scm: NSSM, errors: dict, host=None):
-        self.scm, self.errors, self.handles, self.closed, self.host = scm, errors, {}, [], host
+        self.handles: dict[int, str] = {}
+        self.closed: list[int] = []
+        self.scm, self.errors, self.host = scm, errors, host
         self.OpenSCManagerW = _Fn(lambda machine, db, access: 0x10, returns_handle=True)
         self.OpenServiceW = _Fn(self._open, returns_handle=True)
         self.QueryServiceStatusEx = _Fn(self._query)
-        self.CloseServiceHandle = _Fn(lambda h: self.closed.append(h) or 1)
+        self.CloseServiceHandle = _Fn(self._close)
         self.LookupAccountNameW = _Fn(self._lookup)
         self.LsaOpenPolicy = _Fn(self._open_policy)
         self.LsaAddAccountRights = _Fn(self._add_rights)
@@ -357,6 +361,10 @@ class FakeAdvapi32:
         self.handles[h] = name
         return h
 
+    def _close(self, h: int) -> int:
+        self.closed.append(h)
+        return 1
+
     def _query(self, h, level, buf, size, needed):
         assert level == 0 and size == 36, (level, size)
         state, pid = self.scm.query(self.handles[h])
@@ -391,7 +399,8 @@ class WindowsHost:
         self.nssm.logon = self._logon
         self.advapi = FakeAdvapi32(self.nssm, self.errors, self)
         self._modules: dict[str, types.ModuleType] = {}
-        self.on_hostctl = None  # tests: called with the argv of every host-helper run
+        # tests: called with the argv of every host-helper run
+        self.on_hostctl: Callable[[list[str]], None] | None = None
 
     # -- accounts -------------------------------------------------------------------------------
     def add_account(self, name: str, password: str | None = None) -> str:
@@ -599,7 +608,8 @@ class WindowsHost:
         key = hashlib.sha256(data).hexdigest()
         if key not in self._modules:
             spec = importlib.util.spec_from_file_location(f"hostctl_on_windows_{key[:12]}", path)
-            mod = importlib.util.module_from_spec(spec)
+            assert spec is not None and spec.loader is not None
+            mod: Any = importlib.util.module_from_spec(spec)  # gets Windows stand-ins set below
             spec.loader.exec_module(mod)
             mod.WINDOWS = True
             mod.os = WinOs()
@@ -656,6 +666,7 @@ class WindowsHost:
 
     def uv(self, argv: list[str], ctx: Ctx) -> tuple[str, str, int]:
         assert ctx.env.get("UV_OFFLINE") == "1", "uv runs offline"
+        assert ctx.cwd is not None, "uv runs in a working directory"
         cwd = self.local(ctx.cwd)
         if argv[:1] == ["venv"]:
             scripts = cwd / argv[-1] / "Scripts"

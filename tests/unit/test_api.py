@@ -3,6 +3,7 @@ hosts are unresolvable *.invalid names, so a connection attempt would show as a 
 FleetStatus.ok reads the rows as `fab status` does."""
 
 from pathlib import Path
+from typing import TypedDict
 
 import pytest
 
@@ -31,7 +32,11 @@ def inv(tmp_path: Path) -> Path:
     return p
 
 
-QUIET = {"say": lambda _: None}
+class _Quiet(TypedDict):
+    say: api.Say
+
+
+QUIET: _Quiet = {"say": lambda _: None}
 
 
 @pytest.mark.parametrize(

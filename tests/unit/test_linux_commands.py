@@ -84,8 +84,9 @@ def all_units(inventory):
 def free_form_commands(spec: AppSpec) -> list[str]:
     out = list(spec.release) + list(spec.build)
     for p in spec.processes.values():
-        if getattr(p, "command", None):
-            out.append(p.command)
+        command = getattr(p, "command", None)
+        if command:
+            out.append(command)
     return out
 
 

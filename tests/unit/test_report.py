@@ -7,7 +7,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from invoke import Exit
+from invoke.exceptions import Exit
 from rich.console import Console
 
 from sgpfab import report

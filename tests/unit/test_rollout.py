@@ -131,9 +131,9 @@ def test_policy_from_strings():
     assert make_policy(3) == Policy(waves=[3], parallel=1, max_fail=0, soak=0.0, undo=True)
 
 
-def test_make_policy_is_keyword_only():
+def test_make_policy_is_keyword_only() -> None:
     with pytest.raises(TypeError):
-        make_policy(4, "1,2")  # type: ignore[misc]
+        make_policy(4, "1,2")  # type: ignore[call-arg]  # deliberately positional: must be refused
 
 
 @pytest.mark.parametrize("soak", ["nan", "inf", float("inf")])

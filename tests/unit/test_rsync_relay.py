@@ -7,6 +7,7 @@ import subprocess
 import sys
 import threading
 import time
+from typing import IO
 
 from sgpfab.transport.relay import ChannelRelay
 from sgpfab.transport.ssh import RELAY_SCRIPT
@@ -16,7 +17,8 @@ class LocalChannel:
     """The part of paramiko's Channel the relay uses, backed by `sh -c COMMAND` on this machine."""
 
     def __init__(self, seen: list[str]):
-        self.seen, self.p = seen, None
+        self.seen = seen
+        self.p: subprocess.Popen[bytes] | None = None
         self.out, self.err = b"", b""
         self._lock = threading.Lock()
         self._idle = os.pipe()
@@ -38,12 +40,21 @@ class LocalChannel:
             with self._lock:
                 setattr(self, attr, getattr(self, attr) + data)
 
+    def _proc(self) -> subprocess.Popen[bytes]:
+        assert self.p is not None, "exec_command comes first"
+        return self.p
+
+    def _stdin(self) -> IO[bytes]:
+        stdin = self._proc().stdin
+        assert stdin is not None
+        return stdin
+
     def sendall(self, data: bytes) -> None:
-        self.p.stdin.write(data)
-        self.p.stdin.flush()
+        self._stdin().write(data)
+        self._stdin().flush()
 
     def shutdown_write(self) -> None:
-        self.p.stdin.close()
+        self._stdin().close()
 
     def recv_ready(self) -> bool:
         return bool(self.out)
@@ -64,10 +75,10 @@ class LocalChannel:
         return self._take("err", n)
 
     def exit_status_ready(self) -> bool:  # as over SSH: the exit status comes after all output
-        return self.p.poll() is not None and not any(t.is_alive() for t in self._readers)
+        return self._proc().poll() is not None and not any(t.is_alive() for t in self._readers)
 
     def recv_exit_status(self) -> int:
-        return self.p.wait()
+        return self._proc().wait()
 
     def fileno(self) -> int:  # select() in the relay then waits its 50 ms each time
         return self._idle[0]

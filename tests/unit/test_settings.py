@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import types
+from typing import Any
 
 import pytest
 from support.builders import app_with, inventory_data, load_inventory
@@ -34,13 +35,13 @@ def clean_env(monkeypatch):
 
 def fake_keyring(monkeypatch, values: dict, *, broken: bool = False):
     """A stand-in for the `keyring` package (service 'sgpfab')."""
-    errors = types.ModuleType("keyring.errors")
+    errors: Any = types.ModuleType("keyring.errors")  # attributes set below
 
     class KeyringError(Exception):
         pass
 
     errors.KeyringError = KeyringError
-    mod = types.ModuleType("keyring")
+    mod: Any = types.ModuleType("keyring")
     calls = []
 
     def get_password(service, name):

@@ -16,6 +16,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support.winhost import WindowsHost
@@ -159,7 +160,8 @@ class Win:
 
     def session(self) -> HostSession:
         p = Protocol("https://win1.example.com:5986/wsman", transport="ntlm", username="deployer", password="pw")
-        p.transport.send_message = FakeWinRM(self.host)
+        transport: Any = p.transport  # its HTTP send is replaced by the WS-Man stand-in
+        transport.send_message = FakeWinRM(self.host)
         t = WinRMTransport(self.inst.host, protocol=p)
         t.open()
         password = account_password(self.inst, SecretStore(use_keyring=False))  # as runner.open_sessions does
