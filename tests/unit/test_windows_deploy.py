@@ -29,7 +29,7 @@ from sgpfab.deploy import Plan, check_host, deploy_host
 from sgpfab.errors import DeployError, InputError
 from sgpfab.inventory import Inventory
 from sgpfab.ops import rollback_host
-from sgpfab.session import LAUNCHERS, HostSession
+from sgpfab.session import HostSession
 from sgpfab.settings import SecretStore, account_password, resolve
 from sgpfab.transport.winrm import WinRMTransport
 from sgpfab.versions import Version
@@ -181,18 +181,6 @@ class Win:
 
 @pytest.fixture
 def win(tmp_path, monkeypatch):
-    # session.helper_files uploads the launchers (launch/*.py) to Linux hosts only, but the NSSM
-    # services run launch\winrun.py: without it no process starts (reported; remove this patch
-    # once helper_files uploads the launchers to Windows hosts too).
-    real = HostSession.helper_files
-
-    def helper_files(self):
-        files = real(self)
-        if self.host.os == "windows":
-            files.update({f"launch/{f.name}": (f.read_bytes(), 0o644) for f in LAUNCHERS})
-        return files
-
-    monkeypatch.setattr(HostSession, "helper_files", helper_files)
     monkeypatch.delenv("SGPFAB_WINRM_USER", raising=False)
     port = free_port()
     host = WindowsHost(tmp_path)
