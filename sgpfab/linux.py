@@ -243,9 +243,11 @@ def start_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     )
 
 
-def stop_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
+def stop_processes(inst: Instance, release: str, names: list[str], *, wait: bool = True) -> Cmd:
+    """Stop these processes of `release`; with wait=False only ask systemd to (the processes
+    finish draining in the background; a later `systemctl stop` of them waits for the end)."""
     units = " ".join(q(process_id(inst, release, n)) for n in names)
-    return Cmd(f"systemctl stop {units}", privileged=True)
+    return Cmd(f"systemctl stop {'' if wait else '--no-block '}{units}", privileged=True)
 
 
 def _instance_filter(inst: Instance) -> str:

@@ -565,9 +565,10 @@ class HostSession:
         raise self.t.fail(r)
 
     def hand_over(self, before_web: str | None, release: str, web: WebProcess | None, names: list[str]) -> GateResult:
-        """Stop the old web process (it finishes what it accepted), then the gate: every new
-        connection now reaches `release`, which must answer and keep running."""
-        parts = [self.steps.stop_processes(self.inst, before_web, ["web"])] if before_web else []
+        """Tell the old web process to stop (it stops accepting at once and finishes what it
+        accepted in the background; `finish` waits for it), then the gate: every new connection
+        now reaches `release`, which must answer and keep running."""
+        parts = [self.steps.stop_processes(self.inst, before_web, ["web"], wait=False)] if before_web else []
         r = self.run_chain([*parts, self._gate_cmd(release, web, names)])
         return GateResult.model_validate(_answers(r).get("gate") or {"ok": False, "why": "no answer"})
 

@@ -553,7 +553,9 @@ def start_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
     return Cmd(_script(*(f"Start-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 
-def stop_processes(inst: Instance, release: str, names: list[str]) -> Cmd:
+def stop_processes(inst: Instance, release: str, names: list[str], *, wait: bool = True) -> Cmd:
+    """Stop these services (always waiting: `wait` exists for the Linux signature; Windows never
+    hands over between two web processes, see CAN_OVERLAP)."""
     return Cmd(_script(*(f"Stop-AppService {q(service_name(inst, n))}" for n in names)), privileged=True)
 
 

@@ -14,7 +14,7 @@ import shlex
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from sgpfab import linux, runfiles, systemd
@@ -77,7 +77,7 @@ def render_verified_with_source(cmd: Cmd) -> str:
     )
 
 
-def render_files(files: dict[str, tuple[str | bytes, int]]) -> str:
+def render_files(files: Mapping[str, tuple[str | bytes, int]]) -> str:
     out = []
     for rel in sorted(files):
         content, mode = files[rel]
@@ -104,7 +104,7 @@ def cases(directory: Path | None = None) -> dict[str, str]:
     v = Version.parse(rel)
     lay = Layout.for_instance(shop)
 
-    c: dict[str, Callable[[], str]] = {
+    c: dict[str, Callable[..., str]] = {  # called with no arguments (some bind loop values as defaults)
         "linux.prepare.shop": lambda: render_cmd(linux.prepare(shop, LOGIN, "shopsvc")),
         "linux.prepare.blog-postgresql": lambda: render_cmd(linux.prepare(inst["blog"], LOGIN, "blog")),
         "linux.prepare.batch-no-database": lambda: render_cmd(linux.prepare(inst["batch"], LOGIN, "batch")),
@@ -166,6 +166,7 @@ def cases(directory: Path | None = None) -> dict[str, str]:
         "linux.make_writable": lambda: render_cmd(linux.make_writable(shop, rel, spec["shop"].writable, "shopsvc")),
         "linux.start_processes": lambda: render_cmd(linux.start_processes(shop, rel, ["web", "worker", "beat"])),
         "linux.stop_processes": lambda: render_cmd(linux.stop_processes(shop, rel, ["web", "worker"])),
+        "linux.stop_processes.no-wait": lambda: render_cmd(linux.stop_processes(shop, rel, ["web"], wait=False)),
         "linux.stop_all_but.release": lambda: render_cmd(linux.stop_all_but(shop, rel)),
         "linux.stop_all_but.none": lambda: render_cmd(linux.stop_all_but(shop, None)),
         "linux.stop_all_but.dotted-service": lambda: render_cmd(linux.stop_all_but(inst["legacy"], "v2.0.0")),
