@@ -55,6 +55,10 @@ class SSHTransport(Transport):
         self.conn = Connection(
             host.address, user=host.user, port=host.ssh_port, config=cfg, connect_timeout=connect_timeout
         )
+        # zlib on the SSH stream (commands, manifests, rsync's protocol): a third fewer bytes per
+        # re-deploy, about half per first deploy (the uv binary compresses), for ~1.5 s of
+        # controller CPU per 50 MB uploaded. `Compression no` in the host's ssh_config turns it off.
+        self.conn.connect_kwargs["compress"] = self.conn.ssh_config.get("compression", "yes").lower() != "no"
         _verify_host_keys(self.conn, self.known_hosts_files())
         self.bytes_sent = 0  # by rsync and SFTP uploads, for reports and benchmarks
         self._control_dir: str | None = None  # interactive ssh connections share one master (this run only)
