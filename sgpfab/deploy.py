@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -19,7 +20,7 @@ from .session import HostSession, elapsed
 from .settings import Settings
 from .state import HostState, Release
 from .versions import Version, display
-from .whenchanged import Decision, decide
+from .whenchanged import Decision, active_bundle, decide
 
 if TYPE_CHECKING:
     from .appspec import AppSpec
@@ -112,6 +113,7 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
         before = st.current
         s.step("lock")
         audit = dict(action=plan.action, version=str(version), before=display(before), digest=bundle.digest)
+        built: HostState | None = None  # the host's state once the release is built here
         try:
             if _already_active(s, st, plan, settings):
                 changed = s.install_processes(cast(str, st.current), bundle.spec)  # active: not None
@@ -121,12 +123,14 @@ def deploy_host(s: HostSession, plan: Plan) -> Outcome:
                     return _outcome(s, Status.NOOP, before, before, msg, start, sent, recovered)
                 s.note("the service units had drifted from what sgpfab wrote: rewritten, restarting")
             else:
-                _ensure_release(s, st, plan)
+                built = _ensure_release(s, st, plan)
             name = version.release_name
             fingerprint, _ = s.stage(name, bundle.spec, settings, f"before-{name}")
             s.step("staged")
             _run_hooks(s, name, bundle.spec, hook_decisions(plan, st.active, fingerprint))
-            activate(s, name, before, "deploy", before_undo=s.revert_settings, settings_fingerprint=fingerprint)
+            activate(
+                s, name, before, "deploy", before_undo=s.revert_settings, settings_fingerprint=fingerprint, st=built
+            )
         except BaseException as e:
             s.revert_settings()
             s.audit(
@@ -176,7 +180,9 @@ def _already_active(s: HostSession, st: HostState, plan: Plan, settings: Setting
     return bool(s.probe().ok)
 
 
-def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
+def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> HostState | None:
+    """The release on the host, built unless it is there already: the host's state when it was
+    built (None when it was reused)."""
     version, bundle = plan.version, plan.bundle
     existing = st.get(version)
     if existing and existing.complete:
@@ -188,11 +194,11 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
         if existing.bad:
             s.clear_bad(existing.name)  # a deliberate retry clears the mark
         s.note(f"release {version} is already on the host; reusing it")
-        return
+        return None
     if existing:  # a directory without its completion marker: never trusted, rebuilt
         s.remove(existing.name)
     try:
-        _build_release(s, st, plan)
+        return _build_release(s, st, plan)
     except BaseException:
         # Nothing half-built stays behind (a full disk must not stay full).
         # Best effort: the original error is what the user needs to see.
@@ -201,7 +207,21 @@ def _ensure_release(s: HostSession, st: HostState, plan: Plan) -> None:
         raise
 
 
-def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
+def _manifest_base(st: HostState, bundle: Bundle) -> tuple[str, dict[str, Any]] | None:
+    """The host's active release and its bundle's manifest, when the controller has that bundle
+    (beside this one, its digest the one the host recorded): what the new manifest is sent as a
+    difference from."""
+    active = st.active
+    if active is None or active.name == bundle.version.release_name or active_bundle(bundle, active) is None:
+        return None
+    try:
+        manifest = json.loads((Path(bundle.path).parent / active.name / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return (active.name, manifest) if isinstance(manifest, dict) else None
+
+
+def _build_release(s: HostSession, st: HostState, plan: Plan) -> HostState:
     version, bundle = plan.version, plan.bundle
     facts = s.facts if s.facts is not None else s.preflight()
     uv = facts.uv
@@ -213,8 +233,11 @@ def _build_release(s: HostSession, st: HostState, plan: Plan) -> None:
     s.step("upload")
     target = bundle.target_for(facts.arch, facts.glibc, facts.python, s.host.os) or bundle.metadata.targets[0]
     s.note("verifying every file on the host, building the venv offline")
-    s.build_release(bundle, uv, bundle.metadata.requirements[target.key], release_meta(bundle))
+    built = s.build_release(
+        bundle, uv, bundle.metadata.requirements[target.key], release_meta(bundle), _manifest_base(st, bundle)
+    )
     s.step("built")
+    return built
 
 
 def release_meta(bundle: Bundle) -> dict[str, Any]:

@@ -102,6 +102,7 @@ def chain(parts: list[Cmd], login_is_root: bool = False) -> Cmd:
     return Cmd(" && ".join(segments), stdin=b"".join(c.stdin or b"" for c in parts) or None, timeout=timeout)
 
 
+EXIT_NO_BASE = 4  # hostctl manifest: no copy of the base release's manifest to patch (hostctl.py)
 EXIT_NO_HELPER = 3  # hostctl_verified: the installed helper is missing or not the expected one
 NO_HELPER = "sgpfab:no-helper"
 

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import linux, windows
+from .bundle import manifestpatch
 from .cmd import Cmd
 from .errors import InputError, LockedError, RemoteError
 from .identity import controller_user
@@ -309,22 +310,52 @@ class HostSession:
         # Anything a killed earlier build left in the partial directory is deleted by the sync.
         self.t.sync(bundle.unpacked(), lay.partial(version), link_dest=link_dest, progress=self._progress("app files"))
 
-    def build_release(self, bundle: Bundle, uv: str, requirements_file: str, meta: dict[str, Any]) -> None:
+    def build_release(
+        self,
+        bundle: Bundle,
+        uv: str,
+        requirements_file: str,
+        meta: dict[str, Any],
+        base: tuple[str, dict[str, Any]] | None = None,
+    ) -> HostState:
         """On the host, in one go: the bundle's manifest and requirements into incoming/, verify
         every file against the manifest, build the venv offline, and mark the release complete
-        (metadata) under its final name."""
-        lay, version = self.layout, bundle.version
+        (metadata) under its final name. With `base` (a release on the host and its bundle's
+        manifest), the manifest goes as its difference from that one (manifestpatch.py); when
+        the host cannot rebuild it from that, the same again with the whole manifest. Returns
+        the host's state with the new release in it."""
+        lay, version, name = self.layout, bundle.version, bundle.version.release_name
         project_wheel = bundle.metadata.install.project
         req = self.steps.join(lay.incoming(version), "requirements", requirements_file)
         extra = (self.steps.join(lay.wheelhouse, project_wheel),) if project_wheel else ()
-        self.run_chain(
-            [
-                self.steps.write_files(lay.incoming(version), manifest_and_requirements(bundle.path)),
-                self.hostctl_cmd("verify", "--name", version.release_name),
-                self.steps.build_venv(self.inst, version, uv, req, extra),
-                self.hostctl_cmd("finalize", "--name", version.release_name, data=meta),
-            ]
-        )
+        files = manifest_and_requirements(bundle.path)
+        then = [
+            self.hostctl_cmd("verify", "--name", name),
+            self.steps.build_venv(self.inst, version, uv, req, extra),
+            self.hostctl_cmd("finalize", "--name", name, "--with-state", data=meta),
+        ]
+        no_base: int | None = self.steps.EXIT_NO_BASE  # None where hostctl's exit code does not reach us
+        if base is not None and no_base is not None:
+            manifest = json.loads(files.pop("manifest.json")[0])
+            patch = manifestpatch.make(base[1], manifest)
+            rebuild = self.hostctl_cmd(
+                "manifest", "--name", name, "--base", base[0], "--sha256", manifestpatch.digest(manifest), data=patch
+            )
+            r: Result | None = self.run_chain(
+                [self.steps.write_files(lay.incoming(version), files), rebuild, *then], check=False
+            )
+            if r is not None and not r.ok:
+                if r.exited != no_base or "manifest" in _answers(r):  # it failed after the rebuild
+                    raise self.t.fail(r)
+                self.note(f"no usable copy of the manifest of {base[0]} here: sending the whole manifest")
+                r = None
+        else:
+            r = None
+        if r is None:
+            files = manifest_and_requirements(bundle.path)
+            r = self.run_chain([self.steps.write_files(lay.incoming(version), files), *then])
+        state = _answers(r).get("finalize", {}).get("state")
+        return HostState.parse(state) if state else self.state()
 
     def write_release_files(self, release: str, spec: AppSpec) -> None:
         """The scripts the release's processes and hooks start through (regenerated at every

@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from .versions import Version
 
 CAN_OVERLAP = False  # one service per process: a new release restarts it
+EXIT_NO_BASE = None  # a failing helper is a thrown error here, not its exit code: manifests go whole
 UNITS_CHANGED = "sgpfab:units-changed"
 NSSM_MIN_VERSION = (2, 24, 101)  # 2.24's applications fail to start on Windows 10 1703+ / Server 2019
 

@@ -61,6 +61,15 @@ class Fail(Exception):
     pass
 
 
+class NoBase(Fail):
+    """A manifest patch this host cannot apply (no copy of its base, or another result): the
+    controller then sends the whole manifest."""
+
+
+EXIT_NO_BASE = 4
+KEPT_MANIFEST = os.path.join(".sgpfab", "manifest.json")  # in each release: its bundle's manifest
+
+
 _CMD = ""  # the sub-command running; every answer names it, so chained calls can be told apart
 
 
@@ -287,6 +296,41 @@ def _db_exists(h: Host) -> bool:
     return h.engine == "sqlite" and os.path.exists(h.db)
 
 
+def manifest(a: argparse.Namespace, h: Host) -> None:
+    """Rebuild the manifest of release --name from the copy release --base keeps and the patch on
+    stdin (sgpfab/bundle/manifestpatch.py), accepted only when its SHA-256 is --sha256, into
+    incoming/NAME/ where verify reads it."""
+    name, base = _check_name(a.name), _check_name(a.base)
+    patch = _stdin_json()
+    try:
+        with open(os.path.join(h.release(base), KEPT_MANIFEST)) as f:
+            rebuilt = _patched(json.load(f), patch)
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as e:
+        raise NoBase("no usable copy of the manifest of %s (%s)" % (base, e)) from None
+    data = _canonical(rebuilt)
+    if hashlib.sha256(data).hexdigest() != a.sha256:
+        raise NoBase("the manifest rebuilt from the one of %s is not the expected one" % base)
+    os.makedirs(h.p("incoming", name), exist_ok=True)
+    _write_atomic(h.p("incoming", name, "manifest.json"), data)
+    _out({"manifest": name, "base": base})
+
+
+def _patched(base: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
+    """`base` with a manifest patch applied: keys dropped and set, object values merged."""
+    out = {k: v for k, v in base.items() if k not in patch["drop"]}
+    out.update(patch["set"])
+    for key, change in patch["merge"].items():
+        inner = {k: v for k, v in base[key].items() if k not in change["drop"]}
+        inner.update(change["set"])
+        out[key] = inner
+    return out
+
+
+def _canonical(obj: Any) -> bytes:
+    """The byte form of a manifest both sides hash (sgpfab/bundle/manifestpatch.py: the same)."""
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode()
+
+
 def verify(a: argparse.Namespace, h: Host) -> None:
     """Check a release copied into releases/.partial-NAME against its bundle's manifest (uploaded
     to incoming/NAME/): exactly the listed files, each with its SHA-256, and every wheel. On any
@@ -376,11 +420,16 @@ def finalize(a: argparse.Namespace, h: Host) -> None:
     meta.update({"name": name, "finalized_at": _now()})
     active = _current(h)
     seeded = _seed_bytecode(h.release(active), src) if active and active != name else 0
+    with contextlib.suppress(OSError, ValueError):  # kept for the next release's manifest patch
+        with open(h.p("incoming", name, "manifest.json")) as f:
+            kept = _canonical(json.load(f))
+        os.makedirs(os.path.join(src, ".sgpfab"), exist_ok=True)
+        _write_atomic(os.path.join(src, KEPT_MANIFEST), kept)
     _write_atomic(os.path.join(src, h.marker), json.dumps(meta, sort_keys=True))
     os.rename(src, dst)
     _fsync_dir(h.releases)
     shutil.rmtree(h.p("incoming", name), ignore_errors=True)
-    _out({"release": name, "bytecode_seeded": seeded})
+    _out({"release": name, "bytecode_seeded": seeded, "state": _state_dict(h) if a.with_state else None})
 
 
 def _seed_bytecode(src: str, dst: str) -> int:
@@ -1583,6 +1632,12 @@ def parser() -> argparse.ArgumentParser:
         s = sub.add_parser(name)
         s.add_argument("--name", required=True)
         s.set_defaults(fn=fn)
+    s.add_argument("--with-state", action="store_true", help="answer with the release state too")
+    s = sub.add_parser("manifest")
+    s.add_argument("--name", required=True)
+    s.add_argument("--base", required=True, help="the release whose kept manifest the patch applies to")
+    s.add_argument("--sha256", required=True, help="of the rebuilt manifest's canonical form")
+    s.set_defaults(fn=manifest)
     s = sub.add_parser("switch")
     s.add_argument("--to", required=True)
     s.set_defaults(fn=switch)
@@ -1663,6 +1718,9 @@ def main(argv: list[str] | None = None) -> int:
         a.status = [200]
     try:
         a.fn(a, Host(os.path.abspath(a.root)))
+    except NoBase as e:
+        sys.stderr.write("hostctl: %s\n" % e)
+        return EXIT_NO_BASE
     except Fail as e:
         sys.stderr.write("hostctl: %s\n" % e)
         return 2

@@ -1,7 +1,9 @@
 """Deploy, upgrade, rollback, failure and cleanup on real hosts, through the real `fab` CLI,
 with the FastAPI example (uvicorn through sgpfab's launcher, Alembic migrations, a uv project)."""
 
+import json
 import re
+import shlex
 
 import yaml
 
@@ -22,9 +24,21 @@ def test_upgrade_keeps_data_and_rollback_returns_the_old_release(slot):
         )
         assert slot.http(h, "/health")[0] == 200
         assert slot.post_json(h, "/items", {"name": f"written-under-1.0.4-on-{h}"})[0] == 201
+    # each release keeps its manifest on the host; the next one's goes as a difference from it.
+    # Host b's copy is altered: b cannot rebuild the new manifest from it and gets it whole
+    kept = f"{slot.api_root}/releases/v1.0.4/.sgpfab/manifest.json"
+    manifest = json.loads(slot.ssh(b, f"cat {kept}"))
+    manifest["files"]["sgp_api/models.py"] = "0" * 64
+    slot.ssh(b, f"echo {shlex.quote(json.dumps(manifest))} > {kept}")
     changed = slot.variant("v2", append={"sgp_api/main.py": "# 1.0.5"})
     again = slot.fab("-H", f"{a},{b}", "deploy", "--version", "1.0.5", "--source", str(changed))
-    assert "uploading wheels" not in again.stdout + again.stderr  # nothing of them is sent again
+    out = again.stdout + again.stderr
+    assert "uploading wheels" not in out  # nothing of them is sent again
+    assert re.search(rf"{b}\b.*no usable copy of the manifest of v1\.0\.4 here", out), out
+    assert not re.search(rf"{a}\b.*no usable copy", out), out
+    sent = json.loads((slot.dist / slot.app / "releases" / "v1.0.5" / "manifest.json").read_text())
+    for h in (a, b):  # each host verified the release against exactly the controller's manifest
+        assert json.loads(slot.ssh(h, f"cat {slot.api_root}/releases/v1.0.5/.sgpfab/manifest.json")) == sent
     for h in (a, b):
         assert slot.current(h) == "v1.0.5"
         assert items(slot, h) == [f"written-under-1.0.4-on-{h}"]

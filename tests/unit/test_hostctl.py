@@ -267,7 +267,11 @@ def test_verify_without_a_staged_tree(root):
 def test_finalize_records_meta_renames_and_drops_the_upload(root):
     stage_release(root, "v1.0.0")
     meta = {"version": "1.0.0", "bundle_digest": "abc", "name": "spoofed", "nested": {"a": [1, "x"]}}
-    assert ok(hostctl(root, "finalize", "--name", "v1.0.0", stdin=meta)) == {"release": "v1.0.0", "bytecode_seeded": 0}
+    assert ok(hostctl(root, "finalize", "--name", "v1.0.0", stdin=meta)) == {
+        "release": "v1.0.0",
+        "bytecode_seeded": 0,
+        "state": None,
+    }
     rel = root / "releases" / "v1.0.0"
     marker = json.loads((rel / MARKER).read_text())
     assert marker["name"] == "v1.0.0" and marker["bundle_digest"] == "abc" and marker["nested"] == {"a": [1, "x"]}
