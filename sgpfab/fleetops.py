@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from .bundle import Bundle, bundle_dir
 from .deploy import Plan, check_host, deploy_host
@@ -23,7 +23,7 @@ from .versions import Version, display
 from .whenchanged import decide
 
 if TYPE_CHECKING:
-    from .settings import Settings
+    pass
 
 
 def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
@@ -184,11 +184,9 @@ def plan_rows(sessions: list[HostSession], plan: Plan) -> list[PlanRow]:
             row.schema_change = bool(
                 active and active.meta.schema_fingerprint != b.schema_fingerprint and b.schema_fingerprint
             )
-        if active and active.meta.settings_fingerprint:
+        if active and active.meta.settings_fingerprint and settings is not None:
             try:
-                row.settings_changed = (
-                    s.settings_fingerprint(cast("Settings", settings)) != active.meta.settings_fingerprint
-                )
+                row.settings_changed = s.settings_fingerprint(settings) != active.meta.settings_fingerprint
             except Exception:
                 row.settings_changed = None
         if row.action not in ("nothing", "refused"):

@@ -18,10 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, overload
 
-from . import linux, windows
 from .bundle import manifestpatch
 from .cmd import Cmd
 from .errors import InputError, LockedError, RemoteError
+from .hostos import steps_for
 from .identity import controller_user
 from .layout import Layout, Units
 from .state import BackupReply, GateResult, HostFacts, HostState, LockReply, Release
@@ -82,7 +82,7 @@ class HostSession:
         self.host = inst.host
         self.layout = Layout.for_instance(inst)
         self.units = Units(inst.service)
-        self.steps = windows if self.host.os == "windows" else linux
+        self.steps = steps_for(self.host)
         self.say = say
         self.started = time.monotonic()
         self.service_user = resolve_service_user(inst, transport.login_user)
@@ -190,7 +190,7 @@ class HostSession:
                 ) from None
             raise
         if self.host.os == "windows":
-            facts["nssm"] = self.run(windows.nssm_version(), check=False).stdout.strip()
+            facts["nssm"] = self.run(self.steps.nssm_version(), check=False).stdout.strip()
         self.facts = HostFacts.model_validate(facts)
         self.state_at_connect = HostState.parse(facts["state"])
         return self.facts
