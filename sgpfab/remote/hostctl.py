@@ -77,6 +77,16 @@ def _out(obj: dict[str, Any]) -> None:
     sys.stdout.write(json.dumps(dict(obj, _cmd=_CMD), sort_keys=True) + "\n")
 
 
+def _stdin_object() -> dict[str, Any]:
+    """stdin as a JSON object ({} when it is empty); any other JSON is refused."""
+    data = _stdin_json()
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise Fail("stdin must be a JSON object")
+    return data
+
+
 def _stdin_json() -> Any:
     try:
         return json.loads(sys.stdin.read() or "null")
@@ -469,9 +479,12 @@ def _seed_bytecode(src: str, dst: str) -> int:
 
 
 def _link_or_copy(path: str, into: str, name: str) -> int:
-    """Put file `path` into directory `into` as `name` (a hard link, else a copy); 1 if done."""
+    """Put regular file `path` into directory `into` as `name` (a hard link, else a copy); 1 if
+    done (a link or anything else at `path` is left alone)."""
     target = os.path.join(into, name)
     try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return 0
         os.makedirs(into, exist_ok=True)
         if os.path.lexists(target):
             return 0
@@ -889,7 +902,7 @@ def restore(a: argparse.Namespace, h: Host) -> None:
 def dbcheck(a: argparse.Namespace, h: Host) -> None:
     """Can the app's database be reached with its settings (stdin JSON {"engine", "env"} for
     settings not written yet), may it create tables, and are the backup tools there?"""
-    data = _stdin_json() if a.stdin else None
+    data = _stdin_object() if a.stdin else None
     engine = (data or {}).get("engine") or h.engine
     if engine != "postgresql":
         _out({"ok": True, "engine": engine})
@@ -1506,7 +1519,7 @@ def lock(a: argparse.Namespace, h: Host) -> None:
     base = h.p(".sgpfab")
     os.makedirs(base, exist_ok=True)
     info_path = os.path.join(base, "lock", "info.json")
-    info = (_stdin_json() or {}) if a.action != "release" else {}  # before the mutex: never wait on a client
+    info = _stdin_object() if a.action != "release" else {}  # before the mutex: never wait on a client
 
     def holder() -> Any:
         with contextlib.suppress(OSError, ValueError):

@@ -109,3 +109,15 @@ def test_bytecode_another_user_owns_is_copied_when_it_cannot_be_linked(tmp_path,
     copied = dst / "__pycache__" / f"m.{TAG}.pyc"
     assert copied.read_bytes() == b"compiled"
     assert not os.path.samefile(copied, src / "__pycache__" / f"m.{TAG}.pyc")
+
+
+def test_a_link_in_the_active_release_cache_is_not_carried_over(tmp_path):
+    src, dst = tmp_path / "src", tmp_path / "dst"
+    (src / "__pycache__").mkdir(parents=True)
+    dst.mkdir()
+    (src / "m.py").write_text("X = 1\n")
+    os.link(src / "m.py", dst / "m.py")
+    (tmp_path / "elsewhere.pyc").write_bytes(b"not from this release")
+    (src / "__pycache__" / f"m.{TAG}.pyc").symlink_to(tmp_path / "elsewhere.pyc")
+    assert hc._seed_bytecode(str(src), str(dst)) == 0
+    assert not (dst / "__pycache__" / f"m.{TAG}.pyc").exists()

@@ -1299,3 +1299,9 @@ def test_lock_and_preflight_answer_with_the_state_when_asked(root):
     assert took["locked"] and took["state"]["current"] is None and took["state"]["releases"] == []
     facts = hostctl(root, "preflight", "--with-state").json
     assert facts["state"]["journal"] is None and facts["uv"] == ""
+
+
+@pytest.mark.parametrize("args", [("lock", "take", "--token", "t1"), ("dbcheck", "--stdin")])
+def test_json_on_stdin_that_is_not_an_object_is_refused_in_one_line(root, args):
+    refused(hostctl(root, *args, stdin="[1, 2]"), "stdin must be a JSON object")
+    assert not (root / ".sgpfab" / "lock" / "info.json").exists()
