@@ -335,24 +335,21 @@ class HostSession:
             self.hostctl_cmd("finalize", "--name", name, "--with-state", data=meta),
         ]
         no_base: int | None = self.steps.EXIT_NO_BASE  # None where hostctl's exit code does not reach us
+        r: Result | None = None
         if base is not None and no_base is not None:
-            manifest = json.loads(files.pop("manifest.json")[0])
-            patch = manifestpatch.make(base[1], manifest)
-            rebuild = self.hostctl_cmd(
-                "manifest", "--name", name, "--base", base[0], "--sha256", manifestpatch.digest(manifest), data=patch
+            manifest = json.loads(files["manifest.json"][0])
+            patch, digest = manifestpatch.make(base[1], manifest), manifestpatch.digest(manifest)
+            rebuild = self.hostctl_cmd("manifest", "--name", name, "--base", base[0], "--sha256", digest, data=patch)
+            requirements = {k: v for k, v in files.items() if k != "manifest.json"}
+            r = self.run_chain(
+                [self.steps.write_files(lay.incoming(version), requirements), rebuild, *then], check=False
             )
-            r: Result | None = self.run_chain(
-                [self.steps.write_files(lay.incoming(version), files), rebuild, *then], check=False
-            )
-            if r is not None and not r.ok:
+            if not r.ok:
                 if r.exited != no_base or "manifest" in _answers(r):  # it failed after the rebuild
                     raise self.t.fail(r)
                 self.note(f"no usable copy of the manifest of {base[0]} here: sending the whole manifest")
                 r = None
-        else:
-            r = None
         if r is None:
-            files = manifest_and_requirements(bundle.path)
             r = self.run_chain([self.steps.write_files(lay.incoming(version), files), *then])
         state = _answers(r).get("finalize", {}).get("state")
         return HostState.parse(state) if state else self.state()
