@@ -9,7 +9,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .bundle import Bundle, bundle_dir
 from .deploy import Plan, check_host, deploy_host
@@ -21,9 +21,6 @@ from .session import HostSession
 from .settings import MASK
 from .versions import Version, display
 from .whenchanged import decide
-
-if TYPE_CHECKING:
-    pass
 
 
 def undo_to_before(s: HostSession, o: Outcome) -> Outcome:
